@@ -1,0 +1,82 @@
+"""JSON files that are validated against the schemas in ``schemas/`` and written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from operator_common.errors import InputError, OutputError
+
+
+@cache
+def load_schema(name: str) -> dict[str, Any]:
+    """Return the JSON Schema ``schemas/<name>.schema.json``."""
+    text = resources.files("operator_common").joinpath(f"schemas/{name}.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def schema_errors(data: Any, schema_name: str) -> list[str]:
+    """Every way ``data`` breaks the schema, as ``path: message`` lines (empty when valid)."""
+    schema = load_schema(schema_name)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    return [f"{_json_path(e.absolute_path)}: {e.message}" for e in errors]
+
+
+def _json_path(parts: Any) -> str:
+    path = "$"
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any, schema_name: str) -> None:
+    """Validate ``data`` against its schema, then write it atomically with stable formatting."""
+    problems = schema_errors(data, schema_name)
+    if problems:
+        raise OutputError(
+            f"refusing to write {path.name}: it does not match schema {schema_name!r}: "
+            + "; ".join(problems[:5])
+        )
+    text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    try:
+        atomic_write_bytes(path, text.encode("utf-8"))
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def read_json(path: Path, schema_name: str) -> Any:
+    """Load a JSON file and check it against its schema; problems become an ``InputError``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise InputError(f"{path} does not exist") from error
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path} is not readable JSON: {error}") from error
+    problems = schema_errors(data, schema_name)
+    if problems:
+        raise InputError(f"{path} does not match schema {schema_name!r}: " + "; ".join(problems[:5]))
+    return data

@@ -1,0 +1,1 @@
+"""Synthetic DICOM studies with known geometry, and the committed sample studies."""

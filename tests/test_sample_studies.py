@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
+import nibabel
 import numpy as np
 import numpy.typing as npt
 import pydicom
@@ -248,3 +251,25 @@ def test_cli_reports_an_unwritable_output(
     assert main(["--output", str(blocker / "samples")]) == 5
     error = capsys.readouterr().err
     assert "cannot write" in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize("name", ["oblique", "descending", "sagittal-mr", "feet-first"])
+def test_dcm2niix_puts_every_voxel_where_the_truth_does(tmp_path: Path, name: str) -> None:
+    if shutil.which("dcm2niix") is None:
+        pytest.skip("dcm2niix is not installed")
+    truth = write_series(tmp_path / "dicom", SPECS[name], shuffle_instance_numbers=True)
+    (tmp_path / "nifti").mkdir()
+    subprocess.run(
+        ["dcm2niix", "-z", "n", "-f", "volume", "-o", tmp_path / "nifti", tmp_path / "dicom"],
+        check=True,
+        capture_output=True,
+    )
+    image = nibabel.load(tmp_path / "nifti" / "volume.nii")
+    values = image.get_fdata()
+    nifti_index = np.indices(values.shape).reshape(3, -1)
+    ras = image.affine @ np.vstack([nifti_index, np.ones(nifti_index.shape[1])])
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras
+    truth_index = np.linalg.solve(truth.affine_lps, lps)[:3]
+    np.testing.assert_allclose(truth_index, np.round(truth_index), atol=1e-3)
+    i, j, k = np.round(truth_index).astype(int)
+    np.testing.assert_array_equal(values.reshape(-1), truth.rescaled()[k, j, i])

@@ -168,7 +168,7 @@ def write_series(
     if len(offsets) != spec.slices:
         raise ValueError(f"{len(offsets)} slice positions for {spec.slices} slices")
     study_uid = _study_uid(spec.study, seed)
-    series_uid = spec.series_uid or _uid(seed, "series", study_uid, spec.series_number)
+    series_uid = _series_uid(spec, seed)
     row_cosine = _written(spec.row_cosine)
     column_cosine = _written(spec.column_cosine)
     pixel_spacing = _written(spec.pixel_spacing)
@@ -227,16 +227,14 @@ def write_localizer(
     name_style: NameStyle = "random",
 ) -> list[SeriesTruth]:
     """A localizer: one axial, one coronal and one sagittal slice through ``center``, one series."""
-    planes = {
-        "AXIAL": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
-        "CORONAL": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
-        "SAGITTAL": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
-    }
-    series_uid = spec.series_uid or _uid(
-        seed, "series", _study_uid(spec.study, seed), spec.series_number
+    planes = (  # (row cosine, column cosine) of the axial, coronal and sagittal slice
+        ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+        ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
+        ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
     )
+    series_uid = _series_uid(spec, seed)
     truths = []
-    for number, (row_cosine, column_cosine) in enumerate(planes.values(), start=1):
+    for number, (row_cosine, column_cosine) in enumerate(planes, start=1):
         half_width = np.multiply(row_cosine, spec.pixel_spacing[1] * (spec.columns - 1) / 2)
         half_height = np.multiply(column_cosine, spec.pixel_spacing[0] * (spec.rows - 1) / 2)
         origin = np.subtract(center, half_width + half_height)
@@ -264,9 +262,7 @@ def write_multi_echo(
     name_style: NameStyle = "random",
 ) -> list[SeriesTruth]:
     """One series holding a full stack per echo (EchoNumbers 1, 2, ...) at the same positions."""
-    series_uid = spec.series_uid or _uid(
-        seed, "series", _study_uid(spec.study, seed), spec.series_number
-    )
+    series_uid = _series_uid(spec, seed)
     return [
         write_series(
             folder,
@@ -317,6 +313,10 @@ def write_text_report(
 
 def _study_uid(study: StudySpec, seed: int) -> str:
     return study.study_uid or _uid(seed, "study", study.patient_id, study.accession_number)
+
+
+def _series_uid(spec: SeriesSpec, seed: int) -> str:
+    return spec.series_uid or _uid(seed, "series", _study_uid(spec.study, seed), spec.series_number)
 
 
 def _uid(*parts: object) -> UID:

@@ -1,0 +1,1 @@
+"""The series selection pipeline: its definition, local and Docker runners, Argo export."""

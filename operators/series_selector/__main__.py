@@ -1,0 +1,7 @@
+"""``python -m series_selector``."""
+
+import sys
+
+from series_selector.cli import main
+
+sys.exit(main())

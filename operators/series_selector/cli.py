@@ -1,0 +1,97 @@
+"""``series-selector``: parser output + rules -> ``selected-images.json`` and the explanation."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from operator_common.cli import run_reporting_errors
+from operator_common.errors import OutputError
+from operator_common.logs import LOG_FORMATS, setup_logging
+from operator_common.settings import Option, add_options, resolve
+from series_selector.explain import explain_table, write_explain
+from series_selector.inputs import read_parser_output
+from series_selector.outputs import SELECTED_IMAGES_FILE, VOLUME_MODES, write_selected_images
+from series_selector.rules import RULES_BASE64_ENV, RULES_FILE_ENV, load_rules
+from series_selector.selection import check_required, select
+
+log = logging.getLogger(__name__)
+
+OPTIONS = (
+    Option("--input", "SERIES_SELECTOR_INPUT", "/input", "dicom-parser's output folder"),
+    Option("--output", "SERIES_SELECTOR_OUTPUT", "/output", "folder for selected-images.json"),
+    Option(
+        "--rules",
+        RULES_FILE_ENV,
+        None,
+        f"selection rules file, YAML or JSON ({RULES_BASE64_ENV} overrides it)",
+    ),
+    Option(
+        "--volumes",
+        "SERIES_SELECTOR_VOLUMES",
+        "place",
+        "place: hard-link (else copy) chosen volumes into the output folder; "
+        "refer: point at them in the input folder",
+        choices=VOLUME_MODES,
+    ),
+    Option("--log-format", "LOG_FORMAT", "text", "log line format", choices=LOG_FORMATS),
+    Option("--log-level", "LOG_LEVEL", "INFO", "least severe level logged"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="series-selector",
+        description="Choose image series from dicom-parser's output with selection rules.",
+    )
+    add_options(parser, OPTIONS)
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="print, per selection, a table of every series and every condition",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selector; returns the process exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_request:
+        return int(exit_request.code or 0)
+    setup_logging()
+
+    def job() -> int:
+        settings = resolve(args, OPTIONS)
+        setup_logging(settings["log_level"], settings["log_format"])
+        return run(settings, explain=args.explain)
+
+    return run_reporting_errors(job)
+
+
+def run(settings: dict[str, Any], explain: bool = False) -> int:
+    """Select from the input folder into the output folder; ``explain`` prints the table."""
+    input_dir, output_dir = Path(settings["input"]), Path(settings["output"])
+    rules = load_rules(settings["rules"], os.environ)
+    log.info("rules from %s: %d selection(s)", rules.source, len(rules.selections))
+    candidates = read_parser_output(input_dir, rules.keywords)
+    outcomes = select(rules, candidates)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / SELECTED_IMAGES_FILE).unlink(missing_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot use output folder {output_dir}: {error}") from error
+    explained = write_explain(outcomes, rules.source, output_dir)
+    if explain:
+        sys.stdout.write(explain_table(outcomes, rules.source))
+    for outcome in outcomes:
+        chosen = ", ".join(c.series.uid for c in outcome.chosen) or "nothing"
+        log.info("selection %r chose %s", outcome.selection.name, chosen)
+    check_required(outcomes)
+    written = write_selected_images(outcomes, input_dir, output_dir, settings["volumes"])
+    log.info("wrote %s and %s", written, explained)
+    return 0

@@ -1,0 +1,94 @@
+"""The parser's output folder as candidates: each image series with its volumes and facts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from operator_common.errors import InputError
+from operator_common.jsonio import read_json
+from operator_common.models import (
+    Series,
+    Study,
+    VolumeEntry,
+    hierarchy_from_json,
+    json_values,
+)
+from series_selector.matching import Facts, Values
+
+METADATA_FILE = "dicom-metadata.json"
+SERIES_IMAGES_FILE = "series-images.json"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One series the rules may choose, with its study and volumes (none for non-image series)."""
+
+    study: Study
+    series: Series
+    volumes: tuple[VolumeEntry, ...]
+    facts: Facts
+
+
+def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate, ...]:
+    """Every series of ``folder``'s ``dicom-metadata.json``, with facts for ``keywords``."""
+    if not folder.is_dir():
+        raise InputError(f"input folder {folder} does not exist or is not a folder")
+    studies = hierarchy_from_json(read_json(folder / METADATA_FILE, "dicom-metadata"))
+    listed = read_json(folder / SERIES_IMAGES_FILE, "series-images")
+    volumes = {
+        uid: tuple(VolumeEntry.from_json(entry) for entry in entries)
+        for uid, entries in listed.items()
+    }
+    for entries in volumes.values():
+        for volume in entries:
+            inside(folder, volume.path)
+    wanted = tuple(sorted(set(keywords)))
+    candidates = []
+    for study in studies:
+        for series in study.series:
+            own = volumes.get(series.uid, ())
+            candidates.append(Candidate(study, series, own, facts_of(study, series, wanted, own)))
+    return tuple(candidates)
+
+
+def facts_of(
+    study: Study, series: Series, keywords: Iterable[str], volumes: tuple[VolumeEntry, ...] = ()
+) -> Facts:
+    """The values of ``keywords`` for ``series``: series level, else study level, else instances."""
+    return Facts(
+        values={keyword: _lookup(study, series, keyword) for keyword in keywords},
+        volume_orientations=frozenset(v.orientation for v in volumes),
+    )
+
+
+def _lookup(study: Study, series: Series, keyword: str) -> tuple[Values, ...]:
+    for attributes in (series.attributes, study.attributes):
+        found = json_values(attributes, keyword)
+        if found is not None:
+            return (tuple(found),)
+    distinct = {_hashable(json_values(i.attributes, keyword)): None for i in series.instances}
+    return tuple(distinct) if distinct else ((),)
+
+
+def _hashable(values: list[object] | None) -> Values:
+    return tuple(repr(v) if isinstance(v, dict | list) else v for v in values or ())
+
+
+def inside(folder: Path, relative: str) -> Path:
+    """``folder / relative`` if it stays inside ``folder``, symlinks resolved; else InputError."""
+    parts = PurePosixPath(relative).parts
+    if not relative or PurePosixPath(relative).is_absolute() or ".." in parts or "\\" in relative:
+        raise InputError(
+            f"{SERIES_IMAGES_FILE} lists a path outside the input folder: {relative!r}"
+        )
+    path = folder / relative
+    root = folder.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise InputError(f"{SERIES_IMAGES_FILE} lists {relative!r}, which leads outside {folder}")
+    if not path.is_file():
+        raise InputError(
+            f"{SERIES_IMAGES_FILE} lists {relative!r}, which is not a file in {folder}"
+        )
+    return path

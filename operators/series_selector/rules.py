@@ -1,0 +1,284 @@
+"""Selection rules: where they come from, and turning their text into checked conditions.
+
+Rules are read with a safe YAML loader (JSON is read as JSON), validated against
+``schemas/rules.schema.json``, then checked for meaning: every key must be a DICOM keyword that
+can be matched, every regular expression must compile, every operator must exist. Problems are
+a ``RulesError`` naming the selection and the JSON path of the bad value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import re2
+import yaml
+from pydicom.datadict import dictionary_VR, keyword_dict
+
+from operator_common.errors import RulesError
+from operator_common.jsonio import schema_errors
+from series_selector.matching import (
+    COMPARISONS,
+    ORIENTATION_KEYWORD,
+    PLANES,
+    AllOf,
+    AnyOf,
+    Condition,
+    Leaf,
+    Members,
+    Missing,
+    Not,
+    Number,
+    Orientation,
+    Text,
+    member_text,
+)
+
+RULES_BASE64_ENV = "NVIDIA_CLARA_SELECTION_RULES_BASE64"
+RULES_FILE_ENV = "NVIDIA_CLARA_SELECTION_RULES_FILE"
+DEFAULT_RULES = "default.yaml"
+COMBINATORS = ("any", "all", "not")
+DERIVED_ORDER_KEYS = {
+    "instance_count": "number of DICOM instances in the series",
+    "voxel_count": "voxels in the series' largest volume",
+    "slice_spacing": "distance between slices of the series' first volume, in mm",
+}
+UNMATCHABLE_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+
+
+@dataclass(frozen=True)
+class OrderKey:
+    """One sort key: a DICOM keyword or a derived name, and its direction."""
+
+    name: str
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class Selection:
+    """One named selection: its conditions and what to do with the series that match."""
+
+    name: str
+    conditions: AllOf
+    all_matched: bool = False
+    order_by: tuple[OrderKey, ...] = ()
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Checked rules and where they came from (for messages)."""
+
+    source: str
+    selections: tuple[Selection, ...]
+
+    @property
+    def keywords(self) -> frozenset[str]:
+        """Every DICOM keyword the conditions or sort keys use."""
+        used = {k.name for s in self.selections for k in s.order_by} - DERIVED_ORDER_KEYS.keys()
+        for selection in self.selections:
+            used.update(_leaf_keywords(selection.conditions))
+        return frozenset(used)
+
+
+def _leaf_keywords(condition: Condition) -> Iterator[str]:
+    if isinstance(condition, AllOf | AnyOf):
+        for child in condition.children:
+            yield from _leaf_keywords(child)
+    elif isinstance(condition, Not):
+        yield from _leaf_keywords(condition.child)
+    else:
+        assert isinstance(condition, Leaf)
+        yield condition.keyword
+
+
+class _BadRuleError(Exception):
+    """A bad value at ``path`` inside one selection."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def read_rules_text(
+    rules_file: str | None, environ: Mapping[str, str], default_folder: Path | None = None
+) -> tuple[str, str]:
+    """The rules text and a name for its source, in order of precedence.
+
+    ``NVIDIA_CLARA_SELECTION_RULES_BASE64``, then ``rules_file`` (the ``--rules`` flag or
+    ``NVIDIA_CLARA_SELECTION_RULES_FILE``), then the default rules shipped in ``rules/``.
+    """
+    encoded = environ.get(RULES_BASE64_ENV, "").strip()
+    if encoded:
+        try:
+            text = base64.b64decode(encoded, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError) as error:
+            raise RulesError(f"{RULES_BASE64_ENV} is not base64 of UTF-8 text: {error}") from error
+        return text, RULES_BASE64_ENV
+    if rules_file:
+        path = Path(rules_file)
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except (OSError, UnicodeDecodeError) as error:
+            reason = getattr(error, "strerror", None) or error
+            raise RulesError(f"cannot read rules file {path}: {reason}") from error
+    shipped = resources.files("series_selector").joinpath(f"rules/{DEFAULT_RULES}")
+    return shipped.read_text(encoding="utf-8"), f"default rules ({DEFAULT_RULES})"
+
+
+def parse_rules(text: str, source: str) -> Rules:
+    """Checked ``Rules`` from YAML or JSON text; ``RulesError`` tells what is wrong and where."""
+    document = _load_document(text, source)
+    problems = schema_errors(document, "rules")
+    if problems:
+        raise RulesError(f"{source}: {_locate(document, problems[0])}")
+    selections = []
+    for index, entry in enumerate(document["selections"]):
+        name = entry.get("name") or f"selection {index + 1}"
+        base = f"$.selections[{index}]"
+        try:
+            selections.append(
+                Selection(
+                    name=name,
+                    conditions=_conditions(entry["conditions"], f"{base}.conditions"),
+                    all_matched=entry.get("all_matched", False),
+                    order_by=tuple(
+                        _order_key(key, f"{base}.order_by[{i}]")
+                        for i, key in enumerate(entry.get("order_by", ()))
+                    ),
+                    required=entry.get("required", False),
+                )
+            )
+        except _BadRuleError as problem:
+            raise RulesError(
+                f"{source}: selection {name!r} at {problem.path}: {problem.message}"
+            ) from None
+    return Rules(source=source, selections=tuple(selections))
+
+
+def load_rules(rules_file: str | None, environ: Mapping[str, str]) -> Rules:
+    """Read and check the rules from the environment, ``rules_file`` or the shipped default."""
+    return parse_rules(*read_rules_text(rules_file, environ))
+
+
+def _load_document(text: str, source: str) -> Any:
+    try:
+        if text.lstrip().startswith("{"):
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as error:
+        raise RulesError(f"{source} is not valid JSON: {error}") from error
+    except yaml.YAMLError as error:
+        raise RulesError(f"{source} is not valid YAML: {error}".replace("\n", " ")) from error
+
+
+def _locate(document: Any, problem: str) -> str:
+    """Prefix a schema problem with the name of the selection it is in."""
+    found = re.match(r"\$\.selections\[(\d+)\]", problem)
+    if found is None:
+        return problem
+    entry = document["selections"][int(found.group(1))]
+    name = entry.get("name") if isinstance(entry, dict) else None
+    label = repr(name) if isinstance(name, str) and name else f"{int(found.group(1)) + 1}"
+    return f"selection {label} at {problem}"
+
+
+def _conditions(mapping: Mapping[str, Any], path: str) -> AllOf:
+    children: list[Condition] = []
+    for key, value in mapping.items():
+        where = f"{path}.{key}"
+        if key == "not":
+            children.append(Not(where, _conditions(value, where)))
+        elif key in ("any", "all"):
+            groups = tuple(_conditions(group, f"{where}[{i}]") for i, group in enumerate(value))
+            children.append(AnyOf(where, groups) if key == "any" else AllOf(where, groups))
+        else:
+            children.append(_leaf(key, value, where))
+    return AllOf(path, tuple(children))
+
+
+def _leaf(keyword: str, value: Any, path: str) -> Condition:
+    _check_keyword(keyword, path)
+    if value is None:
+        return Missing(path, keyword, value)
+    if keyword == ORIENTATION_KEYWORD and isinstance(value, str):
+        plane = value.upper()
+        if plane not in (*PLANES, "OBLIQUE"):
+            raise _BadRuleError(
+                path, f"unknown orientation {value!r}: use Axial, Coronal, Sagittal or Oblique"
+            )
+        return Orientation(path, keyword, value, plane)
+    if isinstance(value, str):
+        return Text(path, keyword, value, _regex(value, path))
+    if isinstance(value, int | float):
+        return Number(path, keyword, value, "==", float(value))
+    return _list_condition(keyword, value, path)
+
+
+def _list_condition(keyword: str, value: Sequence[Any], path: str) -> Condition:
+    numbers = [isinstance(v, int | float) for v in value]
+    if len(value) == 2 and numbers[0] and not numbers[1]:
+        relation = value[1].strip()
+        if relation not in COMPARISONS:
+            raise _BadRuleError(
+                f"{path}[1]",
+                f"unknown operator {value[1]!r}: use one of {', '.join(COMPARISONS)}",
+            )
+        return Number(path, keyword, value, relation, float(value[0]))
+    if all(numbers):
+        if len(value) != 2:
+            raise _BadRuleError(
+                path,
+                "a list of numbers is a range [low, high]; for one of several values use any:",
+            )
+        low, high = (float(v) for v in value)
+        if low > high:
+            raise _BadRuleError(path, f"empty range: low {value[0]} is above high {value[1]}")
+        return Number(path, keyword, value, "range", low, high)
+    present = {member_text(v) for v in value if not (isinstance(v, str) and v.startswith("!"))}
+    absent = {member_text(v[1:]) for v in value if isinstance(v, str) and v.startswith("!")}
+    if present & absent:
+        both = ", ".join(sorted(v.upper() for v in present & absent))
+        raise _BadRuleError(path, f"{both} is both required and excluded")
+    return Members(path, keyword, value, frozenset(present), frozenset(absent))
+
+
+def _check_keyword(keyword: str, path: str) -> None:
+    if keyword not in keyword_dict:
+        close = difflib.get_close_matches(keyword, keyword_dict.keys(), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise _BadRuleError(path, f"unknown DICOM keyword {keyword!r}{hint}")
+    vr = dictionary_VR(keyword_dict[keyword])
+    if vr in UNMATCHABLE_VRS:
+        raise _BadRuleError(path, f"{keyword} has VR {vr}, which cannot be matched")
+
+
+def _regex(pattern: str, path: str) -> Any:
+    options = re2.Options()
+    options.case_sensitive = False
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as error:
+        reason = error.args[0].decode() if isinstance(error.args[0], bytes) else error.args[0]
+        raise _BadRuleError(path, f"invalid regular expression {pattern!r}: {reason}") from None
+
+
+def _order_key(text: str, path: str) -> OrderKey:
+    name, *direction = text.split()
+    if name not in DERIVED_ORDER_KEYS:
+        try:
+            _check_keyword(name, path)
+        except _BadRuleError as problem:
+            derived = ", ".join(DERIVED_ORDER_KEYS)
+            raise _BadRuleError(path, f"{problem.message}; derived keys are {derived}") from None
+    return OrderKey(name, descending=direction == ["descending"])

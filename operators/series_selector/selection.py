@@ -1,0 +1,123 @@
+"""Applying selections: which series match, in which order, and which are chosen."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from operator_common.errors import SelectionError
+from operator_common.models import json_value
+from series_selector.inputs import Candidate
+from series_selector.matching import Result, as_number
+from series_selector.rules import OrderKey, Rules, Selection
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One series under one selection: the tested conditions and whether it was chosen.
+
+    ``rank`` is the series' place (from 1) among the matching image series in the selection's
+    order; ``None`` when it did not match or has no volume.
+    """
+
+    candidate: Candidate
+    result: Result
+    rank: int | None
+    chosen: bool
+
+    @property
+    def matched(self) -> bool:
+        return self.result.passed
+
+    @property
+    def has_volume(self) -> bool:
+        return bool(self.candidate.volumes)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A selection and its verdicts: ranked matches first, then the other series."""
+
+    selection: Selection
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def chosen(self) -> tuple[Candidate, ...]:
+        return tuple(v.candidate for v in self.verdicts if v.chosen)
+
+
+def select(rules: Rules, candidates: Sequence[Candidate]) -> tuple[Outcome, ...]:
+    """Apply every selection, in rule order, to every candidate."""
+    baseline = sorted(candidates, key=_series_order)
+    return tuple(_apply(selection, baseline) for selection in rules.selections)
+
+
+def check_required(outcomes: Sequence[Outcome]) -> None:
+    """``SelectionError`` naming every required selection that chose nothing."""
+    empty = [o.selection.name for o in outcomes if o.selection.required and not o.chosen]
+    if empty:
+        names = ", ".join(repr(name) for name in empty)
+        raise SelectionError(
+            f"required selection {names} matched no image series (run with --explain to see why)"
+        )
+
+
+def _apply(selection: Selection, baseline: Sequence[Candidate]) -> Outcome:
+    results = [(c, selection.conditions.evaluate(c.facts)) for c in baseline]
+    matching = [c for c, result in results if result.passed and c.volumes]
+    ranked = _ordered(matching, selection.order_by)
+    rank = {id(c): place for place, c in enumerate(ranked, start=1)}
+    chosen_studies: set[str] = set()
+    chosen: set[int] = set()
+    for candidate in ranked:
+        if selection.all_matched or candidate.study.uid not in chosen_studies:
+            chosen.add(id(candidate))
+            chosen_studies.add(candidate.study.uid)
+    verdicts = [Verdict(c, result, rank.get(id(c)), id(c) in chosen) for c, result in results]
+    verdicts.sort(key=lambda v: v.rank if v.rank is not None else math.inf)
+    return Outcome(selection, tuple(verdicts))
+
+
+def _series_order(candidate: Candidate) -> tuple[Any, ...]:
+    """The order without sort keys, and between equals: by study, then by SeriesNumber."""
+    study = candidate.study.attributes
+    number = as_number(json_value(candidate.series.attributes, "SeriesNumber"))
+    return (
+        str(json_value(study, "StudyDate") or ""),
+        str(json_value(study, "StudyTime") or ""),
+        candidate.study.uid,
+        number is None,
+        number or 0.0,
+        candidate.series.uid,
+    )
+
+
+def _ordered(candidates: Sequence[Candidate], keys: Sequence[OrderKey]) -> list[Candidate]:
+    """``candidates`` sorted by ``keys`` (first key first); series lacking a key's value go last."""
+    ordered = list(candidates)
+    for key in reversed(keys):
+        valued = [(c, _sort_value(c, key.name)) for c in ordered]
+        present = [(c, v) for c, v in valued if v is not None]
+        present.sort(key=lambda pair: pair[1], reverse=key.descending)
+        ordered = [c for c, _ in present] + [c for c, v in valued if v is None]
+    return ordered
+
+
+def _sort_value(candidate: Candidate, name: str) -> tuple[int, Any] | None:
+    """A comparable value: numbers before text; ``None`` when the series has none."""
+    value: Any
+    if name == "instance_count":
+        value = len(candidate.series.instances)
+    elif name == "voxel_count":
+        value = max((math.prod(v.shape) for v in candidate.volumes), default=None)
+    elif name == "slice_spacing":
+        value = candidate.volumes[0].spacing[2] if candidate.volumes else None
+    else:
+        first = candidate.facts.values[name][0]
+        value = first[0] if first else None
+    if value is None:
+        return None
+    number = as_number(value)
+    return (0, number) if number is not None else (1, str(value).casefold())

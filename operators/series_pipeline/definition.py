@@ -166,13 +166,13 @@ def _wiring_problems(operators: list[Operator]) -> list[str]:
                     f"operator {op.name!r}: input from {entry.source!r}: no such operator"
                 )
             elif source.output(entry.output_name) is None:
-                wanted = (
-                    "an unnamed output"
+                missing = (
+                    "no unnamed output"
                     if entry.output_name is None
-                    else (f"an output named {entry.output_name!r}")
+                    else f"no output named {entry.output_name!r}"
                 )
                 problems.append(
-                    f"operator {op.name!r}: input from {entry.source!r}: it has no {wanted}"
+                    f"operator {op.name!r}: input from {entry.source!r}: it has {missing}"
                 )
     return problems
 

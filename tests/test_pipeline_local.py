@@ -1,0 +1,218 @@
+"""The local runner: folder wiring, variables, order, logs, exit codes and the run summary.
+
+The runner is what is under test here, so the operators are tiny real programs (``python3 -c``).
+The end-to-end test at the bottom runs the real operators on the sample studies.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import nibabel
+import pytest
+import SimpleITK
+import yaml
+
+from operator_common.jsonio import schema_errors
+from series_pipeline.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+WRITE_LISTING = """
+import os, pathlib, sys
+source, target = pathlib.Path(sys.argv[1]), pathlib.Path(os.environ["LISTING"])
+names = sorted(p.name for p in source.iterdir())
+target.parent.mkdir(parents=True, exist_ok=True)
+target.write_text(os.environ["GREETING"] + ":" + ",".join(names))
+print("listed", len(names), "files")
+"""
+
+COPY_LISTING = """
+import os, pathlib
+text = pathlib.Path(os.environ["SOURCE"], "lists", "listing.txt").read_text()
+pathlib.Path(os.environ["TARGET"], "copy.txt").write_text(text.upper())
+"""
+
+ECHO_RULES = """
+import base64, os, pathlib, sys
+rules = base64.b64decode(os.environ["NVIDIA_CLARA_SELECTION_RULES_BASE64"])
+pathlib.Path(sys.argv[1]).write_bytes(rules)
+"""
+
+FAIL = """
+import sys
+print("cannot go on: the sky fell", file=sys.stderr)
+sys.exit(3)
+"""
+
+
+def two_operators(first_program: str) -> dict[str, object]:
+    """A definition listed consumer-first, with paths in arguments and variables."""
+    return {
+        "api-version": "0.4.0",
+        "name": "wiring",
+        "operators": [
+            {
+                "name": "second",
+                "container": {"image": "x", "tag": "1", "command": ["python3", "-c", COPY_LISTING]},
+                "variables": {"SOURCE": "/in", "TARGET": "/out"},
+                "input": [{"from": "first", "path": "/in"}],
+                "output": [{"name": "results", "path": "/out"}],
+            },
+            {
+                "name": "first",
+                "container": {
+                    "image": "x",
+                    "tag": "1",
+                    "command": ["python3", "-c", first_program, "/input"],
+                },
+                "variables": {"GREETING": "hello", "LISTING": "/output/lists/listing.txt"},
+                "input": [{"path": "/input"}],
+                "output": [{"path": "/output"}],
+            },
+        ],
+    }
+
+
+def run(tmp_path: Path, definition: dict[str, object], *extra: str) -> int:
+    definition_file = tmp_path / "pipeline.yaml"
+    definition_file.write_text(yaml.safe_dump(definition))
+    job_input = tmp_path / "job"
+    job_input.mkdir(exist_ok=True)
+    for name in ("b.dcm", "a.dcm"):
+        (job_input / name).write_bytes(b"")
+    arguments = ["run", "--pipeline", str(definition_file), "--input", str(job_input)]
+    return main([*arguments, "--output", str(tmp_path / "out"), *extra])
+
+
+def test_folders_and_variables_are_wired_as_the_definition_says(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert run(tmp_path, two_operators(WRITE_LISTING)) == 0
+
+    out = tmp_path / "out"
+    assert (out / "first/lists/listing.txt").read_text() == "hello:a.dcm,b.dcm"
+    assert (out / "second/results/copy.txt").read_text() == "HELLO:A.DCM,B.DCM"
+    assert (out / "first.log").read_text() == "listed 2 files\n"
+    assert "listed 2 files" in capfd.readouterr().err
+
+    summary = json.loads((out / "pipeline-run.json").read_text())
+    assert schema_errors(summary, "pipeline-run") == []
+    assert summary["status"] == "succeeded"
+    assert summary["engine"] == "local"
+    assert summary["input"] == str((tmp_path / "job").resolve())
+    first, second = summary["operators"]
+    assert (first["name"], first["status"], first["exit_code"]) == ("first", "succeeded", 0)
+    assert first["log"] == "first.log"
+    assert first["mounts"] == [
+        {"path": "/input", "folder": str((tmp_path / "job").resolve()), "read_only": True},
+        {"path": "/output", "folder": "first", "read_only": False},
+    ]
+    assert second["mounts"] == [
+        {"path": "/in", "folder": "first", "read_only": True},
+        {"path": "/out", "folder": "second/results", "read_only": False},
+    ]
+
+
+def test_a_failing_operator_stops_the_run_with_its_exit_code_and_log(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert run(tmp_path, two_operators(FAIL)) == 3
+
+    out = tmp_path / "out"
+    assert (out / "first.log").read_text() == "cannot go on: the sky fell\n"
+    error = capfd.readouterr().err
+    assert "cannot go on: the sky fell" in error
+    assert "operator 'first' failed with exit code 3" in error
+    assert not (out / "second").exists()
+    summary = json.loads((out / "pipeline-run.json").read_text())
+    assert summary["status"] == "failed"
+    assert [(op["name"], op["status"], op["exit_code"]) for op in summary["operators"]] == [
+        ("first", "failed", 3),
+        ("second", "skipped", None),
+    ]
+
+
+def test_rules_reach_the_operators_as_base64(tmp_path: Path) -> None:
+    definition = {
+        "api-version": "0.4.0",
+        "name": "rules",
+        "operators": [
+            {
+                "name": "echo",
+                "container": {
+                    "image": "x",
+                    "tag": "1",
+                    "command": ["python3", "-c", ECHO_RULES, "/output/rules.yaml"],
+                },
+                "output": [{"path": "/output"}],
+            }
+        ],
+    }
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("selections: [{name: ct, conditions: {Modality: CT}}]\n")
+    assert run(tmp_path, definition, "--rules", str(rules)) == 0
+    assert (tmp_path / "out/echo/rules.yaml").read_text() == rules.read_text()
+
+
+def test_bad_arguments_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing"
+    assert main(["run", "--input", str(missing), "--output", str(tmp_path / "out")]) == 2
+    assert f"input folder {missing} does not exist" in capsys.readouterr().err
+
+    arguments = ["run", "--input", str(tmp_path), "--output", str(tmp_path / "out")]
+    assert main([*arguments, "--rules", str(missing)]) == 2
+    assert "cannot read rules file" in capsys.readouterr().err
+
+
+def test_an_operator_without_command_or_program_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    definition = two_operators(WRITE_LISTING)
+    first = definition["operators"][1]  # type: ignore[index]
+    del first["container"]["command"]
+    assert run(tmp_path, definition) == 2
+    assert "operator 'first' has no container.command" in capsys.readouterr().err
+
+    first["container"]["command"] = ["no-such-program-here"]
+    assert run(tmp_path, definition) == 2
+    assert "program 'no-such-program-here' not found" in capsys.readouterr().err
+
+
+def installed(program: str) -> bool:
+    return (Path(sys.executable).parent / program).exists() or shutil.which(program) is not None
+
+
+@pytest.mark.skipif(
+    not (installed("dicom-parser") and installed("series-selector")),
+    reason="the operators' console scripts are not installed (pip install -e .)",
+)
+def test_the_shipped_pipeline_runs_locally_on_the_sample_studies(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["run", "--input", str(REPO / "samples"), "--output", str(out)]) == 0
+
+    assert (out / "dicom-parser/series-images.json").is_file()
+    check_selected_volumes(out / "series-selector/selections")
+
+
+def check_selected_volumes(folder: Path) -> None:
+    """``selected-images.json`` is valid, selects something, and each volume loads as listed."""
+    selected = json.loads((folder / "selected-images.json").read_text())
+    assert schema_errors(selected, "selected-images") == []
+    images = [
+        image
+        for selection in selected["selections"]
+        for series in selection["series"]
+        for image in series["images"]
+    ]
+    assert images, "the sample studies should select at least one volume"
+    for image in images:
+        path = folder / image["path"]
+        if image["format"] == "mhd":
+            shape = list(SimpleITK.ReadImage(str(path)).GetSize())
+        else:
+            shape = list(nibabel.load(path).shape)
+        assert shape == image["shape"], image["path"]

@@ -8,6 +8,7 @@ import itertools
 import math
 import shutil
 import subprocess
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import numpy.typing as npt
 import pydicom
 import pytest
 import SimpleITK
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.pixels import apply_rescale
 
 from sample_studies.cli import main
@@ -136,11 +139,10 @@ def flipped_slices(truth: SeriesTruth) -> tuple[npt.NDArray[np.float64], npt.NDA
     return truth.rescaled()[::-1], affine
 
 
-@pytest.mark.parametrize("name", ["axial", "oblique", "descending", "sagittal-mr"])
-def test_simpleitk_reads_the_same_volume(tmp_path: Path, name: str) -> None:
-    truth = write_series(tmp_path, SPECS[name], shuffle_instance_numbers=True)
+def assert_simpleitk_matches(folder: Path, truth: SeriesTruth) -> None:
+    """SimpleITK's volume of the series (slices ordered by GDCM) equals the truth."""
     reader = SimpleITK.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path), truth.series_uid))
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder), truth.series_uid))
     image = reader.Execute()
     values, affine = truth.rescaled(), truth.affine_lps
     if np.dot(affine[:3, 2], np.cross(affine[:3, 0], affine[:3, 1])) < 0:
@@ -151,6 +153,12 @@ def test_simpleitk_reads_the_same_volume(tmp_path: Path, name: str) -> None:
     np.testing.assert_allclose(image.GetSpacing(), spacing, atol=1e-4)
     np.testing.assert_allclose(np.reshape(image.GetDirection(), (3, 3)), axes / spacing, atol=1e-5)
     np.testing.assert_array_equal(SimpleITK.GetArrayFromImage(image), values)
+
+
+@pytest.mark.parametrize("name", ["axial", "oblique", "descending", "sagittal-mr"])
+def test_simpleitk_reads_the_same_volume(tmp_path: Path, name: str) -> None:
+    truth = write_series(tmp_path, SPECS[name], shuffle_instance_numbers=True)
+    assert_simpleitk_matches(tmp_path, truth)
 
 
 def test_file_names_and_instance_numbers_hide_the_slice_order(tmp_path: Path) -> None:
@@ -273,3 +281,46 @@ def test_dcm2niix_puts_every_voxel_where_the_truth_does(tmp_path: Path, name: st
     np.testing.assert_allclose(truth_index, np.round(truth_index), atol=1e-3)
     i, j, k = np.round(truth_index).astype(int)
     np.testing.assert_array_equal(values.reshape(-1), truth.rescaled()[k, j, i])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rotation=st.lists(st.floats(-1, 1), min_size=4, max_size=4).filter(
+        lambda q: float(np.linalg.norm(q)) > 0.1
+    ),
+    # SimpleITK drops an image axis of length 1, so rows and columns start at 2
+    shape=st.tuples(st.integers(2, 9), st.integers(2, 9), st.integers(2, 6)),
+    spacing=st.tuples(
+        st.floats(0.3, 4), st.floats(0.3, 4), st.floats(-5, 5).filter(lambda s: abs(s) > 0.5)
+    ),
+)
+def test_any_orientation_reads_back_through_simpleitk(
+    rotation: list[float], shape: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> None:
+    w, x, y, z = np.asarray(rotation) / np.linalg.norm(rotation)
+    matrix = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+    rows, columns, slices = shape
+    spec = mr_series(
+        rows=rows,
+        columns=columns,
+        slices=slices,
+        pixel_spacing=spacing[:2],
+        slice_spacing=spacing[2],
+        row_cosine=tuple(matrix[:, 0]),
+        column_cosine=tuple(matrix[:, 1]),
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        truth = write_series(Path(folder), spec)
+        for k, path in enumerate(truth.files):
+            ds = pydicom.dcmread(path)
+            corner = truth.affine_lps @ [columns - 1, rows - 1, k, 1]
+            np.testing.assert_allclose(
+                patient_position(ds, rows - 1, columns - 1), corner[:3], atol=1e-4
+            )
+        assert_simpleitk_matches(Path(folder), truth)

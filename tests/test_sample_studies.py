@@ -182,11 +182,16 @@ def test_writing_twice_gives_identical_bytes(tmp_path: Path) -> None:
         write_series(tmp_path / folder, SPECS["oblique"], seed=7, shuffle_instance_numbers=True)
         write_multi_echo(tmp_path / folder, mr_series(series_number=2, slices=3), seed=7)
     assert file_tree(tmp_path / "one") == file_tree(tmp_path / "two")
-    other_seed = write_series(tmp_path / "three", SPECS["oblique"], seed=8)
-    assert (
-        other_seed.series_uid
-        != pydicom.dcmread(next((tmp_path / "one").iterdir())).SeriesInstanceUID
-    )
+    assert len(file_tree(tmp_path / "one")) == SPECS["oblique"].slices + 6
+
+
+def test_the_seed_changes_every_uid(tmp_path: Path) -> None:
+    datasets = [
+        pydicom.dcmread(write_series(tmp_path / str(seed), ct_series(slices=1), seed=seed).files[0])
+        for seed in (7, 8)
+    ]
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        assert datasets[0][keyword].value != datasets[1][keyword].value
 
 
 def test_localizer_is_one_series_of_three_orthogonal_planes(tmp_path: Path) -> None:

@@ -125,8 +125,9 @@ def hierarchy_from_json(document: Mapping[str, Any]) -> tuple[Study, ...]:
 class Rescale:
     """The modality rescale of a volume and how the file stores it."""
 
-    slope: float
-    intercept: float
+    slope: float | None
+    """``None`` when the rescale differs between frames (then it is always applied)."""
+    intercept: float | None
     stored_as: str  # "applied", "nifti_scl" or "identity"
 
 

@@ -1,0 +1,1 @@
+"""dicom-parser: a folder of DICOM files -> hierarchy, DICOM JSON metadata and volumes."""

@@ -1,0 +1,216 @@
+"""Volume assembly: split a series' frames into volumes, order them, and stack their voxels.
+
+A series becomes several volumes when its frames differ in anything that must be constant in
+a volume (orientation, matrix, pixel spacing, echo, complex component). Frames repeating the
+same positions become a 4D volume when every position repeats equally often.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from dicom_parser.frames import Frame
+from dicom_parser.geometry import (
+    FloatArray,
+    affine_lps,
+    distances_along,
+    in_plane_drift,
+    position_tolerance,
+    regular_slice_spacing,
+    slice_normal,
+)
+from operator_common.errors import ConversionError
+from operator_common.models import Rescale
+
+GEOMETRY_KEYWORDS = ("ImageOrientationPatient", "Rows", "Columns", "PixelSpacing")
+SAME_POSITION_MM = 1e-3
+
+
+@dataclass(frozen=True)
+class PlannedVolume:
+    """Frames of one volume in storage order (time-major, then slices ascending the normal)."""
+
+    label: str
+    distinguished_by: dict[str, Any]
+    frames: tuple[Frame, ...]
+    time_points: int
+    affine_lps: FloatArray
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RefusedVolume:
+    """Frames that cannot form a geometrically correct volume, and why."""
+
+    label: str
+    reason: str
+    frame_count: int
+
+
+def plan_volumes(frames: Sequence[Frame]) -> list[PlannedVolume | RefusedVolume]:
+    """Split ``frames`` into volumes (sorted deterministically) and plan each one's geometry."""
+    groups: dict[tuple[tuple[str, Any], ...], list[Frame]] = defaultdict(list)
+    for frame in frames:
+        groups[_volume_key(frame)].append(frame)
+    keys = sorted(groups, key=repr)
+    labels = _labels(keys)
+    plans: list[PlannedVolume | RefusedVolume] = []
+    for key, (label, distinguished_by) in zip(keys, labels, strict=True):
+        try:
+            plans.append(_plan(groups[key], label, distinguished_by))
+        except ConversionError as error:
+            plans.append(RefusedVolume(label, error.message, len(groups[key])))
+    return plans
+
+
+def _volume_key(frame: Frame) -> tuple[tuple[str, Any], ...]:
+    return (
+        *frame.split,
+        ("ImageOrientationPatient", tuple(round(v, 4) for v in frame.orientation)),
+        ("Rows", frame.rows),
+        ("Columns", frame.columns),
+        ("PixelSpacing", tuple(round(v, 4) for v in frame.pixel_spacing)),
+    )
+
+
+def _labels(
+    keys: Sequence[tuple[tuple[str, Any], ...]],
+) -> list[tuple[str, dict[str, Any]]]:
+    """A short label and the distinguishing values of each group, from what varies between them."""
+    if len(keys) == 1:
+        return [("", {})]
+    values: dict[str, list[Any]] = defaultdict(list)
+    for key in keys:
+        for keyword, value in key:
+            values[keyword].append(value)
+    varying = [k for k, v in values.items() if len(set(v)) > 1 or len(v) < len(keys)]
+    geometries = sorted({tuple(dict(key).get(k) for k in GEOMETRY_KEYWORDS) for key in keys}, key=repr)
+    echoes = sorted({dict(key).get("EffectiveEchoTime") for key in keys} - {None})
+    result = []
+    for key in keys:
+        fields = dict(key)
+        parts = []
+        if "EchoNumbers" in varying and "EchoNumbers" in fields:
+            parts.append(f"echo-{fields['EchoNumbers']}")
+        if "EffectiveEchoTime" in varying and "EffectiveEchoTime" in fields:
+            parts.append(f"echo-{echoes.index(fields['EffectiveEchoTime']) + 1}")
+        if "ComplexImageComponent" in varying:
+            parts.append(str(fields.get("ComplexImageComponent", "unknown")).lower())
+        if any(k in varying for k in GEOMETRY_KEYWORDS):
+            geometry = tuple(fields.get(k) for k in GEOMETRY_KEYWORDS)
+            parts.append(f"stack-{geometries.index(geometry) + 1}")
+        distinguished = {k: _plain(fields[k]) for k in varying if k in fields}
+        result.append(("_".join(parts), distinguished))
+    return result
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _plan(frames: list[Frame], label: str, distinguished_by: dict[str, Any]) -> PlannedVolume:
+    first = frames[0]
+    normal = slice_normal(first.orientation)
+    positions = np.array([f.position for f in frames], dtype=float)
+    distances = distances_along(normal, positions)
+    slots: dict[int, list[int]] = defaultdict(list)
+    for index, distance in enumerate(distances):
+        slots[round(distance / SAME_POSITION_MM)].append(index)
+    slice_keys = sorted(slots)
+    repeats = {len(members) for members in slots.values()}
+    if len(repeats) != 1:
+        counts = sorted(len(m) for m in slots.values())
+        raise ConversionError(
+            f"slice positions repeat unevenly ({len(slots)} positions, {counts[0]} to "
+            f"{counts[-1]} frames each): not one 3D or 4D volume"
+        )
+    time_points = repeats.pop()
+    by_time = [sorted(slots[k], key=lambda i: frames[i].order) for k in slice_keys]
+    for members in by_time:
+        orders = [frames[i].order for i in members]
+        if time_points > 1 and len(set(orders)) < len(orders):
+            raise ConversionError(
+                "frames repeat a position with nothing to order them in time "
+                "(no temporal position, acquisition number, time, instance or frame number differs)"
+            )
+    ordered = [frames[by_time[k][t]] for t in range(time_points) for k in range(len(slice_keys))]
+    first_slices = np.array([frames[members[0]].position for members in by_time])
+    notes: list[str] = []
+    if len(slice_keys) > 1:
+        spacing = regular_slice_spacing(np.array([distances[m[0]] for m in by_time]))
+        drift = in_plane_drift(normal, first_slices)
+        if drift > position_tolerance(spacing):
+            raise ConversionError(
+                f"slice origins drift {drift:.2f} mm within the image plane (gantry tilt or a "
+                "sheared stack): the voxel grid would not be rectangular"
+            )
+    else:
+        spacing = first.thickness or 1.0
+        notes.append(
+            f"single slice: slice spacing {spacing:g} mm taken from "
+            + ("SliceThickness" if first.thickness else "a default of 1 mm")
+        )
+    affine = affine_lps(first.orientation, first.pixel_spacing, first_slices[0], spacing * normal)
+    return PlannedVolume(
+        label=label,
+        distinguished_by=distinguished_by,
+        frames=tuple(ordered),
+        time_points=time_points,
+        affine_lps=affine,
+        notes=tuple(notes),
+    )
+
+
+def stack_voxels(plan: PlannedVolume) -> npt.NDArray[Any]:
+    """Stored values as an array (k, j, i), or (t, k, j, i) for 4D."""
+    voxels = np.stack([frame.pixels for frame in plan.frames])
+    if plan.time_points > 1:
+        slices = len(plan.frames) // plan.time_points
+        voxels = voxels.reshape((plan.time_points, slices, *voxels.shape[1:]))
+    return voxels
+
+
+def rescaled_voxels(
+    stored: npt.NDArray[Any], slopes: FloatArray, intercepts: FloatArray, keep_scaling: bool
+) -> tuple[npt.NDArray[Any], Rescale]:
+    """Apply the modality rescale exactly, in the smallest type that holds every value.
+
+    ``slopes`` and ``intercepts`` hold one value per frame, in storage order. With
+    ``keep_scaling`` (NIfTI) a rescale shared by all frames is not applied but returned as
+    ``nifti_scl``, for the writer to store in scl_slope/scl_inter.
+    """
+    slope, intercept = float(slopes[0]), float(intercepts[0])
+    if np.all(slopes == slope) and np.all(intercepts == intercept):
+        if slope == 1.0 and intercept == 0.0:
+            return stored, Rescale(1.0, 0.0, "identity")
+        if slope.is_integer() and intercept.is_integer():
+            values = stored.astype(np.int64) * int(slope) + int(intercept)
+            narrow = values.astype(_integer_type(values, stored.dtype))
+            return narrow, Rescale(slope, intercept, "applied")
+        if keep_scaling:
+            return stored, Rescale(slope, intercept, "nifti_scl")
+        return _exact_float(stored * slope + intercept), Rescale(slope, intercept, "applied")
+    per_frame = stored.shape[:-2] + (1, 1)
+    values = stored * slopes.reshape(per_frame) + intercepts.reshape(per_frame)
+    return _exact_float(values), Rescale(None, None, "applied")
+
+
+def _exact_float(values: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
+    """float32 when it holds every value exactly, else float64."""
+    narrow = values.astype(np.float32)
+    return narrow if np.array_equal(narrow.astype(np.float64), values) else values
+
+
+def _integer_type(values: npt.NDArray[np.int64], stored: np.dtype[Any]) -> np.dtype[Any]:
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    for candidate in (stored, np.dtype(np.int16), np.dtype(np.int32)):
+        info = np.iinfo(candidate) if candidate.kind in "iu" else None
+        if info is not None and info.min <= low and high <= info.max:
+            return candidate
+    return np.dtype(np.int64)

@@ -1,0 +1,125 @@
+"""Convert one series: read its files, plan its volumes, write them. Runs in a worker process."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dicom_parser.assembly import PlannedVolume, RefusedVolume, plan_volumes, rescaled_voxels, stack_voxels
+from dicom_parser.frames import Frame, frames_of, read_dataset
+from dicom_parser.geometry import spacing_and_direction
+from dicom_parser.writers import WRITERS, publish
+from operator_common.errors import ConversionError
+from operator_common.models import VolumeEntry
+from operator_common.orientation import plane_of
+
+VOLUMES_FOLDER = "volumes"
+MAX_NAME_LENGTH = 96
+SCRATCH_PREFIX = ".partial-"
+
+
+@dataclass(frozen=True)
+class SeriesJob:
+    """What a worker needs to convert one series."""
+
+    input_root: Path
+    output_root: Path
+    format: str
+    series_uid: str
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SeriesOutcome:
+    """The volumes written for a series, and why anything was not converted."""
+
+    series_uid: str
+    volumes: tuple[VolumeEntry, ...] = ()
+    problems: tuple[str, ...] = ()
+
+
+def safe_file_stem(series_uid: str, label: str) -> str:
+    """A file name stem derived from a UID that cannot leave its folder or collide.
+
+    Anything outside ``[A-Za-z0-9.-]`` becomes ``_``; a stem that had to change or be cut
+    gets a hash of the original, so two different UIDs never share a stem.
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9.\-]", "_", series_uid).strip(".") or "series"
+    if cleaned != series_uid or len(cleaned) > MAX_NAME_LENGTH:
+        digest = hashlib.sha256(series_uid.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        cleaned = f"{cleaned[:MAX_NAME_LENGTH]}_{digest}"
+    return f"{cleaned}_{label}" if label else cleaned
+
+
+def convert_series(job: SeriesJob) -> SeriesOutcome:
+    """Read, split, check and write every volume of one series."""
+    frames: list[Frame] = []
+    failed_files: dict[str, list[str]] = defaultdict(list)
+    for relative in job.paths:
+        try:
+            frames.extend(frames_of(read_dataset(job.input_root / relative), relative))
+        except ConversionError as error:
+            failed_files[error.message].append(relative)
+        except Exception as error:  # noqa: BLE001 - an unreadable file must not stop the series
+            failed_files[f"unreadable: {str(error).strip()[:200]}"].append(relative)
+    problems = [_files_problem(reason, files) for reason, files in failed_files.items()]
+    if not frames:
+        return SeriesOutcome(job.series_uid, problems=tuple(problems))
+
+    volumes: list[VolumeEntry] = []
+    for plan in plan_volumes(frames):
+        if isinstance(plan, RefusedVolume):
+            name = f"{plan.label}: " if plan.label else ""
+            problems.append(f"{name}{plan.reason} ({plan.frame_count} frames not converted)")
+            continue
+        volumes.append(_write_volume(job, plan))
+    return SeriesOutcome(job.series_uid, tuple(volumes), tuple(problems))
+
+
+def _write_volume(job: SeriesJob, plan: PlannedVolume) -> VolumeEntry:
+    stored = stack_voxels(plan)
+    slopes = np.array([f.slope for f in plan.frames])
+    intercepts = np.array([f.intercept for f in plan.frames])
+    voxels, rescale = rescaled_voxels(stored, slopes, intercepts, keep_scaling=job.format != "mhd")
+    stem = safe_file_stem(job.series_uid, plan.label)
+    file_name = f"{stem}.{job.format}"
+    destination = job.output_root / VOLUMES_FOLDER
+    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=job.output_root))
+    try:
+        written = WRITERS[job.format](scratch / file_name, voxels, plan.affine_lps, rescale)
+        publish(written, destination)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    spacing, direction = spacing_and_direction(plan.affine_lps)
+    slices = len(plan.frames) // plan.time_points
+    shape = (voxels.shape[-1], voxels.shape[-2], slices)
+    return VolumeEntry(
+        path=f"{VOLUMES_FOLDER}/{file_name}",
+        format=job.format,
+        label=plan.label,
+        distinguished_by=plan.distinguished_by,
+        shape=shape + ((plan.time_points,) if plan.time_points > 1 else ()),
+        spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
+        origin=tuple(float(v) for v in plan.affine_lps[:3, 3]),  # type: ignore[arg-type]
+        direction=tuple(tuple(float(v) for v in direction[:, a]) for a in range(3)),  # type: ignore[misc]
+        orientation=plane_of(plan.frames[0].orientation),
+        dtype=str(voxels.dtype),
+        rescale=rescale,
+        instance_count=len({f.source for f in plan.frames}),
+        frame_count=len(plan.frames),
+        resampled=None,
+        notes=plan.notes,
+    )
+
+
+def _files_problem(reason: str, files: list[str]) -> str:
+    if len(files) == 1:
+        return f"{files[0]}: {reason}"
+    return f"{reason} ({len(files)} files, e.g. {files[0]})"

@@ -1,0 +1,86 @@
+"""Headers as DICOM JSON Model datasets (PS3.18 Annex F), with nothing silently dropped."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import quote
+
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag
+
+BULK_DATA_THRESHOLD = 1024
+"""Binary values longer than this many bytes are referenced by BulkDataURI, not inlined."""
+
+LIFTED_FROM_FUNCTIONAL_GROUPS = (
+    ("PixelMeasuresSequence", ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices")),
+    ("PlaneOrientationSequence", ("ImageOrientationPatient",)),
+    ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept", "RescaleType")),
+    ("FrameVOILUTSequence", ("WindowCenter", "WindowWidth")),
+    ("MRImageFrameTypeSequence", ("FrameType",)),
+    ("CTImageFrameTypeSequence", ("FrameType",)),
+)
+"""Functional-group values copied to the top level of enhanced multi-frame headers."""
+
+
+def dataset_to_json(dataset: Dataset, relative_path: str) -> dict[str, Any]:
+    """The DICOM JSON Model of ``dataset``; large binary values become BulkDataURIs.
+
+    A value pydicom cannot encode is kept as its raw bytes (``InlineBinary``) rather than lost.
+    """
+    lift_functional_groups(dataset)
+
+    def bulk_data_uri(element: DataElement) -> str:
+        return f"{quote(relative_path)}#{element.tag:08X}"
+
+    result: dict[str, Any] = {}
+    for tag in dataset.keys():
+        key = f"{tag:08X}"
+        try:
+            element = dataset[tag]
+            result[key] = element.to_json_dict(bulk_data_uri, BULK_DATA_THRESHOLD)
+        except Exception:  # noqa: BLE001 - any undecodable value is kept raw below
+            result[key] = _raw_json(dataset, tag)
+    return result
+
+
+def _raw_json(dataset: Dataset, tag: BaseTag) -> dict[str, Any]:
+    raw = dataset.get_item(tag)
+    value = raw.value if isinstance(raw, RawDataElement | DataElement) else None
+    if isinstance(value, bytes) and value:
+        return {"vr": "UN", "InlineBinary": base64.b64encode(value).decode("ascii")}
+    return {"vr": "UN"}
+
+
+def lift_functional_groups(dataset: Dataset) -> None:
+    """Copy shared (or frame-invariant) functional-group values of a multi-frame header to its top.
+
+    Classic headers are left alone. Values already at the top level are never overwritten.
+    """
+    shared = _first_item(dataset, "SharedFunctionalGroupsSequence")
+    per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
+    if shared is None and not per_frame:
+        return
+    for macro, keywords in LIFTED_FROM_FUNCTIONAL_GROUPS:
+        source = _first_item(shared, macro) if shared is not None else None
+        if source is None and per_frame:
+            source = _frame_invariant_item(per_frame, macro)
+        if source is None:
+            continue
+        for keyword in keywords:
+            if keyword in source and keyword not in dataset:
+                setattr(dataset, keyword, source[keyword].value)
+
+
+def _first_item(dataset: Dataset, keyword: str) -> Dataset | None:
+    sequence = dataset.get(keyword)
+    return sequence[0] if sequence else None
+
+
+def _frame_invariant_item(per_frame: Any, macro: str) -> Dataset | None:
+    items = [_first_item(frame, macro) for frame in per_frame]
+    first = items[0]
+    if first is None or any(item != first for item in items[1:]):
+        return None
+    return first

@@ -1,0 +1,203 @@
+"""Frames: the 2D images of a file (one for classic objects, many for enhanced multi-frame),
+each with the geometry and the values that decide which volume it belongs to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from operator_common.errors import ConversionError
+
+COMPLEX_COMPONENTS = {
+    "M": "MAGNITUDE", "MAGNITUDE": "MAGNITUDE", "P": "PHASE", "PHASE": "PHASE",
+    "R": "REAL", "REAL": "REAL", "I": "IMAGINARY", "IMAGINARY": "IMAGINARY",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One 2D image and everything needed to place it in a volume."""
+
+    source: str
+    index: int
+    position: tuple[float, float, float]
+    orientation: tuple[float, ...]
+    pixel_spacing: tuple[float, float]
+    rows: int
+    columns: int
+    slope: float
+    intercept: float
+    split: tuple[tuple[str, Any], ...]
+    """Values that must agree within one volume, as (DICOM keyword, value) pairs."""
+    order: tuple[float, ...]
+    """How frames at one position are ordered in time (4D); ties mean no order is known."""
+    thickness: float | None = None
+    pixels: npt.NDArray[Any] = field(default_factory=lambda: np.empty(0), compare=False)
+
+
+def read_dataset(path: Path) -> Dataset:
+    """The whole DICOM file, also when it lacks the 128-byte preamble."""
+    try:
+        return dcmread(path)
+    except InvalidDicomError:
+        return dcmread(path, force=True)
+
+
+def frames_of(dataset: Dataset, source: str) -> list[Frame]:
+    """The frames of one instance with their pixels (stored values, before rescale)."""
+    problem = unsupported_reason(dataset)
+    if problem:
+        raise ConversionError(problem)
+    try:
+        pixels = dataset.pixel_array
+    except Exception as error:  # noqa: BLE001 - any decoder failure is this file's problem
+        raise ConversionError(f"pixel data cannot be decoded: {error}") from error
+    count = int(dataset.get("NumberOfFrames", 1) or 1)
+    stack = pixels.reshape((count, *pixels.shape[-2:]))
+    per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
+    shared = _first(dataset.get("SharedFunctionalGroupsSequence"))
+    return [
+        _frame(dataset, source, index, stack[index], per_frame[index] if per_frame else None, shared)
+        for index in range(count)
+    ]
+
+
+def unsupported_reason(dataset: Dataset) -> str | None:
+    """Why this instance cannot be part of a grayscale volume, or ``None``."""
+    if "PixelData" not in dataset and "FloatPixelData" not in dataset:
+        return "no pixel data"
+    if int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
+        return f"colour image ({dataset.get('PhotometricInterpretation', '?')}): not a grayscale volume"
+    if "MOSAIC" in [str(v).upper() for v in _as_list(dataset.get("ImageType"))]:
+        return "Siemens mosaic: tiles are not yet split into slices"
+    return None
+
+
+def _frame(
+    dataset: Dataset,
+    source: str,
+    index: int,
+    pixels: npt.NDArray[Any],
+    frame_groups: Dataset | None,
+    shared: Dataset | None,
+) -> Frame:
+    def lookup(macro: str, keyword: str) -> Any:
+        for groups in (frame_groups, shared):
+            item = _first(groups.get(macro)) if groups is not None else None
+            if item is not None and keyword in item:
+                return item[keyword].value
+        return dataset.get(keyword)
+
+    position = lookup("PlanePositionSequence", "ImagePositionPatient")
+    orientation = lookup("PlaneOrientationSequence", "ImageOrientationPatient")
+    spacing = lookup("PixelMeasuresSequence", "PixelSpacing")
+    for keyword, value, size in (
+        ("ImagePositionPatient", position, 3),
+        ("ImageOrientationPatient", orientation, 6),
+        ("PixelSpacing", spacing, 2),
+    ):
+        if value is None or len(_as_list(value)) != size:
+            raise ConversionError(f"no usable {keyword}: no patient geometry")
+    slope = lookup("PixelValueTransformationSequence", "RescaleSlope")
+    intercept = lookup("PixelValueTransformationSequence", "RescaleIntercept")
+    thickness = lookup("PixelMeasuresSequence", "SliceThickness")
+    return Frame(
+        source=source,
+        index=index,
+        position=_floats(position, source, "ImagePositionPatient"),  # type: ignore[arg-type]
+        orientation=_floats(orientation, source, "ImageOrientationPatient"),
+        pixel_spacing=_floats(spacing, source, "PixelSpacing"),  # type: ignore[arg-type]
+        rows=int(dataset.Rows),
+        columns=int(dataset.Columns),
+        slope=_number(slope, 1.0),
+        intercept=_number(intercept, 0.0),
+        split=_split_values(dataset, lookup),
+        order=_time_order(dataset, lookup, index),
+        thickness=_number(thickness, 0.0) or None,
+        pixels=pixels,
+    )
+
+
+def _split_values(dataset: Dataset, lookup: Any) -> tuple[tuple[str, Any], ...]:
+    values: list[tuple[str, Any]] = []
+    echo_time = lookup("MREchoSequence", "EffectiveEchoTime")
+    echo = dataset.get("EchoNumbers")
+    if echo_time is not None and "PerFrameFunctionalGroupsSequence" in dataset:
+        values.append(("EffectiveEchoTime", round(float(echo_time), 4)))
+    elif echo is not None and str(echo).strip():
+        values.append(("EchoNumbers", int(_as_list(echo)[0])))
+    component = lookup("MRImageFrameTypeSequence", "ComplexImageComponent")
+    if component is None:
+        types = [str(v).upper() for v in _as_list(dataset.get("ImageType"))[2:]]
+        component = next((COMPLEX_COMPONENTS[t] for t in types if t in COMPLEX_COMPONENTS), None)
+    if component is not None:
+        values.append(("ComplexImageComponent", str(component).upper()))
+    return tuple(values)
+
+
+def _time_order(dataset: Dataset, lookup: Any, index: int) -> tuple[float, ...]:
+    keys = (
+        lookup("FrameContentSequence", "TemporalPositionIndex"),
+        dataset.get("TemporalPositionIdentifier"),
+        dataset.get("AcquisitionNumber"),
+        dataset.get("TriggerTime"),
+        _seconds(lookup("FrameContentSequence", "FrameAcquisitionDateTime")),
+        _seconds(dataset.get("AcquisitionTime")),
+        dataset.get("InstanceNumber"),
+    )
+    frame_number = float(index) if "PerFrameFunctionalGroupsSequence" in dataset else -1.0
+    return (*(_number(k, -1.0) for k in keys), frame_number)
+
+
+def _seconds(value: Any) -> float | None:
+    """Seconds since midnight of a DICOM TM, or of the time part of a DT."""
+    text = str(value or "").strip()
+    if len(text) >= 14 and text[:8].isdigit():
+        text = text[8:]
+    digits = text.replace(":", "")
+    try:
+        hours, minutes, seconds = digits[0:2], digits[2:4] or "0", digits[4:] or "0"
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds.split("+")[0].split("-")[0])
+    except ValueError:
+        return None
+
+
+def _first(sequence: Any) -> Dataset | None:
+    return sequence[0] if sequence else None
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str | bytes):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        return [value]
+
+
+def _floats(value: Any, source: str, keyword: str) -> tuple[float, ...]:
+    try:
+        numbers = tuple(float(v) for v in _as_list(value))
+    except (TypeError, ValueError) as error:
+        raise ConversionError(f"{keyword} is not numeric: {value!r}") from error
+    if not all(np.isfinite(numbers)):
+        raise ConversionError(f"{keyword} holds non-finite values: {value!r}")
+    return numbers
+
+
+def _number(value: Any, default: float) -> float:
+    try:
+        number = float(_as_list(value)[0]) if _as_list(value) else default
+    except (TypeError, ValueError):
+        return default
+    return number if np.isfinite(number) else default
+

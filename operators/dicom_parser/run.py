@@ -1,0 +1,255 @@
+"""The parser's run: scan -> hierarchy -> convert each image series -> write the JSON outputs."""
+
+from __future__ import annotations
+
+import filecmp
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dicom_parser.convert import SCRATCH_PREFIX, VOLUMES_FOLDER, SeriesJob, SeriesOutcome, convert_series
+from dicom_parser.hierarchy import Duplicate, Header, build_hierarchy
+from dicom_parser.scan import ScannedFile, list_files, scan_file
+from operator_common.errors import InputError
+from operator_common.jsonio import write_json
+from operator_common.models import Series, Study, hierarchy_to_json, json_value
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "dicom-metadata.json"
+SERIES_IMAGES_FILE = "series-images.json"
+REPORT_FILE = "parse-report.json"
+PROGRESS_SECONDS = 5.0
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class ParseSummary:
+    """Counts for the closing log line and the report."""
+
+    files: int
+    used: int
+    duplicate: int
+    skipped: int
+    studies: int
+    series: int
+    volumes: int
+    series_without_volume: int
+    format: str
+
+    def line(self) -> str:
+        return (
+            f"{self.studies} studies, {self.series} series, {self.volumes} volumes "
+            f"({self.format}); {self.files} files: {self.used} used, {self.duplicate} duplicate, "
+            f"{self.skipped} skipped"
+        )
+
+
+def parse_folder(input_dir: Path, output_dir: Path, fmt: str, workers: int) -> ParseSummary:
+    """Run the whole parser from ``input_dir`` into ``output_dir``."""
+    input_root, output_root = _check_folders(input_dir, output_dir)
+    _remove_scratch(output_root)
+
+    listed = list(list_files(input_root))
+    log.info("found %d files under %s", len(listed), input_dir)
+    readable = [path for path, problem in listed if problem is None]
+    scanned = {
+        s.path: s
+        for s in _map(partial(scan_file, input_root), readable, workers, "scanned", chunksize=32)
+    }
+    headers = [Header(s.path, s.attributes) for s in scanned.values() if s.attributes is not None]
+    studies, duplicates = build_hierarchy(headers)
+
+    jobs, no_volume = _plan_jobs(studies, input_root, output_root, fmt)
+    outcomes = {o.series_uid: o for o in _map(convert_series, jobs, workers, "series converted")}
+    for uid, reason in no_volume.items():
+        outcomes[uid] = SeriesOutcome(uid, problems=(reason,))
+    for series in _all_series(studies):
+        _log_outcome(series, outcomes[series.uid])
+
+    series_images = {
+        series.uid: [v.to_json() for v in outcomes[series.uid].volumes]
+        for series in _all_series(studies)
+        if outcomes[series.uid].volumes
+    }
+    report = _report(listed, scanned, duplicates, studies, outcomes, input_root, fmt)
+    write_json(output_root / METADATA_FILE, hierarchy_to_json(studies), "dicom-metadata")
+    write_json(output_root / SERIES_IMAGES_FILE, series_images, "series-images")
+    write_json(output_root / REPORT_FILE, report, "parse-report")
+    _prune_volumes(output_root, series_images)
+    return ParseSummary(**report["summary"])
+
+
+def _check_folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:
+    if not input_dir.is_dir():
+        raise InputError(f"input folder {input_dir} does not exist or is not a folder")
+    input_root = input_dir.resolve()
+    output_root = output_dir.resolve()
+    if output_root == input_root or input_root in output_root.parents:
+        raise InputError(f"output folder {output_dir} must not be inside the input {input_dir}")
+    try:
+        output_root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create output folder {output_dir}: {error.strerror}") from error
+    return input_root, output_root
+
+
+def _remove_scratch(output_root: Path) -> None:
+    """Drop scratch folders a killed earlier run left behind."""
+    for leftover in output_root.glob(f"{SCRATCH_PREFIX}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _map(
+    function: Callable[[T], R], items: list[T], workers: int, done: str, chunksize: int = 1
+) -> Iterator[R]:
+    """``map`` over a process pool (or in this process for one worker), logging progress."""
+    if workers <= 1 or len(items) <= 1:
+        yield from _progress(map(function, items), len(items), done)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from _progress(pool.map(function, items, chunksize=chunksize), len(items), done)
+
+
+def _progress(results: Iterable[R], total: int, done: str) -> Iterator[R]:
+    last = time.monotonic()
+    for count, result in enumerate(results, start=1):
+        now = time.monotonic()
+        if now - last >= PROGRESS_SECONDS:
+            log.info("%s: %d/%d", done, count, total)
+            last = now
+        yield result
+
+
+def _all_series(studies: Iterable[Study]) -> Iterator[Series]:
+    for study in studies:
+        yield from study.series
+
+
+def _series_value(series: Series, keyword: str) -> Any:
+    """A value from the series level, else from its first instance."""
+    value = json_value(series.attributes, keyword)
+    return value if value is not None else json_value(series.instances[0].attributes, keyword)
+
+
+def _plan_jobs(
+    studies: Iterable[Study], input_root: Path, output_root: Path, fmt: str
+) -> tuple[list[SeriesJob], dict[str, str]]:
+    """A conversion job per image series; the reason each other series gets no volume."""
+    jobs: list[SeriesJob] = []
+    no_volume: dict[str, str] = {}
+    for series in _all_series(studies):
+        has_pixels = any(
+            json_value(i.attributes, "Rows") is not None for i in series.instances
+        ) or json_value(series.attributes, "Rows") is not None
+        if not has_pixels:
+            modality = _series_value(series, "Modality") or "unknown modality"
+            no_volume[series.uid] = f"no image data ({modality}): listed in the metadata only"
+            continue
+        paths = tuple(i.path for i in series.instances)
+        jobs.append(SeriesJob(input_root, output_root, fmt, series.uid, paths))
+    return jobs, no_volume
+
+
+def _log_outcome(series: Series, outcome: SeriesOutcome) -> None:
+    name = (
+        f"series {_series_value(series, 'SeriesNumber')} "
+        f"{_series_value(series, 'Modality') or '?'} "
+        f"'{_series_value(series, 'SeriesDescription') or ''}' ({len(series.instances)} files)"
+    )
+    shapes = ", ".join("x".join(str(n) for n in v.shape) for v in outcome.volumes)
+    if outcome.volumes:
+        log.info("%s: %d volume(s) %s", name, len(outcome.volumes), shapes)
+    for problem in outcome.problems:
+        log.warning("%s: not converted: %s", name, problem)
+
+
+def _report(
+    listed: list[tuple[str, str | None]],
+    scanned: dict[str, ScannedFile],
+    duplicates: tuple[Duplicate, ...],
+    studies: tuple[Study, ...],
+    outcomes: dict[str, SeriesOutcome],
+    input_root: Path,
+    fmt: str,
+) -> dict[str, Any]:
+    duplicate_of = {d.path: d for d in duplicates}
+    files = []
+    for path, problem in listed:
+        record = scanned.get(path)
+        reason = problem or (record.skip_reason if record else None)
+        if reason:
+            files.append({"path": path, "status": "skipped", "reason": reason})
+        elif path in duplicate_of:
+            duplicate = duplicate_of[path]
+            same = filecmp.cmp(input_root / path, input_root / duplicate.kept, shallow=False)
+            files.append({
+                "path": path,
+                "status": "duplicate",
+                "reason": "same SOPInstanceUID as the kept file, "
+                + ("byte-identical" if same else "different content"),
+                "SOPInstanceUID": duplicate.sop_instance_uid,
+                "duplicate_of": duplicate.kept,
+            })
+        else:
+            assert record is not None and record.attributes is not None
+            uid = json_value(record.attributes, "SOPInstanceUID")
+            files.append({"path": path, "status": "used", "SOPInstanceUID": str(uid)})
+
+    series_entries = []
+    for study in studies:
+        for series in study.series:
+            outcome = outcomes[series.uid]
+            number = _series_value(series, "SeriesNumber")
+            entry: dict[str, Any] = {
+                "StudyInstanceUID": study.uid,
+                "SeriesInstanceUID": series.uid,
+                "Modality": str(_series_value(series, "Modality") or ""),
+                "SeriesNumber": int(number) if isinstance(number, int | float) else None,
+                "SeriesDescription": str(_series_value(series, "SeriesDescription") or ""),
+                "instances": len(series.instances),
+                "volumes": len(outcome.volumes),
+            }
+            if outcome.problems:
+                entry["reason"] = "; ".join(outcome.problems)
+            series_entries.append(entry)
+
+    statuses = [f["status"] for f in files]
+    all_series = [s for study in studies for s in study.series]
+    return {
+        "summary": {
+            "files": len(files),
+            "used": statuses.count("used"),
+            "duplicate": statuses.count("duplicate"),
+            "skipped": statuses.count("skipped"),
+            "studies": len(studies),
+            "series": len(all_series),
+            "volumes": sum(len(o.volumes) for o in outcomes.values()),
+            "series_without_volume": sum(1 for s in all_series if not outcomes[s.uid].volumes),
+            "format": fmt,
+        },
+        "files": files,
+        "series": series_entries,
+    }
+
+
+def _prune_volumes(output_root: Path, series_images: dict[str, list[dict[str, Any]]]) -> None:
+    """Remove volume files of earlier runs that this run's outputs no longer list."""
+    keep = set()
+    for volumes in series_images.values():
+        for volume in volumes:
+            path = output_root / volume["path"]
+            keep |= {path, path.with_suffix(".raw")}
+    folder = output_root / VOLUMES_FOLDER
+    if folder.is_dir():
+        for stale in folder.iterdir():
+            if stale not in keep and stale.is_file():
+                stale.unlink()

@@ -1,0 +1,133 @@
+"""Scan: find every file under the input folder and read its DICOM header, or say why not."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from dicom_parser.dicom_json import dataset_to_json
+
+log = logging.getLogger(__name__)
+
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+REQUIRED_UIDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """One input file: its header as DICOM JSON, or the reason it cannot be used."""
+
+    path: str
+    """POSIX path relative to the input folder."""
+    attributes: dict[str, Any] | None = None
+    skip_reason: str | None = None
+
+
+def list_files(root: Path) -> Iterator[tuple[str, str | None]]:
+    """Every entry under ``root`` that is not a plain folder, sorted, as (relative path, problem).
+
+    Symbolic links are never followed (a link may point outside the input or form a loop);
+    they are listed with that as their problem.
+    """
+    for folder, dirs, files in os.walk(root, onerror=None, followlinks=False):
+        dirs.sort()
+        here = Path(folder)
+        for name in sorted(files + [d for d in dirs if (here / d).is_symlink()]):
+            full = here / name
+            relative = full.relative_to(root).as_posix()
+            if full.is_symlink():
+                yield relative, "symbolic link: not followed"
+            elif not full.is_dir() and not full.is_file():
+                yield relative, "not a regular file"
+            else:
+                yield relative, None
+
+
+def scan_file(root: Path, relative: str) -> ScannedFile:
+    """Read the header of ``root/relative`` without its pixel data."""
+    path = root / relative
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return ScannedFile(relative, skip_reason="empty file")
+        with path.open("rb") as handle:
+            dataset = _read_header(handle)
+            pixel_data_offset = handle.tell()
+    except InvalidDicomError:
+        return ScannedFile(relative, skip_reason="not DICOM")
+    except PermissionError:
+        return ScannedFile(relative, skip_reason="unreadable: permission denied")
+    except (OSError, EOFError) as error:
+        return ScannedFile(relative, skip_reason=f"unreadable or truncated header: {error}")
+    except Exception as error:  # noqa: BLE001 - a malformed header must never stop the run
+        return ScannedFile(relative, skip_reason=f"malformed DICOM header: {_short(error)}")
+    problem = _header_problem(dataset, size - pixel_data_offset)
+    if problem:
+        return ScannedFile(relative, skip_reason=problem)
+    try:
+        attributes = dataset_to_json(dataset, relative)
+    except Exception as error:  # noqa: BLE001
+        return ScannedFile(relative, skip_reason=f"header cannot be encoded: {_short(error)}")
+    return ScannedFile(relative, attributes=attributes)
+
+
+def _read_header(handle: Any) -> Dataset:
+    """A DICOM header; files without the 128-byte preamble are accepted when they start like one."""
+    try:
+        return dcmread(handle, stop_before_pixels=True)
+    except InvalidDicomError:
+        handle.seek(0)
+        start = handle.read(2)
+        handle.seek(0)
+        if start not in (b"\x02\x00", b"\x08\x00"):  # group 0002 or 0008, little endian
+            raise
+        return dcmread(handle, stop_before_pixels=True, force=True)
+
+
+def _header_problem(dataset: Dataset, bytes_after_header: int) -> str | None:
+    if dataset.get("SOPClassUID") == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in (
+        dataset
+    ):
+        return "DICOMDIR (media storage directory): not an image; the files it lists are scanned"
+    for keyword in REQUIRED_UIDS:
+        if not str(dataset.get(keyword, "")).strip():
+            return f"no {keyword}: not a DICOM composite instance"
+    missing = _missing_pixel_bytes(dataset, bytes_after_header)
+    if missing:
+        return f"truncated: pixel data is {missing} bytes short"
+    return None
+
+
+def _missing_pixel_bytes(dataset: Dataset, bytes_after_header: int) -> int:
+    """How many bytes of native (uncompressed) pixel data the file lacks; 0 when complete."""
+    transfer_syntax = UID(getattr(dataset.file_meta, "TransferSyntaxUID", "1.2.840.10008.1.2"))
+    if not transfer_syntax.is_transfer_syntax or transfer_syntax.is_encapsulated:
+        return 0
+    if transfer_syntax.is_deflated or "Rows" not in dataset or bytes_after_header <= 0:
+        return 0
+    try:
+        samples = (
+            int(dataset.Rows)
+            * int(dataset.Columns)
+            * int(dataset.get("SamplesPerPixel", 1) or 1)
+            * int(dataset.get("NumberOfFrames", 1) or 1)
+        )
+        expected = (samples * int(dataset.BitsAllocated) + 7) // 8
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    element_header = 8  # tag + length; explicit VR OB/OW adds 4 more, so this errs towards "complete"
+    return max(0, expected + element_header - bytes_after_header)
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]

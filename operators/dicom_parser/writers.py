@@ -1,0 +1,90 @@
+"""Volume writers, one per format. Each writes into a scratch folder; ``publish`` then moves
+the finished files into place, so a reader never sees a half-written volume."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+import SimpleITK as sitk
+
+from dicom_parser.geometry import FloatArray, lps_to_ras, spacing_and_direction
+from operator_common.models import Rescale
+
+FORMATS = ("mhd", "nii", "nii.gz")
+GZIP_LEVEL = 1
+"""Level-1 deflate compresses CT nearly as well as level 6 at a fraction of the time."""
+NIFTI_VOXEL_OFFSET = 352
+
+Writer = Callable[[Path, npt.NDArray[Any], FloatArray, Rescale], list[Path]]
+
+
+def write_nifti(
+    path: Path, voxels: npt.NDArray[Any], affine: FloatArray, rescale: Rescale
+) -> list[Path]:
+    """Write ``voxels`` ((k, j, i) or (t, k, j, i), C order) as NIfTI-1 with sform = qform.
+
+    The header and the voxel block are written directly: nibabel would drop a scl_slope set on
+    an in-memory image, and this way the voxel bytes need no reordering copy.
+    """
+    data = np.ascontiguousarray(voxels, dtype=voxels.dtype.newbyteorder("<"))
+    ras = lps_to_ras(affine)
+    header = nib.Nifti1Header()
+    header.set_data_dtype(data.dtype)
+    header.set_data_shape(data.shape[::-1])
+    header.set_xyzt_units("mm", "sec")
+    header.set_qform(ras, code=1)
+    header.set_sform(ras, code=1)
+    zooms = spacing_and_direction(affine)[0]
+    header.set_zooms((*zooms, *(1.0,) * (data.ndim - 3)))
+    if rescale.stored_as == "nifti_scl":
+        header.set_slope_inter(rescale.slope, rescale.intercept)
+    header["vox_offset"] = NIFTI_VOXEL_OFFSET
+    header["descrip"] = b"dicom-parser"
+    opener: Callable[..., Any] = (
+        (lambda p: gzip.open(p, "wb", compresslevel=GZIP_LEVEL))
+        if path.name.endswith(".gz")
+        else (lambda p: p.open("wb"))
+    )
+    head = io.BytesIO()
+    header.write_to(head)  # the 348-byte header, then the extension flag
+    with opener(path) as handle:
+        handle.write(head.getvalue().ljust(NIFTI_VOXEL_OFFSET, b"\0"))
+        handle.write(memoryview(data).cast("B"))
+    return [path]
+
+
+def write_metaimage(
+    path: Path, voxels: npt.NDArray[Any], affine: FloatArray, rescale: Rescale
+) -> list[Path]:
+    """Write ``voxels`` as MetaImage (``.mhd`` header + ``.raw`` data) with LPS geometry."""
+    if rescale.stored_as == "nifti_scl":
+        raise ValueError("MetaImage cannot store a rescale: apply it before writing")
+    spacing, direction = spacing_and_direction(affine)
+    origin = np.asarray(affine, dtype=float)[:3, 3]
+    extra = voxels.ndim - 3
+    image = sitk.GetImageFromArray(voxels)
+    image.SetSpacing([*spacing.tolist(), *(1.0,) * extra])
+    image.SetOrigin([*origin.tolist(), *(0.0,) * extra])
+    full = np.eye(3 + extra)
+    full[:3, :3] = direction
+    image.SetDirection(full.flatten().tolist())
+    sitk.WriteImage(image, str(path), useCompression=False)
+    return [path.with_suffix(".raw"), path]
+
+
+WRITERS: dict[str, Writer] = {"mhd": write_metaimage, "nii": write_nifti, "nii.gz": write_nifti}
+
+
+def publish(files: list[Path], destination: Path) -> None:
+    """Move finished files into ``destination`` in order (data before the header naming it)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        os.replace(file, destination / file.name)

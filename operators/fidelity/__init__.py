@@ -1,0 +1,1 @@
+"""Conversion fidelity: compare volumes with reference conversions in world space."""

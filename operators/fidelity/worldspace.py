@@ -1,0 +1,99 @@
+"""Compare two volumes where it matters: the value at the same point of the patient.
+
+Each volume is read with its own library (nibabel for NIfTI, SimpleITK for MetaImage) into
+voxel values and a 4x4 affine taking (i, j, k) to patient LPS millimetres. Voxel centres of
+ours are mapped into the reference's index space; where they land on its voxel centres
+(the grids coincide) the values are compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import numpy.typing as npt
+import SimpleITK as sitk
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+GRID_TOLERANCE_VOXELS = 0.01
+
+
+@dataclass(frozen=True)
+class LoadedVolume:
+    """Rescaled voxel values indexed (i, j, k[, t]) and the affine (i, j, k) -> LPS mm."""
+
+    values: npt.NDArray[np.float64]
+    affine_lps: npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """How two volumes agree in world space."""
+
+    compared_voxels: int
+    max_abs_difference: float
+    max_grid_offset_voxels: float
+    max_affine_difference_mm: float
+    """Largest distance between where the two affines put the same compared voxel centre's
+    neighbours: zero when spacing and direction agree."""
+
+    def agrees(self, value_tolerance: float) -> bool:
+        return (
+            self.compared_voxels > 0
+            and self.max_grid_offset_voxels <= GRID_TOLERANCE_VOXELS
+            and self.max_abs_difference <= value_tolerance
+        )
+
+
+def load_volume(path: Path) -> LoadedVolume:
+    """Read a NIfTI (.nii, .nii.gz) or MetaImage (.mhd) file."""
+    if path.name.endswith((".nii", ".nii.gz")):
+        image: Any = nib.load(path)
+        affine = RAS_TO_LPS @ image.affine
+        return LoadedVolume(np.asarray(image.get_fdata(dtype=np.float64)), affine)
+    itk = sitk.ReadImage(str(path))
+    values = sitk.GetArrayFromImage(itk).astype(np.float64)
+    values = values.transpose(tuple(range(values.ndim))[::-1])  # (.., k, j, i) -> (i, j, k, ..)
+    size = 3
+    direction = np.array(itk.GetDirection()).reshape(itk.GetDimension(), -1)[:size, :size]
+    spacing = np.array(itk.GetSpacing())[:size]
+    affine = np.eye(4)
+    affine[:3, :3] = direction * spacing
+    affine[:3, 3] = np.array(itk.GetOrigin())[:size]
+    return LoadedVolume(values, affine)
+
+
+def compare(ours: LoadedVolume, reference: LoadedVolume, samples: int = 50_000) -> Comparison:
+    """Sample voxel centres of ``ours``, find the same patient points in ``reference``."""
+    shape = np.array(ours.values.shape[:3])
+    count = int(min(samples, np.prod(shape)))
+    rng = np.random.default_rng(0)
+    indices = np.stack([rng.integers(0, n, count) for n in shape], axis=1).astype(float)
+    world = ours.affine_lps[:3, :3] @ indices.T + ours.affine_lps[:3, 3:4]
+    inverse = np.linalg.inv(reference.affine_lps)
+    theirs = (inverse[:3, :3] @ world + inverse[:3, 3:4]).T
+    nearest = np.rint(theirs)
+    inside = np.all((nearest >= 0) & (nearest < np.array(reference.values.shape[:3])), axis=1)
+    if not np.any(inside):
+        return Comparison(0, float("inf"), float("inf"), float("inf"))
+    offset = float(np.max(np.abs(theirs[inside] - nearest[inside])))
+    ours_index = tuple(indices[inside].astype(int).T)
+    ref_index = tuple(nearest[inside].astype(int).T)
+    ours_values = ours.values[ours_index]
+    ref_values = reference.values[ref_index]
+    if ours_values.shape != ref_values.shape:
+        return Comparison(int(inside.sum()), float("inf"), offset, float("inf"))
+    difference = float(np.max(np.abs(ours_values - ref_values)))
+    step_ours = ours.affine_lps[:3, :3]
+    step_ref = reference.affine_lps[:3, :3]
+    # Reference steps expressed along our axes: compare the patient-space vectors of one voxel.
+    mapped = step_ref @ np.rint(np.linalg.solve(step_ref, step_ours))
+    return Comparison(
+        compared_voxels=int(inside.sum()),
+        max_abs_difference=difference,
+        max_grid_offset_voxels=offset,
+        max_affine_difference_mm=float(np.max(np.abs(mapped - step_ours))),
+    )

@@ -90,8 +90,10 @@ def _labels(
         for keyword, value in key:
             values[keyword].append(value)
     varying = [k for k, v in values.items() if len(set(v)) > 1 or len(v) < len(keys)]
-    geometries = sorted({tuple(dict(key).get(k) for k in GEOMETRY_KEYWORDS) for key in keys}, key=repr)
-    echoes = sorted({dict(key).get("EffectiveEchoTime") for key in keys} - {None})
+    geometries = sorted(
+        {tuple(dict(key).get(k) for k in GEOMETRY_KEYWORDS) for key in keys}, key=repr
+    )
+    echoes = sorted(v for key in keys if (v := dict(key).get("EffectiveEchoTime")) is not None)
     result = []
     for key in keys:
         fields = dict(key)
@@ -190,14 +192,16 @@ def rescaled_voxels(
         if slope == 1.0 and intercept == 0.0:
             return stored, Rescale(1.0, 0.0, "identity")
         if slope.is_integer() and intercept.is_integer():
-            values = stored.astype(np.int64) * int(slope) + int(intercept)
-            narrow = values.astype(_integer_type(values, stored.dtype))
-            return narrow, Rescale(slope, intercept, "applied")
+            wide = stored.astype(np.int64) * int(slope) + int(intercept)
+            return wide.astype(_integer_type(wide, stored.dtype)), Rescale(
+                slope, intercept, "applied"
+            )
         if keep_scaling:
             return stored, Rescale(slope, intercept, "nifti_scl")
-        return _exact_float(stored * slope + intercept), Rescale(slope, intercept, "applied")
-    per_frame = stored.shape[:-2] + (1, 1)
-    values = stored * slopes.reshape(per_frame) + intercepts.reshape(per_frame)
+        scaled = stored.astype(np.float64) * slope + intercept
+        return _exact_float(scaled), Rescale(slope, intercept, "applied")
+    per_frame = (*stored.shape[:-2], 1, 1)
+    values = stored.astype(np.float64) * slopes.reshape(per_frame) + intercepts.reshape(per_frame)
     return _exact_float(values), Rescale(None, None, "applied")
 
 

@@ -54,7 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         if settings["workers"] < 1:
             raise InputError("--workers must be at least 1")
         summary: ParseSummary = parse_folder(
-            Path(settings["input"]), Path(settings["output"]), settings["format"], settings["workers"]
+            Path(settings["input"]),
+            Path(settings["output"]),
+            settings["format"],
+            settings["workers"],
         )
         log.info("done: %s", summary.line())
         return 0

@@ -12,7 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dicom_parser.assembly import PlannedVolume, RefusedVolume, plan_volumes, rescaled_voxels, stack_voxels
+from dicom_parser.assembly import (
+    PlannedVolume,
+    RefusedVolume,
+    plan_volumes,
+    rescaled_voxels,
+    stack_voxels,
+)
 from dicom_parser.frames import Frame, frames_of, read_dataset
 from dicom_parser.geometry import spacing_and_direction
 from dicom_parser.writers import WRITERS, publish
@@ -67,7 +73,7 @@ def convert_series(job: SeriesJob) -> SeriesOutcome:
             frames.extend(frames_of(read_dataset(job.input_root / relative), relative))
         except ConversionError as error:
             failed_files[error.message].append(relative)
-        except Exception as error:  # noqa: BLE001 - an unreadable file must not stop the series
+        except Exception as error:
             failed_files[f"unreadable: {str(error).strip()[:200]}"].append(relative)
     problems = [_files_problem(reason, files) for reason, files in failed_files.items()]
     if not frames:

@@ -35,12 +35,12 @@ def dataset_to_json(dataset: Dataset, relative_path: str) -> dict[str, Any]:
         return f"{quote(relative_path)}#{element.tag:08X}"
 
     result: dict[str, Any] = {}
-    for tag in dataset.keys():
+    for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements
         key = f"{tag:08X}"
         try:
             element = dataset[tag]
             result[key] = element.to_json_dict(bulk_data_uri, BULK_DATA_THRESHOLD)
-        except Exception:  # noqa: BLE001 - any undecodable value is kept raw below
+        except Exception:
             result[key] = _raw_json(dataset, tag)
     return result
 

@@ -57,14 +57,16 @@ def frames_of(dataset: Dataset, source: str) -> list[Frame]:
         raise ConversionError(problem)
     try:
         pixels = dataset.pixel_array
-    except Exception as error:  # noqa: BLE001 - any decoder failure is this file's problem
+    except Exception as error:
         raise ConversionError(f"pixel data cannot be decoded: {error}") from error
     count = int(dataset.get("NumberOfFrames", 1) or 1)
     stack = pixels.reshape((count, *pixels.shape[-2:]))
     per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
     shared = _first(dataset.get("SharedFunctionalGroupsSequence"))
     return [
-        _frame(dataset, source, index, stack[index], per_frame[index] if per_frame else None, shared)
+        _frame(
+            dataset, source, index, stack[index], per_frame[index] if per_frame else None, shared
+        )
         for index in range(count)
     ]
 
@@ -74,7 +76,8 @@ def unsupported_reason(dataset: Dataset) -> str | None:
     if "PixelData" not in dataset and "FloatPixelData" not in dataset:
         return "no pixel data"
     if int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
-        return f"colour image ({dataset.get('PhotometricInterpretation', '?')}): not a grayscale volume"
+        photometric = dataset.get("PhotometricInterpretation", "?")
+        return f"colour image ({photometric}): not a grayscale volume"
     if "MOSAIC" in [str(v).upper() for v in _as_list(dataset.get("ImageType"))]:
         return "Siemens mosaic: tiles are not yet split into slices"
     return None
@@ -200,4 +203,3 @@ def _number(value: Any, default: float) -> float:
     except (TypeError, ValueError):
         return default
     return number if np.isfinite(number) else default
-

@@ -13,7 +13,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dicom_parser.convert import SCRATCH_PREFIX, VOLUMES_FOLDER, SeriesJob, SeriesOutcome, convert_series
+from dicom_parser.convert import (
+    SCRATCH_PREFIX,
+    VOLUMES_FOLDER,
+    SeriesJob,
+    SeriesOutcome,
+    convert_series,
+)
 from dicom_parser.hierarchy import Duplicate, Header, build_hierarchy
 from dicom_parser.scan import ScannedFile, list_files, scan_file
 from operator_common.errors import InputError
@@ -147,9 +153,10 @@ def _plan_jobs(
     jobs: list[SeriesJob] = []
     no_volume: dict[str, str] = {}
     for series in _all_series(studies):
-        has_pixels = any(
-            json_value(i.attributes, "Rows") is not None for i in series.instances
-        ) or json_value(series.attributes, "Rows") is not None
+        has_pixels = (
+            any(json_value(i.attributes, "Rows") is not None for i in series.instances)
+            or json_value(series.attributes, "Rows") is not None
+        )
         if not has_pixels:
             modality = _series_value(series, "Modality") or "unknown modality"
             no_volume[series.uid] = f"no image data ({modality}): listed in the metadata only"
@@ -191,14 +198,16 @@ def _report(
         elif path in duplicate_of:
             duplicate = duplicate_of[path]
             same = filecmp.cmp(input_root / path, input_root / duplicate.kept, shallow=False)
-            files.append({
-                "path": path,
-                "status": "duplicate",
-                "reason": "same SOPInstanceUID as the kept file, "
-                + ("byte-identical" if same else "different content"),
-                "SOPInstanceUID": duplicate.sop_instance_uid,
-                "duplicate_of": duplicate.kept,
-            })
+            files.append(
+                {
+                    "path": path,
+                    "status": "duplicate",
+                    "reason": "same SOPInstanceUID as the kept file, "
+                    + ("byte-identical" if same else "different content"),
+                    "SOPInstanceUID": duplicate.sop_instance_uid,
+                    "duplicate_of": duplicate.kept,
+                }
+            )
         else:
             assert record is not None and record.attributes is not None
             uid = json_value(record.attributes, "SOPInstanceUID")
@@ -247,7 +256,7 @@ def _prune_volumes(output_root: Path, series_images: dict[str, list[dict[str, An
     for volumes in series_images.values():
         for volume in volumes:
             path = output_root / volume["path"]
-            keep |= {path, path.with_suffix(".raw")}
+            keep |= {path, path.with_suffix(".raw")} if volume["format"] == "mhd" else {path}
     folder = output_root / VOLUMES_FOLDER
     if folder.is_dir():
         for stale in folder.iterdir():

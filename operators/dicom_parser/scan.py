@@ -68,14 +68,14 @@ def scan_file(root: Path, relative: str) -> ScannedFile:
         return ScannedFile(relative, skip_reason="unreadable: permission denied")
     except (OSError, EOFError) as error:
         return ScannedFile(relative, skip_reason=f"unreadable or truncated header: {error}")
-    except Exception as error:  # noqa: BLE001 - a malformed header must never stop the run
+    except Exception as error:
         return ScannedFile(relative, skip_reason=f"malformed DICOM header: {_short(error)}")
     problem = _header_problem(dataset, size - pixel_data_offset)
     if problem:
         return ScannedFile(relative, skip_reason=problem)
     try:
         attributes = dataset_to_json(dataset, relative)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         return ScannedFile(relative, skip_reason=f"header cannot be encoded: {_short(error)}")
     return ScannedFile(relative, attributes=attributes)
 
@@ -124,7 +124,9 @@ def _missing_pixel_bytes(dataset: Dataset, bytes_after_header: int) -> int:
         expected = (samples * int(dataset.BitsAllocated) + 7) // 8
     except (AttributeError, TypeError, ValueError):
         return 0
-    element_header = 8  # tag + length; explicit VR OB/OW adds 4 more, so this errs towards "complete"
+    element_header = (
+        8  # tag + length; explicit VR OB/OW adds 4 more, so this errs towards "complete"
+    )
     return max(0, expected + element_header - bytes_after_header)
 
 

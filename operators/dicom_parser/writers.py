@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,16 +47,12 @@ def write_nifti(
         header.set_slope_inter(rescale.slope, rescale.intercept)
     header["vox_offset"] = NIFTI_VOXEL_OFFSET
     header["descrip"] = b"dicom-parser"
-    opener: Callable[..., Any] = (
-        (lambda p: gzip.open(p, "wb", compresslevel=GZIP_LEVEL))
-        if path.name.endswith(".gz")
-        else (lambda p: p.open("wb"))
-    )
     head = io.BytesIO()
     header.write_to(head)  # the 348-byte header, then the extension flag
-    with opener(path) as handle:
+    compressed = path.name.endswith(".gz")
+    with gzip.open(path, "wb", GZIP_LEVEL) if compressed else path.open("wb") as handle:
         handle.write(head.getvalue().ljust(NIFTI_VOXEL_OFFSET, b"\0"))
-        handle.write(memoryview(data).cast("B"))
+        handle.write(data.tobytes())
     return [path]
 
 
@@ -87,4 +82,4 @@ def publish(files: list[Path], destination: Path) -> None:
     """Move finished files into ``destination`` in order (data before the header naming it)."""
     destination.mkdir(parents=True, exist_ok=True)
     for file in files:
-        os.replace(file, destination / file.name)
+        file.replace(destination / file.name)

@@ -1,0 +1,331 @@
+"""dicom-parser run as its users run it (``main(argv)``) on DICOM written by the generator,
+whose geometry is known independently; volumes are checked in world space."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+
+from dicom_parser.cli import main
+from fidelity.worldspace import LoadedVolume, compare, load_volume
+from operator_common.jsonio import schema_errors
+from operator_common.models import json_value
+from sample_studies.synthetic import (
+    SeriesSpec,
+    SeriesTruth,
+    StudySpec,
+    ct_series,
+    mr_series,
+    write_localizer,
+    write_multi_echo,
+    write_series,
+    write_text_report,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+OUTPUTS = {
+    "dicom-metadata.json": "dicom-metadata",
+    "series-images.json": "series-images",
+    "parse-report.json": "parse-report",
+}
+
+
+def run_parser(source: Path, out: Path, *flags: str) -> dict[str, Any]:
+    """Run the parser, check its outputs against their schemas, return them loaded."""
+    assert main(["--input", str(source), "--output", str(out), "--workers", "1", *flags]) == 0
+    outputs = {}
+    for name, schema in OUTPUTS.items():
+        data = json.loads((out / name).read_text())
+        assert schema_errors(data, schema) == []
+        outputs[name] = data
+    return outputs
+
+
+def truth_volume(truth: SeriesTruth) -> LoadedVolume:
+    return LoadedVolume(truth.rescaled().transpose(2, 1, 0), truth.affine_lps)
+
+
+def volumes_of(out: Path, outputs: dict[str, Any], series_uid: str) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = outputs["series-images.json"][series_uid]
+    return volumes
+
+
+def assert_matches_truth(path: Path, truth: SeriesTruth) -> None:
+    comparison = compare(load_volume(path), truth_volume(truth))
+    assert comparison.compared_voxels > 0
+    assert comparison.max_grid_offset_voxels < 1e-3
+    assert comparison.max_abs_difference == 0
+
+
+GEOMETRIES = {
+    "axial": {},
+    "non-square pixels": {"pixel_spacing": (0.9, 0.45), "rows": 40, "columns": 56},
+    "descending (head to feet)": {"slice_spacing": -3.0},
+    "oblique": {
+        "row_cosine": (np.cos(0.4), np.sin(0.4), 0.0),
+        "column_cosine": (0.0, 0.0, -1.0),
+    },
+    "feet first": {"patient_position": "FFS", "row_cosine": (-1.0, 0.0, 0.0)},
+    "sagittal": {"row_cosine": (0.0, 1.0, 0.0), "column_cosine": (0.0, 0.0, -1.0)},
+}
+
+
+@pytest.mark.parametrize("fmt", ["nii.gz", "nii", "mhd"])
+@pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
+def test_volume_matches_truth_in_world_space(tmp_path: Path, geometry: str, fmt: str) -> None:
+    spec = ct_series(slices=12, **GEOMETRIES[geometry])
+    truth = write_series(tmp_path / "in", spec, shuffle_instance_numbers=True)
+    outputs = run_parser(tmp_path / "in", tmp_path / "out", "--format", fmt)
+    (volume,) = volumes_of(tmp_path / "out", outputs, truth.series_uid)
+    assert volume["format"] == fmt
+    assert volume["shape"] == [spec.columns, spec.rows, spec.slices]
+    assert volume["spacing"] == pytest.approx(
+        [spec.pixel_spacing[1], spec.pixel_spacing[0], abs(spec.slice_spacing)]
+    )
+    assert_matches_truth(tmp_path / "out" / volume["path"], truth)
+
+
+def test_rescale_is_exact_and_stored_losslessly(tmp_path: Path) -> None:
+    spec = mr_series(rescale_slope=0.25, rescale_intercept=-3.5, slices=6)
+    truth = write_series(tmp_path / "in", spec)
+    for fmt, stored_as in (("nii", "nifti_scl"), ("mhd", "applied")):
+        outputs = run_parser(tmp_path / "in", tmp_path / fmt, "--format", fmt)
+        (volume,) = volumes_of(tmp_path / fmt, outputs, truth.series_uid)
+        assert volume["rescale"] == {"slope": 0.25, "intercept": -3.5, "stored_as": stored_as}
+        assert_matches_truth(tmp_path / fmt / volume["path"], truth)
+
+
+def test_ct_hounsfield_units_are_integers(tmp_path: Path) -> None:
+    truth = write_series(tmp_path / "in", ct_series(slices=5))
+    outputs = run_parser(tmp_path / "in", tmp_path / "out")
+    (volume,) = volumes_of(tmp_path / "out", outputs, truth.series_uid)
+    assert volume["rescale"]["stored_as"] == "applied"
+    assert volume["dtype"] == "int16"
+
+
+def test_mixed_series_is_split_never_stacked(tmp_path: Path) -> None:
+    localizer = write_localizer(tmp_path / "in" / "loc", ct_series(rows=32, columns=32), seed=1)
+    echoes = write_multi_echo(tmp_path / "in" / "echo", mr_series(slices=6), seed=2)
+    outputs = run_parser(tmp_path / "in", tmp_path / "out")
+    planes = volumes_of(tmp_path / "out", outputs, localizer[0].series_uid)
+    assert len(planes) == 3
+    assert sorted(v["orientation"] for v in planes) == ["AXIAL", "CORONAL", "SAGITTAL"]
+    assert all(v["shape"][2] == 1 for v in planes)
+    for truth in localizer:
+        assert any(
+            compare(load_volume(tmp_path / "out" / v["path"]), truth_volume(truth)).agrees(0)
+            for v in planes
+        )
+    by_echo = volumes_of(tmp_path / "out", outputs, echoes[0].series_uid)
+    assert [v["label"] for v in by_echo] == ["echo-1", "echo-2"]
+    assert [v["distinguished_by"] for v in by_echo] == [{"EchoNumbers": 1}, {"EchoNumbers": 2}]
+    for volume, truth in zip(by_echo, echoes, strict=True):
+        assert_matches_truth(tmp_path / "out" / volume["path"], truth)
+
+
+def test_repeated_positions_become_one_4d_volume(tmp_path: Path) -> None:
+    spec = mr_series(slices=5, echo_numbers=None)
+    first = write_series(tmp_path / "in" / "1", replace_spec(spec, acquisition_number=1), seed=1)
+    second_spec = replace_spec(
+        spec, acquisition_number=2, value_offset=100, first_instance_number=101
+    )
+    second = write_series(tmp_path / "in" / "2", second_spec, seed=2)
+    outputs = run_parser(tmp_path / "in", tmp_path / "out")
+    (volume,) = volumes_of(tmp_path / "out", outputs, first.series_uid)
+    assert volume["shape"] == [spec.columns, spec.rows, spec.slices, 2]
+    loaded = load_volume(tmp_path / "out" / volume["path"])
+    for t, truth in enumerate((first, second)):
+        frame = LoadedVolume(loaded.values[..., t], loaded.affine_lps)
+        assert compare(frame, truth_volume(truth)).agrees(0)
+
+
+def replace_spec(spec: SeriesSpec, **changes: Any) -> SeriesSpec:
+    """The spec in one fixed study and series, so that several writes form one series."""
+    study = replace(spec.study, study_uid="1.2.826.0.1.3680043.8.498.4241")
+    return replace(spec, study=study, series_uid="1.2.826.0.1.3680043.8.498.4242", **changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"slice_positions": (0.0, 2.0, 4.0, 9.0, 11.0), "slices": 5}, "uneven slice spacing"),
+        ({"tilt_shift": (0.0, 0.8, 0.0), "slices": 5}, "drift"),
+    ],
+)
+def test_no_volume_with_known_wrong_geometry(
+    tmp_path: Path, changes: dict[str, Any], reason: str
+) -> None:
+    truth = write_series(tmp_path / "in", ct_series(**changes))
+    outputs = run_parser(tmp_path / "in", tmp_path / "out")
+    assert truth.series_uid not in outputs["series-images.json"]
+    (series,) = outputs["parse-report.json"]["series"]
+    assert series["volumes"] == 0
+    assert reason in series["reason"]
+    assert not list((tmp_path / "out" / "volumes").glob("*"))
+
+
+def test_every_file_is_accounted_for(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    truth = write_series(source / "ct", ct_series(slices=4), name_style="nested")
+    write_text_report(source / "sr", StudySpec(), seed=9)
+    (source / "notes.txt").write_text("not DICOM")
+    (source / "empty").write_bytes(b"")
+    shutil.copy(truth.files[0], source / "copy-of-first")
+    different = pydicom.dcmread(truth.files[1])
+    different.PatientComments = "edited"
+    different.save_as(source / "edited-duplicate")
+    whole = truth.files[2].read_bytes()
+    (source / "truncated").write_bytes(whole[: len(whole) - 500])
+    write_dicomdir(source / "DICOMDIR")
+    os.symlink(source / "ct", source / "link-to-ct")
+    before = snapshot(source)
+
+    outputs = run_parser(source, tmp_path / "out")
+    files = {f["path"]: f for f in outputs["parse-report.json"]["files"]}
+    on_disk = {p.relative_to(source).as_posix() for p in source.rglob("*") if not p.is_dir()}
+    on_disk |= {"link-to-ct"}
+    assert set(files) == on_disk
+    assert files["notes.txt"]["reason"] == "not DICOM"
+    assert files["empty"]["reason"] == "empty file"
+    assert files["truncated"]["reason"].startswith("truncated")
+    assert files["DICOMDIR"]["reason"].startswith("DICOMDIR")
+    assert files["link-to-ct"]["reason"].startswith("symbolic link")
+    # Of files sharing a SOPInstanceUID the first by path is kept, the others are duplicates.
+    first, second = (f.relative_to(source).as_posix() for f in truth.files[:2])
+    duplicates = {p: f for p, f in files.items() if f["status"] == "duplicate"}
+    assert set(duplicates) == {first, "edited-duplicate"}
+    assert duplicates[first]["duplicate_of"] == "copy-of-first"
+    assert "byte-identical" in duplicates[first]["reason"]
+    assert duplicates["edited-duplicate"]["duplicate_of"] == second
+    assert "different content" in duplicates["edited-duplicate"]["reason"]
+    summary = outputs["parse-report.json"]["summary"]
+    assert summary["files"] == len(on_disk)
+    assert summary["used"] + summary["duplicate"] + summary["skipped"] == summary["files"]
+    assert snapshot(source) == before, "the input folder must never change"
+
+
+def write_dicomdir(path: Path) -> None:
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    dataset.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.77"
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    dataset.FileSetID = "TEST"
+    dataset.DirectoryRecordSequence = []
+    dataset.save_as(path, enforce_file_format=True)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def test_metadata_levels_and_dicom_json(tmp_path: Path) -> None:
+    study = StudySpec(
+        patient_name="DOE^JANE",
+        study_description="CT CHEST",
+        study_uid="1.2.826.0.1.3680043.8.498.1",
+    )
+    truth = write_series(tmp_path / "in", ct_series(study=study, slices=3), seed=1)
+    write_text_report(tmp_path / "in", study, seed=2)
+    outputs = run_parser(tmp_path / "in", tmp_path / "out")
+    (study_entry,) = outputs["dicom-metadata.json"]["studies"]
+    study_level = Dataset.from_json(study_entry["attributes"])
+    assert str(study_level.PatientName) == "DOE^JANE"
+    assert study_level.StudyDescription == "CT CHEST"
+    assert study_entry["attributes"]["00100010"] == {
+        "vr": "PN",
+        "Value": [{"Alphabetic": "DOE^JANE"}],
+    }
+    image_series = next(
+        s
+        for s in study_entry["series"]
+        if json_value(s["attributes"], "SeriesInstanceUID") == truth.series_uid
+    )
+    series_level = Dataset.from_json(image_series["attributes"])
+    assert series_level.Modality == "CT"
+    assert list(series_level.ImageType) == ["ORIGINAL", "PRIMARY", "AXIAL"]
+    assert "SliceThickness" in series_level and "PixelSpacing" in series_level
+    assert "ImagePositionPatient" not in series_level  # differs per slice
+    assert "PatientName" not in series_level  # lives at study level
+    for instance in image_series["instances"]:
+        level = Dataset.from_json(instance["attributes"])
+        assert "SOPInstanceUID" in level and "ImagePositionPatient" in level
+        assert (tmp_path / "in" / instance["path"]).is_file()
+    numbers = [
+        int(json_value(i["attributes"], "InstanceNumber")) for i in image_series["instances"]
+    ]
+    assert numbers == sorted(numbers)
+
+
+def test_reruns_are_byte_identical(tmp_path: Path) -> None:
+    write_series(tmp_path / "in" / "a", ct_series(slices=4), seed=3)
+    write_multi_echo(tmp_path / "in" / "b", mr_series(slices=3), seed=4)
+    run_parser(tmp_path / "in", tmp_path / "out")
+    first = snapshot(tmp_path / "out")
+    main(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--workers", "2"])
+    assert snapshot(tmp_path / "out") == first
+
+
+def test_stale_volumes_of_an_earlier_run_are_removed(tmp_path: Path) -> None:
+    write_series(tmp_path / "in", ct_series(slices=3))
+    run_parser(tmp_path / "in", tmp_path / "out", "--format", "mhd")
+    outputs = run_parser(tmp_path / "in", tmp_path / "out", "--format", "nii")
+    listed = {v["path"] for vs in outputs["series-images.json"].values() for v in vs}
+    on_disk = {
+        p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out" / "volumes").iterdir()
+    }
+    assert on_disk == listed
+
+
+def test_samples_convert(tmp_path: Path) -> None:
+    outputs = run_parser(REPO / "samples", tmp_path / "out", "--workers", "2")
+    summary = outputs["parse-report.json"]["summary"]
+    assert summary["studies"] == 2
+    assert summary["skipped"] == 1  # samples/README.txt
+    by_description = {s["SeriesDescription"]: s for s in outputs["parse-report.json"]["series"]}
+    assert by_description["Portal venous 1.25mm"]["volumes"] == 1
+    assert by_description["AX DUAL ECHO"]["volumes"] == 2
+    assert by_description["Scout"]["volumes"] == 3
+    assert by_description["Report"]["volumes"] == 0
+
+
+def test_user_errors_exit_2_without_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--input", str(tmp_path / "missing"), "--output", str(tmp_path / "out")]) == 2
+    assert main(["--input", str(tmp_path), "--output", str(tmp_path / "inside")]) == 2
+    assert main(["--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert "does not exist" in error and "must not be inside" in error
+
+
+def test_environment_sets_defaults_and_flags_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    truth = write_series(tmp_path / "in", ct_series(slices=3))
+    monkeypatch.setenv("DICOM_PARSER_INPUT", str(tmp_path / "in"))
+    monkeypatch.setenv("DICOM_PARSER_OUTPUT", str(tmp_path / "env-out"))
+    monkeypatch.setenv("DICOM_PARSER_FORMAT", "mhd")
+    assert main(["--workers", "1"]) == 0
+    images = json.loads((tmp_path / "env-out" / "series-images.json").read_text())
+    assert images[truth.series_uid][0]["format"] == "mhd"
+    assert main(["--format", "nii", "--workers", "1"]) == 0
+    images = json.loads((tmp_path / "env-out" / "series-images.json").read_text())
+    assert images[truth.series_uid][0]["format"] == "nii"
+    monkeypatch.setenv("DICOM_PARSER_FORMAT", "png")
+    assert main(["--workers", "1"]) == 2

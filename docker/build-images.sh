@@ -38,7 +38,7 @@ build_wheelhouse() {
     local arch
     arch="$(uname -m)"
     [[ $arch == arm64 ]] && arch=aarch64
-    rm -rf "$build/wheelhouse"
+    rm -rf "$build/wheelhouse" "$root/build/lib"  # setuptools' build/lib may hold deleted modules
     "$python" -m pip wheel --quiet --no-deps --wheel-dir "$build/wheelhouse" "$root"
     "$python" -m pip download --quiet --only-binary=:all: --dest "$build/wheelhouse" \
         --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \

@@ -1,0 +1,213 @@
+"""The containers: built offline, run through compose and the Docker engine runner, hardened.
+
+Builds the local Debian base (once: kept while its tag exists) and both images with
+``docker/build-images.sh --local-base``, as CI does.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from docker.client import DockerClient
+from docker.errors import DockerException
+
+from series_pipeline.cli import main
+from test_pipeline_local import check_selected_volumes
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_FILE = REPO / "docker/compose.yaml"
+IMAGE_USER = (10001, 10001)
+
+# Run inside a container: what the process may do there, as JSON on standard output.
+PROBE = """
+import json, os, sys
+status = dict(line.split(":", 1) for line in open("/proc/self/status").read().splitlines())
+
+def writable(folder):
+    try:
+        with open(os.path.join(folder, ".probe"), "w"):
+            pass
+    except OSError:
+        return False
+    os.remove(os.path.join(folder, ".probe"))
+    return True
+
+print(json.dumps({
+    "uid": os.getuid(),
+    "effective_capabilities": int(status["CapEff"], 16),
+    "no_new_privileges": status["NoNewPrivs"].strip(),
+    "root_writable": writable("/"),
+    "tmp_writable": writable("/tmp"),
+    "output_writable": writable(sys.argv[1]),
+    "network_interfaces": sorted(os.listdir("/sys/class/net")),
+}))
+"""
+
+HARDENED = {
+    "effective_capabilities": 0,
+    "no_new_privileges": "1",
+    "root_writable": False,
+    "tmp_writable": True,
+    "output_writable": True,
+    "network_interfaces": ["lo"],
+}
+
+
+@pytest.fixture(scope="module")
+def engine() -> DockerClient:
+    try:
+        client = DockerClient.from_env()
+        client.ping()
+    except DockerException as error:
+        pytest.skip(f"no Docker engine answers: {error}")
+    return client
+
+
+@pytest.fixture(scope="module")
+def images(engine: DockerClient) -> None:
+    """Build the base (unless present) and both images, offline."""
+    result = subprocess.run(
+        [str(REPO / "docker/build-images.sh"), "--local-base"],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def compose(images: None) -> list[str]:
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+
+
+@pytest.fixture
+def output_folder(tmp_path: Path) -> Path:
+    """A host folder the containers' user can write into."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    if os.getuid() == 0:
+        os.chown(folder, *IMAGE_USER)
+    return folder
+
+
+@pytest.fixture
+def compose_project(
+    compose: list[str], output_folder: Path, tmp_path: Path
+) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """The compose command for a project of this test, and its environment; removed after."""
+    command = [*compose, "--file", str(COMPOSE_FILE), "--project-name", f"selection{os.getpid()}"]
+    environment = {**os.environ, "INPUT": str(REPO / "samples"), "OUTPUT": str(output_folder)}
+    if os.getuid() != 0:
+        environment["PIPELINE_USER"] = f"{os.getuid()}:{os.getgid()}"
+    yield command, environment
+    subprocess.run([*command, "down", "--volumes"], env=environment, capture_output=True)
+
+
+def compose_run(
+    project: tuple[list[str], dict[str, str]], *arguments: str
+) -> subprocess.CompletedProcess[str]:
+    command, environment = project
+    return subprocess.run(
+        [*command, "run", "--rm", "-T", "--no-deps", *arguments],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_compose_runs_the_pipeline_on_the_sample_studies(
+    compose_project: tuple[list[str], dict[str, str]], output_folder: Path
+) -> None:
+    for service in ("dicom-parser", "series-selector"):
+        result = compose_run(compose_project, service)
+        assert result.returncode == 0, result.stdout + result.stderr
+    check_selected_volumes(output_folder)
+
+
+def test_compose_passes_selection_rules(
+    compose_project: tuple[list[str], dict[str, str]], output_folder: Path
+) -> None:
+    _, environment = compose_project
+    rules = (REPO / "rules/ct-abdomen-axial.yaml").read_bytes()
+    environment["RULES_BASE64"] = base64.b64encode(rules).decode()
+    for service in ("dicom-parser", "series-selector"):
+        assert compose_run(compose_project, service).returncode == 0
+    selected = json.loads((output_folder / "selected-images.json").read_text())
+    assert [s["name"] for s in selected["selections"]] == ["CT abdomen axial"]
+
+
+@pytest.mark.parametrize("service", ["dicom-parser", "series-selector"])
+def test_compose_containers_are_hardened(
+    compose_project: tuple[list[str], dict[str, str]], service: str
+) -> None:
+    output = "/output"
+    result = compose_run(compose_project, "--entrypoint", "python3", service, "-c", PROBE, output)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout)
+    assert seen.pop("uid") != 0
+    assert seen == HARDENED
+
+
+@pytest.mark.parametrize("image", ["dicom-parser", "series-selector"])
+def test_images_run_as_a_non_root_user_that_owns_the_output_folder(
+    engine: DockerClient, images: None, image: str
+) -> None:
+    reference = f"series-selection/{image}:0.1.0"
+    assert engine.images.get(reference).attrs["Config"]["User"] == "10001:10001"
+    owner = engine.containers.run(
+        reference, entrypoint=["stat", "-c", "%u:%g", "/output"], remove=True, network_mode="none"
+    )
+    assert owner.decode().strip() == "10001:10001"
+
+
+def test_the_docker_engine_runner_runs_the_pipeline_on_the_sample_studies(
+    images: None, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    arguments = ["run", "--engine", "docker", "--input", str(REPO / "samples")]
+    assert main([*arguments, "--output", str(out)]) == 0
+
+    summary = json.loads((out / "pipeline-run.json").read_text())
+    assert (summary["engine"], summary["status"]) == ("docker", "succeeded")
+    assert "dicom_parser" in (out / "dicom-parser.log").read_text()
+    check_selected_volumes(out / "series-selector/selections")
+
+
+def test_the_docker_engine_runner_hardens_containers_and_propagates_failures(
+    images: None, tmp_path: Path
+) -> None:
+    probing = yaml.safe_load((REPO / "pipeline.yaml").read_text())
+    probing["operators"][0]["container"]["command"] = ["python3", "-c", PROBE, "/output"]
+    definition = tmp_path / "pipeline.yaml"
+    definition.write_text(yaml.safe_dump(probing))
+    out = tmp_path / "run"
+    arguments = ["run", "--engine", "docker", "--pipeline", str(definition)]
+    exit_code = main([*arguments, "--input", str(REPO / "samples"), "--output", str(out)])
+
+    seen = json.loads((out / "dicom-parser.log").read_text())
+    assert seen.pop("uid") != 0
+    assert seen == HARDENED
+    # The probe wrote no series-images.json: the selector fails on bad input, exit code 2.
+    assert exit_code == 2
+    summary = json.loads((out / "pipeline-run.json").read_text())
+    assert [(op["name"], op["exit_code"]) for op in summary["operators"]] == [
+        ("dicom-parser", 0),
+        ("series-selector", 2),
+    ]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -187,7 +186,7 @@ def test_every_file_is_accounted_for(tmp_path: Path) -> None:
     whole = truth.files[2].read_bytes()
     (source / "truncated").write_bytes(whole[: len(whole) - 500])
     write_dicomdir(source / "DICOMDIR")
-    os.symlink(source / "ct", source / "link-to-ct")
+    (source / "link-to-ct").symlink_to(source / "ct")
     before = snapshot(source)
 
     outputs = run_parser(source, tmp_path / "out")
@@ -234,11 +233,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def test_metadata_levels_and_dicom_json(tmp_path: Path) -> None:
-    study = StudySpec(
-        patient_name="DOE^JANE",
-        study_description="CT CHEST",
-        study_uid="1.2.826.0.1.3680043.8.498.1",
-    )
+    study = StudySpec(patient_name="DOE^JANE", study_description="CT CHEST", study_uid="1.2.3.4")
     truth = write_series(tmp_path / "in", ct_series(study=study, slices=3), seed=1)
     write_text_report(tmp_path / "in", study, seed=2)
     outputs = run_parser(tmp_path / "in", tmp_path / "out")

@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def run_reporting_errors(job: Callable[[], int]) -> int:
-    """Run ``job``; a ``PipelineError`` becomes one log line and its exit code, never a traceback."""
+    """Run ``job``; a ``PipelineError`` becomes one log line and its exit code, not a traceback."""
     try:
         return job()
     except PipelineError as error:

@@ -47,7 +47,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        Path(tmp_name).replace(path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
@@ -78,5 +78,7 @@ def read_json(path: Path, schema_name: str) -> Any:
         raise InputError(f"{path} is not readable JSON: {error}") from error
     problems = schema_errors(data, schema_name)
     if problems:
-        raise InputError(f"{path} does not match schema {schema_name!r}: " + "; ".join(problems[:5]))
+        raise InputError(
+            f"{path} does not match schema {schema_name!r}: " + "; ".join(problems[:5])
+        )
     return data

@@ -1,0 +1,108 @@
+"""Run the parser on each case of a reference data set and compare with its references."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from dicom_parser.run import REPORT_FILE, SERIES_IMAGES_FILE, parse_folder
+from fidelity.worldspace import Comparison, LoadedVolume, compare, load_volume
+
+REFERENCE_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class ReferenceResult:
+    """The best agreement any of our volumes reached with one reference volume."""
+
+    reference: str
+    volume: str | None
+    comparison: Comparison | None
+    tolerance: float
+
+    @property
+    def matches(self) -> bool:
+        return self.comparison is not None and self.comparison.agrees(self.tolerance)
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """What the parser made of one case, and how it compares with the references."""
+
+    case: str
+    volumes: tuple[str, ...]
+    refused: tuple[str, ...]
+    references: tuple[ReferenceResult, ...] = field(default_factory=tuple)
+
+    @property
+    def matches(self) -> bool:
+        return bool(self.references) and all(r.matches for r in self.references)
+
+
+def load_cases(root: Path) -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = json.loads((root / "cases.json").read_text())["cases"]
+    return cases
+
+
+def reference_volumes(case: dict[str, Any]) -> list[str]:
+    """The case's reference NIfTI files (colour references are not comparable to grayscale)."""
+    return [r for r in case["references"] if r.endswith(REFERENCE_SUFFIXES)]
+
+
+def evaluate_case(root: Path, case: dict[str, Any], workdir: Path, workers: int = 1) -> CaseResult:
+    """Convert ``case`` into ``workdir`` and pair every reference with our closest volume."""
+    parse_folder(root / case["input"], workdir, "nii", workers)
+    images = json.loads((workdir / SERIES_IMAGES_FILE).read_text())
+    report = json.loads((workdir / REPORT_FILE).read_text())
+    ours = {v["path"]: load_volume(workdir / v["path"]) for vs in images.values() for v in vs}
+    refused = tuple(s["reason"] for s in report["series"] if "reason" in s)
+    results = tuple(
+        _best_match(reference, load_volume(root / reference), _tolerance(root / reference), ours)
+        for reference in reference_volumes(case)
+    )
+    return CaseResult(case["input"], tuple(sorted(ours)), refused, results)
+
+
+def _tolerance(path: Path) -> float:
+    """Half the reference's quantisation step: its scl_slope, or 1 for unscaled integers."""
+    image: Any = nib.load(path)
+    slope, _ = image.header.get_slope_inter()
+    if image.get_data_dtype().kind == "f":
+        return 1e-4 * float(np.max(np.abs(image.get_fdata())) or 1.0)
+    return 0.5 * abs(slope) if slope else 0.5
+
+
+def _best_match(
+    reference: str, loaded: LoadedVolume, tolerance: float, ours: dict[str, LoadedVolume]
+) -> ReferenceResult:
+    expected = _squeeze(loaded)
+    best: ReferenceResult = ReferenceResult(reference, None, None, tolerance)
+    for path, volume in ours.items():
+        candidate = _squeeze(volume)
+        if candidate.values.shape[3:] != expected.values.shape[3:]:
+            continue
+        comparison = compare(candidate, expected)
+        if best.comparison is None or _rank(comparison) < _rank(best.comparison):
+            best = ReferenceResult(reference, path, comparison, tolerance)
+    return best
+
+
+def _squeeze(volume: LoadedVolume) -> LoadedVolume:
+    """Drop trailing length-1 axes beyond the third (a 4D file of one volume is 3D)."""
+    values = volume.values
+    while values.ndim > 3 and values.shape[-1] == 1:
+        values = values[..., 0]
+    return LoadedVolume(values, volume.affine_lps)
+
+
+def _rank(comparison: Comparison) -> tuple[bool, float, float]:
+    return (
+        comparison.compared_voxels == 0,
+        round(comparison.max_grid_offset_voxels, 3),
+        comparison.max_abs_difference,
+    )

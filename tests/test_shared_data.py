@@ -3,12 +3,16 @@ compared in world space (the value at the same patient point), never array again
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from dicom_parser.run import parse_folder
 from fidelity.cases import evaluate_case
+from fidelity.worldspace import compare, load_volume
 
 pytestmark = pytest.mark.shared_data
 
@@ -71,3 +75,58 @@ def test_case_refused_with_reason(
     result = evaluate_case(shared_data, shared_cases[case_input], tmp_path)
     assert result.volumes == ()
     assert any(reason in r for r in result.refused), result.refused
+
+
+MOSAICS = [
+    "dcm_qa_mosaic/In/ep2d_Int_4",
+    "dcm_qa_mosaic/In/ep2d_Int_HF_5",
+    "dcm_qa_nih/In/20180918Si",
+    "dcm_qa/In/Orientation/ax/axasc36",
+    "dcm_qa/In/Orientation/cor/corasc36",
+    "dcm_qa/In/Orientation/sag/sagasc36",
+    "dcm_qa/In/Orientation/axmb/AxAsc36mb2a",
+    "dcm_qa/In/Orientation/axmb/AxInt36mb",
+]
+
+
+@pytest.mark.parametrize("case_input", MOSAICS)
+def test_siemens_mosaic_matches_reference(
+    case_input: str, shared_data: Path, shared_cases: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    test_case_matches_reference_in_world_space(case_input, shared_data, shared_cases, tmp_path)
+
+
+def test_every_transfer_syntax_decodes_to_its_reference(shared_data: Path, tmp_path: Path) -> None:
+    # One SeriesInstanceUID, nine SeriesNumbers: one volume per file, labelled by series number.
+    parse_folder(shared_data / "dcm_qa_ts" / "In", tmp_path, "nii", workers=1)
+    images = json.loads((tmp_path / "series-images.json").read_text())
+    (volumes,) = images.values()
+    assert sorted(v["label"] for v in volumes) == sorted(f"series-{n}" for n in range(1, 10))
+    for volume in volumes:
+        number = volume["distinguished_by"]["SeriesNumber"]
+        reference = load_volume(shared_data / "dcm_qa_ts" / "Ref" / f"{number}.nii")
+        comparison = compare(load_volume(tmp_path / volume["path"]), reference)
+        assert comparison.agrees(0.5), (number, comparison)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "reference"),
+    [
+        ("12bitUnsigned.dcm", "2.nii"),
+        ("12bitUnsigned_0x0F0F.dcm", "3.nii"),  # garbage above BitsStored must be masked
+        ("12bitSigned_0x0F0F.dcm", "4.nii"),  # sign bit at HighBit 11
+    ],
+)
+def test_12_bit_stored_values(
+    file_name: str, reference: str, shared_data: Path, tmp_path: Path
+) -> None:
+    # The three files share one SOPInstanceUID, so each is converted on its own.
+    source = tmp_path / "in"
+    source.mkdir()
+    shutil.copy(shared_data / "dcm_qa_12bit" / "In" / file_name, source)
+    parse_folder(source, tmp_path / "out", "nii", workers=1)
+    images = json.loads((tmp_path / "out" / "series-images.json").read_text())
+    ((volume,),) = images.values()
+    expected = load_volume(shared_data / "dcm_qa_12bit" / "Ref" / reference)
+    comparison = compare(load_volume(tmp_path / "out" / volume["path"]), expected)
+    assert comparison.agrees(0.5), comparison

@@ -82,34 +82,44 @@ def _volume_key(frame: Frame) -> tuple[tuple[str, Any], ...]:
 def _labels(
     keys: Sequence[tuple[tuple[str, Any], ...]],
 ) -> list[tuple[str, dict[str, Any]]]:
-    """A short label and the distinguishing values of each group, from what varies between them."""
+    """A short label and the distinguishing values of each group, from what varies between them.
+
+    Labels read like ``series-3``, ``echo-2``, ``phase`` or ``stack-2`` (a distinct geometry),
+    joined by ``_`` when several things vary.
+    """
     if len(keys) == 1:
         return [("", {})]
-    values: dict[str, list[Any]] = defaultdict(list)
+    observed: dict[str, set[Any]] = defaultdict(set)
     for key in keys:
         for keyword, value in key:
-            values[keyword].append(value)
-    varying = [k for k, v in values.items() if len(set(v)) > 1 or len(v) < len(keys)]
-    geometries = sorted(
-        {tuple(dict(key).get(k) for k in GEOMETRY_KEYWORDS) for key in keys}, key=repr
-    )
-    echoes = sorted(v for key in keys if (v := dict(key).get("EffectiveEchoTime")) is not None)
+            observed[keyword].add(value)
+    varying = [k for k, v in observed.items() if len(v) > 1]
+    ranks = {k: sorted(observed[k], key=repr) for k in ("EffectiveEchoTime",)}
+    geometries = sorted({_geometry(key) for key in keys}, key=repr)
     result = []
     for key in keys:
         fields = dict(key)
-        parts = []
-        if "EchoNumbers" in varying and "EchoNumbers" in fields:
-            parts.append(f"echo-{fields['EchoNumbers']}")
-        if "EffectiveEchoTime" in varying and "EffectiveEchoTime" in fields:
-            parts.append(f"echo-{echoes.index(fields['EffectiveEchoTime']) + 1}")
-        if "ComplexImageComponent" in varying:
-            parts.append(str(fields.get("ComplexImageComponent", "unknown")).lower())
+        parts = [
+            _LABELS[k](fields[k], ranks.get(k)) for k in _LABELS if k in varying and k in fields
+        ]
         if any(k in varying for k in GEOMETRY_KEYWORDS):
-            geometry = tuple(fields.get(k) for k in GEOMETRY_KEYWORDS)
-            parts.append(f"stack-{geometries.index(geometry) + 1}")
+            parts.append(f"stack-{geometries.index(_geometry(key)) + 1}")
         distinguished = {k: _plain(fields[k]) for k in varying if k in fields}
         result.append(("_".join(parts), distinguished))
     return result
+
+
+_LABELS: dict[str, Any] = {
+    "SeriesNumber": lambda value, _: f"series-{value}",
+    "EchoNumbers": lambda value, _: f"echo-{value}",
+    "EffectiveEchoTime": lambda value, ranked: f"echo-{ranked.index(value) + 1}",
+    "ComplexImageComponent": lambda value, _: str(value).lower(),
+}
+
+
+def _geometry(key: tuple[tuple[str, Any], ...]) -> tuple[Any, ...]:
+    fields = dict(key)
+    return tuple(fields.get(k) for k in GEOMETRY_KEYWORDS)
 
 
 def _plain(value: Any) -> Any:

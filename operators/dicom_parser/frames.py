@@ -3,7 +3,7 @@ each with the geometry and the values that decide which volume it belongs to."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from dicom_parser.mosaic import is_mosaic, mosaic_tiles
 from operator_common.errors import ConversionError
 
 COMPLEX_COMPONENTS = {
@@ -59,6 +60,20 @@ def frames_of(dataset: Dataset, source: str) -> list[Frame]:
         pixels = dataset.pixel_array
     except Exception as error:
         raise ConversionError(f"pixel data cannot be decoded: {error}") from error
+    if is_mosaic(dataset):
+        tiles, positions = mosaic_tiles(dataset, pixels)
+        whole = _frame(dataset, source, 0, pixels, None, None)
+        return [
+            replace(
+                whole,
+                index=n,
+                position=positions[n],
+                rows=tile.shape[0],
+                columns=tile.shape[1],
+                pixels=tile,
+            )
+            for n, tile in enumerate(tiles)
+        ]
     count = int(dataset.get("NumberOfFrames", 1) or 1)
     stack = pixels.reshape((count, *pixels.shape[-2:]))
     per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
@@ -78,8 +93,6 @@ def unsupported_reason(dataset: Dataset) -> str | None:
     if int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
         photometric = dataset.get("PhotometricInterpretation", "?")
         return f"colour image ({photometric}): not a grayscale volume"
-    if "MOSAIC" in [str(v).upper() for v in _as_list(dataset.get("ImageType"))]:
-        return "Siemens mosaic: tiles are not yet split into slices"
     return None
 
 
@@ -130,6 +143,9 @@ def _frame(
 
 def _split_values(dataset: Dataset, lookup: Any) -> tuple[tuple[str, Any], ...]:
     values: list[tuple[str, Any]] = []
+    series_number = _number(dataset.get("SeriesNumber"), float("nan"))
+    if np.isfinite(series_number):
+        values.append(("SeriesNumber", int(series_number)))
     echo_time = lookup("MREchoSequence", "EffectiveEchoTime")
     echo = dataset.get("EchoNumbers")
     if echo_time is not None and "PerFrameFunctionalGroupsSequence" in dataset:

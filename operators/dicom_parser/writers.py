@@ -49,10 +49,14 @@ def write_nifti(
     header["descrip"] = b"dicom-parser"
     head = io.BytesIO()
     header.write_to(head)  # the 348-byte header, then the extension flag
-    compressed = path.name.endswith(".gz")
-    with gzip.open(path, "wb", GZIP_LEVEL) if compressed else path.open("wb") as handle:
-        handle.write(head.getvalue().ljust(NIFTI_VOXEL_OFFSET, b"\0"))
-        handle.write(data.tobytes())
+    chunks = (head.getvalue().ljust(NIFTI_VOXEL_OFFSET, b"\0"), data.tobytes())
+    with path.open("wb") as file:
+        if path.name.endswith(".gz"):
+            # No name and a zero time in the gzip header: reruns write identical bytes.
+            with gzip.GzipFile("", "wb", GZIP_LEVEL, fileobj=file, mtime=0) as gzipped:
+                gzipped.writelines(chunks)
+        else:
+            file.writelines(chunks)
     return [path]
 
 

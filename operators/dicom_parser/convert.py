@@ -49,6 +49,7 @@ class SeriesOutcome:
     series_uid: str
     volumes: tuple[VolumeEntry, ...] = ()
     problems: tuple[str, ...] = ()
+    has_pixels: bool = True
 
 
 def safe_file_stem(series_uid: str, label: str) -> str:

@@ -77,7 +77,7 @@ def parse_folder(input_dir: Path, output_dir: Path, fmt: str, workers: int) -> P
     jobs, no_volume = _plan_jobs(studies, input_root, output_root, fmt)
     outcomes = {o.series_uid: o for o in _map(convert_series, jobs, workers, "series converted")}
     for uid, reason in no_volume.items():
-        outcomes[uid] = SeriesOutcome(uid, problems=(reason,))
+        outcomes[uid] = SeriesOutcome(uid, problems=(reason,), has_pixels=False)
     for series in _all_series(studies):
         _log_outcome(series, outcomes[series.uid])
 
@@ -175,8 +175,9 @@ def _log_outcome(series: Series, outcome: SeriesOutcome) -> None:
     shapes = ", ".join("x".join(str(n) for n in v.shape) for v in outcome.volumes)
     if outcome.volumes:
         log.info("%s: %d volume(s) %s", name, len(outcome.volumes), shapes)
+    level = logging.WARNING if outcome.has_pixels else logging.INFO
     for problem in outcome.problems:
-        log.warning("%s: not converted: %s", name, problem)
+        log.log(level, "%s: not converted: %s", name, problem)
 
 
 def _report(

@@ -21,10 +21,12 @@ from dicom_parser.geometry import (
     affine_lps,
     distances_along,
     in_plane_drift,
+    in_plane_offsets,
     position_tolerance,
     regular_slice_spacing,
     slice_normal,
 )
+from dicom_parser.resample import Resampling, even_planes, in_plane_grid
 from operator_common.errors import ConversionError
 from operator_common.models import Rescale
 
@@ -42,6 +44,7 @@ class PlannedVolume:
     time_points: int
     affine_lps: FloatArray
     notes: tuple[str, ...] = ()
+    resampling: Resampling | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,10 @@ def _plan(frames: list[Frame], label: str, distinguished_by: dict[str, Any]) -> 
             f"{counts[-1]} frames each): not one 3D or 4D volume"
         )
     time_points = repeats.pop()
+    if first.secondary_capture and (len(slots) < 2 or time_points > 1):
+        raise ConversionError(
+            "secondary capture images (screens, documents) that do not stack into slices"
+        )
     by_time = [sorted(slots[k], key=lambda i: frames[i].order) for k in slice_keys]
     for members in by_time:
         orders = [frames[i].order for i in members]
@@ -154,21 +161,26 @@ def _plan(frames: list[Frame], label: str, distinguished_by: dict[str, Any]) -> 
     ordered = [frames[by_time[k][t]] for t in range(time_points) for k in range(len(slice_keys))]
     first_slices = np.array([frames[members[0]].position for members in by_time])
     notes: list[str] = []
+    resampling = None
     if len(slice_keys) > 1:
-        spacing = regular_slice_spacing(np.array([distances[m[0]] for m in by_time]))
-        drift = in_plane_drift(normal, first_slices)
-        if drift > position_tolerance(spacing):
-            raise ConversionError(
-                f"slice origins drift {drift:.2f} mm within the image plane (gantry tilt or a "
-                "sheared stack): the voxel grid would not be rectangular"
-            )
+        slice_distances = np.array([distances[m[0]] for m in by_time])
+        spacing, resampling = _regular_grid(first, normal, slice_distances, first_slices)
     else:
         spacing = first.thickness or 1.0
         notes.append(
             f"single slice: slice spacing {spacing:g} mm taken from "
             + ("SliceThickness" if first.thickness else "a default of 1 mm")
         )
-    affine = affine_lps(first.orientation, first.pixel_spacing, first_slices[0], spacing * normal)
+    origin = first_slices[0]
+    if resampling is not None and resampling.grid is not None:
+        start = resampling.grid.start
+        origin = affine_lps(first.orientation, first.pixel_spacing, origin, normal) @ (
+            start[0],
+            start[1],
+            0,
+            1,
+        )
+    affine = affine_lps(first.orientation, first.pixel_spacing, origin[:3], spacing * normal)
     return PlannedVolume(
         label=label,
         distinguished_by=distinguished_by,
@@ -176,7 +188,37 @@ def _plan(frames: list[Frame], label: str, distinguished_by: dict[str, Any]) -> 
         time_points=time_points,
         affine_lps=affine,
         notes=tuple(notes),
+        resampling=resampling,
     )
+
+
+def _regular_grid(
+    first: Frame, normal: FloatArray, distances: FloatArray, origins: FloatArray
+) -> tuple[float, Resampling | None]:
+    """The slice spacing of the output grid, and how to resample onto it (``None``: no need)."""
+    problems = []
+    planes = None
+    try:
+        spacing = regular_slice_spacing(distances)
+    except ConversionError as uneven:
+        planes = even_planes(distances)
+        spacing = float(planes[1] - planes[0])
+        problems.append(
+            f"{uneven.message}; linearly interpolated onto {len(planes)} planes "
+            f"{spacing:.3f} mm apart"
+        )
+    grid = None
+    drift = in_plane_drift(normal, origins)
+    if drift > position_tolerance(spacing):
+        offsets = in_plane_offsets(first.orientation, first.pixel_spacing, origins)
+        grid = in_plane_grid(offsets, first.rows, first.columns)
+        problems.append(
+            f"gantry tilt: slice origins drift up to {drift:.2f} mm within the image plane; "
+            f"each slice shifted onto a common {grid.shape[1]}x{grid.shape[0]} grid (bilinear)"
+        )
+    if not problems:
+        return spacing, None
+    return spacing, Resampling(distances, planes, grid, "; ".join(problems))
 
 
 def stack_voxels(plan: PlannedVolume) -> npt.NDArray[Any]:

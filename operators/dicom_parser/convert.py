@@ -21,6 +21,7 @@ from dicom_parser.assembly import (
 )
 from dicom_parser.frames import Frame, frames_of, read_dataset
 from dicom_parser.geometry import spacing_and_direction
+from dicom_parser.resample import resample_values
 from dicom_parser.writers import WRITERS, publish
 from operator_common.errors import ConversionError
 from operator_common.models import VolumeEntry
@@ -94,7 +95,11 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume) -> VolumeEntry:
     stored = stack_voxels(plan)
     slopes = np.array([f.slope for f in plan.frames])
     intercepts = np.array([f.intercept for f in plan.frames])
-    voxels, rescale = rescaled_voxels(stored, slopes, intercepts, keep_scaling=job.format != "mhd")
+    resampling = plan.resampling
+    keep_scaling = job.format != "mhd" and resampling is None
+    voxels, rescale = rescaled_voxels(stored, slopes, intercepts, keep_scaling)
+    if resampling is not None:
+        voxels = resample_values(voxels, resampling)
     stem = safe_file_stem(job.series_uid, plan.label)
     file_name = f"{stem}.{job.format}"
     destination = job.output_root / VOLUMES_FOLDER
@@ -105,14 +110,12 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume) -> VolumeEntry:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     spacing, direction = spacing_and_direction(plan.affine_lps)
-    slices = len(plan.frames) // plan.time_points
-    shape = (voxels.shape[-1], voxels.shape[-2], slices)
     return VolumeEntry(
         path=f"{VOLUMES_FOLDER}/{file_name}",
         format=job.format,
         label=plan.label,
         distinguished_by=plan.distinguished_by,
-        shape=shape + ((plan.time_points,) if plan.time_points > 1 else ()),
+        shape=voxels.shape[::-1],
         spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
         origin=tuple(float(v) for v in plan.affine_lps[:3, 3]),  # type: ignore[arg-type]
         direction=tuple(tuple(float(v) for v in direction[:, a]) for a in range(3)),  # type: ignore[misc]
@@ -121,7 +124,7 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume) -> VolumeEntry:
         rescale=rescale,
         instance_count=len({f.source for f in plan.frames}),
         frame_count=len(plan.frames),
-        resampled=None,
+        resampled=resampling.description if resampling else None,
         notes=plan.notes,
     )
 

@@ -16,6 +16,8 @@ from pydicom.errors import InvalidDicomError
 from dicom_parser.mosaic import is_mosaic, mosaic_tiles
 from operator_common.errors import ConversionError
 
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+"""Prefix of the Secondary Capture SOP classes (screen captures, scanned documents)."""
 COMPLEX_COMPONENTS = {
     "M": "MAGNITUDE", "MAGNITUDE": "MAGNITUDE", "P": "PHASE", "PHASE": "PHASE",
     "R": "REAL", "REAL": "REAL", "I": "IMAGINARY", "IMAGINARY": "IMAGINARY",
@@ -40,6 +42,7 @@ class Frame:
     order: tuple[float, ...]
     """How frames at one position are ordered in time (4D); ties mean no order is known."""
     thickness: float | None = None
+    secondary_capture: bool = False
     pixels: npt.NDArray[Any] = field(default_factory=lambda: np.empty(0), compare=False)
 
 
@@ -137,6 +140,7 @@ def _frame(
         split=_split_values(dataset, lookup),
         order=_time_order(dataset, lookup, index),
         thickness=_number(thickness, 0.0) or None,
+        secondary_capture=str(dataset.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE),
         pixels=pixels,
     )
 

@@ -108,6 +108,21 @@ def in_plane_drift(normal: Sequence[float] | FloatArray, positions: FloatArray) 
     return float(np.max(np.linalg.norm(perpendicular, axis=1)))
 
 
+def in_plane_offsets(
+    image_orientation: Sequence[float], pixel_spacing: Sequence[float], positions: FloatArray
+) -> FloatArray:
+    """Each slice origin's offset from the first slice's, within the image plane, in voxels.
+
+    Returns shape (n, 2): the offset along i (columns) and along j (rows). Zero for a stack
+    whose origins step straight along the normal.
+    """
+    row, column = orientation_axes(image_orientation)
+    row_spacing, column_spacing = _vector(pixel_spacing, 2, "PixelSpacing")
+    points = np.asarray(positions, dtype=float)
+    offsets = points - points[0]
+    return np.stack([offsets @ row / column_spacing, offsets @ column / row_spacing], axis=1)
+
+
 def affine_lps(
     image_orientation: Sequence[float],
     pixel_spacing: Sequence[float],

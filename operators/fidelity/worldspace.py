@@ -66,12 +66,57 @@ def load_volume(path: Path) -> LoadedVolume:
     return LoadedVolume(values, affine)
 
 
+def sample_points(volume: LoadedVolume, count: int) -> npt.NDArray[np.float64]:
+    """``count`` voxel indices (n, 3) of ``volume``, drawn reproducibly."""
+    shape = np.array(volume.values.shape[:3])
+    rng = np.random.default_rng(0)
+    return np.stack([rng.integers(0, n, count) for n in shape], axis=1).astype(float)
+
+
+def interpolate(volume: LoadedVolume, world: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Trilinear values of ``volume`` at LPS points (3, n); NaN where a neighbour is missing."""
+    inverse = np.linalg.inv(volume.affine_lps)
+    index = (inverse[:3, :3] @ world + inverse[:3, 3:4]).T
+    index = np.where(np.abs(index - np.rint(index)) < 1e-4, np.rint(index), index)
+    low = np.floor(index).astype(int)
+    fraction = index - low
+    shape = np.array(volume.values.shape[:3])
+    result = np.zeros(len(index))
+    valid = np.ones(len(index), dtype=bool)
+    for corner in np.ndindex(2, 2, 2):
+        offset = np.array(corner)
+        weight = np.prod(np.where(offset, fraction, 1 - fraction), axis=1)
+        point = low + offset
+        needed = weight > 0
+        inside = np.all((point >= 0) & (point < shape), axis=1)
+        valid &= inside | ~needed
+        clipped = np.clip(point, 0, shape - 1)
+        result += weight * volume.values[tuple(clipped.T)]
+    result[~valid] = np.nan
+    return result
+
+
+def compare_interpolated(
+    ours: LoadedVolume, reference: LoadedVolume, samples: int = 50_000
+) -> tuple[int, float]:
+    """Our voxel values against the reference interpolated at the same patient points.
+
+    For resampled volumes, whose grid does not coincide with the reference's. Returns the
+    number of points compared (inside the reference) and the largest absolute difference.
+    """
+    indices = sample_points(ours, min(samples, int(np.prod(ours.values.shape[:3]))))
+    world = ours.affine_lps[:3, :3] @ indices.T + ours.affine_lps[:3, 3:4]
+    theirs = interpolate(reference, world)
+    inside = ~np.isnan(theirs)
+    if not np.any(inside):
+        return 0, float("inf")
+    values = ours.values[tuple(indices[inside].astype(int).T)]
+    return int(inside.sum()), float(np.max(np.abs(values - theirs[inside])))
+
+
 def compare(ours: LoadedVolume, reference: LoadedVolume, samples: int = 50_000) -> Comparison:
     """Sample voxel centres of ``ours``, find the same patient points in ``reference``."""
-    shape = np.array(ours.values.shape[:3])
-    count = int(min(samples, np.prod(shape)))
-    rng = np.random.default_rng(0)
-    indices = np.stack([rng.integers(0, n, count) for n in shape], axis=1).astype(float)
+    indices = sample_points(ours, min(samples, int(np.prod(ours.values.shape[:3]))))
     world = ours.affine_lps[:3, :3] @ indices.T + ours.affine_lps[:3, 3:4]
     inverse = np.linalg.inv(reference.affine_lps)
     theirs = (inverse[:3, :3] @ world + inverse[:3, 3:4]).T

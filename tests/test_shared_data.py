@@ -158,3 +158,28 @@ def test_tilted_and_uneven_stacks_agree_with_dicom_in_world_space(
     )
     assert compared > 10_000
     assert difference <= 0.51
+
+
+PHILIPS = [
+    "dcm_qa_philips/In/Magdeburg_2014",
+    "dcm_qa_philips_enh/In/cl",
+    "dcm_qa_philips_enh/In/enh",
+    "dcm_qa_enh/In/Philips",
+]
+
+
+@pytest.mark.parametrize("case_input", PHILIPS)
+def test_philips_values_differ_from_dcm2niix_only_by_its_precise_scaling(
+    case_input: str, shared_data: Path, shared_cases: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    # We write DICOM's modality values (RescaleSlope/Intercept); dcm2niix writes Philips
+    # "precise" values, scaled by the private ScaleSlope (2005,100E). Same voxels, same places.
+    result = evaluate_case(shared_data, shared_cases[case_input], tmp_path)
+    assert len(result.references) >= 1
+    for reference in result.references:
+        comparison = reference.comparison
+        assert comparison is not None, reference
+        assert comparison.max_grid_offset_voxels < 1e-3
+        assert comparison.max_affine_difference_mm < 1e-3
+        slope, _ = comparison.value_scale
+        assert comparison.max_linear_residual <= 1e-6 * max(1.0, abs(slope)), reference

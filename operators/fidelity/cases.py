@@ -100,9 +100,12 @@ def _squeeze(volume: LoadedVolume) -> LoadedVolume:
     return LoadedVolume(values, volume.affine_lps)
 
 
-def _rank(comparison: Comparison) -> tuple[bool, float, float]:
+def _rank(comparison: Comparison) -> tuple[bool, float, float, float]:
+    """Aligned grids first, then values that are a linear rescale of the reference's, then
+    the smallest difference."""
     return (
         comparison.compared_voxels == 0,
         round(comparison.max_grid_offset_voxels, 3),
+        round(comparison.max_linear_residual, 6),
         comparison.max_abs_difference,
     )

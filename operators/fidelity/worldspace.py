@@ -37,8 +37,13 @@ class Comparison:
     max_abs_difference: float
     max_grid_offset_voxels: float
     max_affine_difference_mm: float
-    """Largest distance between where the two affines put the same compared voxel centre's
-    neighbours: zero when spacing and direction agree."""
+    """Largest difference between the voxel step vectors of the two affines (mm): zero when
+    spacing and direction agree."""
+    value_scale: tuple[float, float] = (1.0, 0.0)
+    """Slope and intercept of the least-squares line ours = slope * reference + intercept."""
+    max_linear_residual: float = float("inf")
+    """Largest distance of any compared pair from that line: ~0 when the values differ only
+    by a linear rescale (a different value convention, e.g. Philips precise scaling)."""
 
     def agrees(self, value_tolerance: float) -> bool:
         return (
@@ -132,6 +137,7 @@ def compare(ours: LoadedVolume, reference: LoadedVolume, samples: int = 50_000) 
     if ours_values.shape != ref_values.shape:
         return Comparison(int(inside.sum()), float("inf"), offset, float("inf"))
     difference = float(np.max(np.abs(ours_values - ref_values)))
+    scale, residual = _linear_fit(ours_values.ravel(), ref_values.ravel())
     step_ours = ours.affine_lps[:3, :3]
     step_ref = reference.affine_lps[:3, :3]
     # Reference steps expressed along our axes: compare the patient-space vectors of one voxel.
@@ -141,4 +147,15 @@ def compare(ours: LoadedVolume, reference: LoadedVolume, samples: int = 50_000) 
         max_abs_difference=difference,
         max_grid_offset_voxels=offset,
         max_affine_difference_mm=float(np.max(np.abs(mapped - step_ours))),
+        value_scale=scale,
+        max_linear_residual=residual,
     )
+
+
+def _linear_fit(
+    ours: npt.NDArray[np.float64], reference: npt.NDArray[np.float64]
+) -> tuple[tuple[float, float], float]:
+    design = np.vstack([reference, np.ones_like(reference)]).T
+    (slope, intercept), *_ = np.linalg.lstsq(design, ours, rcond=None)
+    residual = float(np.max(np.abs(design @ (slope, intercept) - ours)))
+    return (float(slope), float(intercept)), residual

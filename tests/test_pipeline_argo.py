@@ -1,0 +1,154 @@
+"""The Argo Workflows export: our strict schema, Argo's published schema, and the wiring."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from operator_common.errors import InputError
+from operator_common.jsonio import schema_errors
+from series_pipeline.argo import workflow_template
+from series_pipeline.cli import main
+from series_pipeline.definition import load_pipeline, parse_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+ARGO_SCHEMA = REPO.parent / "shared/argo/workflow-schema.json"
+WORKFLOW_TEMPLATE = "io.argoproj.workflow.v1alpha1.WorkflowTemplate"
+
+FAN_IN = """
+api-version: 0.4.0
+name: fan-in
+operators:
+- name: join
+  container: {image: registry.example/join, tag: "2"}
+  input:
+  - {from: split, name: left, path: /left}
+  - {from: split, name: right, path: /right}
+  - {path: /original}
+  output: [{path: /joined}]
+- name: split
+  container: {image: registry.example/split, tag: "1", command: [split, --fast]}
+  variables: {MODE: halves}
+  input: [{path: /input}]
+  output: [{name: left, path: /left}, {name: right, path: /right}]
+"""
+
+
+@cache
+def argo_validator() -> jsonschema.protocols.Validator:
+    """A validator for Argo's WorkflowTemplate definition, from its published JSON Schema."""
+    if not ARGO_SCHEMA.is_file():
+        pytest.skip(f"Argo's JSON Schema is not at {ARGO_SCHEMA}")
+    schema = json.loads(ARGO_SCHEMA.read_text())
+    single = {
+        "$schema": schema["$schema"],
+        "definitions": schema["definitions"],
+        "$ref": f"#/definitions/{WORKFLOW_TEMPLATE}",
+    }
+    validator_class = jsonschema.validators.validator_for(single)
+    return validator_class(single)
+
+
+def argo_errors(manifest: dict[str, Any]) -> list[str]:
+    return [f"{list(e.absolute_path)}: {e.message}" for e in argo_validator().iter_errors(manifest)]
+
+
+def exported(definition: str | None = None) -> dict[str, Any]:
+    if definition is None:
+        return workflow_template(load_pipeline())
+    return workflow_template(parse_pipeline(textwrap.dedent(definition), "test.yaml"))
+
+
+@pytest.mark.parametrize("definition", [None, FAN_IN], ids=["shipped", "fan-in"])
+def test_the_export_validates_against_our_strict_schema_and_argos(
+    definition: str | None,
+) -> None:
+    manifest = exported(definition)
+    assert schema_errors(manifest, "argo-workflowtemplate") == []
+    assert argo_errors(manifest) == []
+
+
+def test_a_misspelt_key_fails_our_schema_though_argos_accepts_it() -> None:
+    manifest = exported()
+    manifest["spec"]["templates"][1]["container"]["volumeMount"] = []
+    assert argo_errors(manifest) == []
+    problems = schema_errors(manifest, "argo-workflowtemplate")
+    assert any("'volumeMount' was unexpected" in problem for problem in problems)
+
+
+def test_argos_schema_catches_a_wrong_type() -> None:
+    manifest = exported()
+    manifest["spec"]["templates"][1]["container"]["env"] = {"MODE": "x"}
+    assert argo_errors(manifest) != []
+
+
+def test_the_dag_follows_the_from_edges_and_mounts_follow_the_local_layout() -> None:
+    manifest = exported(FAN_IN)
+    dag, *containers = manifest["spec"]["templates"]
+    assert dag == {
+        "name": "fan-in",
+        "dag": {
+            "tasks": [
+                {"name": "split", "template": "split"},
+                {"name": "join", "template": "join", "depends": "split"},
+            ]
+        },
+    }
+    assert manifest["spec"]["entrypoint"] == "fan-in"
+    split, join = (c["container"] for c in containers)
+    assert split["image"] == "registry.example/split:1"
+    assert split["command"] == ["split", "--fast"]
+    assert split["env"] == [{"name": "MODE", "value": "halves"}]
+    assert "command" not in join  # the image's entry point
+    assert join["volumeMounts"] == [
+        {"name": "output", "mountPath": "/left", "subPath": "{{workflow.name}}/split/left",
+         "readOnly": True},
+        {"name": "output", "mountPath": "/right", "subPath": "{{workflow.name}}/split/right",
+         "readOnly": True},
+        {"name": "input", "mountPath": "/original", "readOnly": True},
+        {"name": "output", "mountPath": "/joined", "subPath": "{{workflow.name}}/join"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]  # fmt: skip
+
+
+def test_every_container_is_hardened_and_the_pod_runs_as_the_images_user() -> None:
+    spec = exported()["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["runAsUser"] == 10001
+    for template in spec["templates"][1:]:
+        assert template["container"]["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+
+
+def test_an_operator_named_like_the_pipeline_is_refused() -> None:
+    with pytest.raises(InputError, match="may not share the pipeline's name 'same'"):
+        exported("""
+            api-version: 0.4.0
+            name: same
+            operators:
+            - {name: same, container: {image: x, tag: "1"}}
+            """)
+
+
+def test_the_command_line_writes_yaml_that_kubectl_would_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "workflow-template.yaml"
+    assert main(["export", "argo", "--output", str(target)]) == 0
+    written = yaml.safe_load(target.read_text())
+    assert written == exported()
+
+    assert main(["export", "argo"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == written
+    assert "&id" not in target.read_text()  # no YAML anchors: plain for every reader

@@ -186,16 +186,33 @@ def installed(program: str) -> bool:
     return (Path(sys.executable).parent / program).exists() or shutil.which(program) is not None
 
 
-@pytest.mark.skipif(
+needs_operators = pytest.mark.skipif(
     not (installed("dicom-parser") and installed("series-selector")),
     reason="the operators' console scripts are not installed (pip install -e .)",
 )
+
+
+@needs_operators
 def test_the_shipped_pipeline_runs_locally_on_the_sample_studies(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["run", "--input", str(REPO / "samples"), "--output", str(out)]) == 0
 
     assert (out / "dicom-parser/series-images.json").is_file()
     check_selected_volumes(out / "series-selector/selections")
+
+
+@needs_operators
+def test_rules_given_to_the_local_run_decide_the_selection(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rules = REPO / "rules/ct-abdomen-axial.yaml"
+    arguments = ["run", "--input", str(REPO / "samples"), "--rules", str(rules)]
+    assert main([*arguments, "--output", str(out)]) == 0
+
+    check_selected_volumes(out / "series-selector/selections")
+    selected = json.loads((out / "series-selector/selections/selected-images.json").read_text())
+    (selection,) = selected["selections"]
+    assert selection["name"] == "CT abdomen axial"
+    assert selection["series"][0]["SeriesDescription"] == "Portal venous 1.25mm"
 
 
 def check_selected_volumes(folder: Path) -> None:

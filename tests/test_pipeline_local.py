@@ -10,6 +10,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import nibabel
 import pytest
@@ -49,7 +50,7 @@ sys.exit(3)
 """
 
 
-def two_operators(first_program: str) -> dict[str, object]:
+def two_operators(first_program: str) -> dict[str, Any]:
     """A definition listed consumer-first, with paths in arguments and variables."""
     return {
         "api-version": "0.4.0",
@@ -77,7 +78,7 @@ def two_operators(first_program: str) -> dict[str, object]:
     }
 
 
-def run(tmp_path: Path, definition: dict[str, object], *extra: str) -> int:
+def run(tmp_path: Path, definition: dict[str, Any], *extra: str) -> int:
     definition_file = tmp_path / "pipeline.yaml"
     definition_file.write_text(yaml.safe_dump(definition))
     job_input = tmp_path / "job"
@@ -172,7 +173,7 @@ def test_an_operator_without_command_or_program_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     definition = two_operators(WRITE_LISTING)
-    first = definition["operators"][1]  # type: ignore[index]
+    first = definition["operators"][1]
     del first["container"]["command"]
     assert run(tmp_path, definition) == 2
     assert "operator 'first' has no container.command" in capsys.readouterr().err

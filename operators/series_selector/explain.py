@@ -28,7 +28,7 @@ def write_explain(outcomes: Sequence[Outcome], rules_source: str, output_dir: Pa
                     f"{k.name} {'descending' if k.descending else 'ascending'}"
                     for k in outcome.selection.order_by
                 ],
-                "series": [_verdict_entry(v) for v in outcome.verdicts],
+                "series": [_verdict_entry(v) for v in outcome.verdicts()],
             }
             for outcome in outcomes
         ],
@@ -94,12 +94,13 @@ def _selection_table(outcome: Outcome) -> str:
         title += " | order: " + ", ".join(
             f"{k.name} {'descending' if k.descending else 'ascending'}" for k in selection.order_by
         )
-    if not outcome.verdicts:
+    verdicts = outcome.verdicts()
+    if not verdicts:
         return title + "\n  (no series in the input)"
-    columns = [r.condition.split(":")[0] for r in outcome.verdicts[0].result.children]
+    columns = [r.path.rsplit(".", 1)[-1] for r in verdicts[0].result.children]
     header = ["Series", "Description", "Verdict", *columns]
     rows = [header]
-    for verdict in outcome.verdicts:
+    for verdict in verdicts:
         series = verdict.candidate.series
         rows.append(
             [
@@ -114,7 +115,7 @@ def _selection_table(outcome: Outcome) -> str:
     lines += [
         "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
     ]
-    reasons = [_reasons(v) for v in outcome.verdicts if not v.chosen]
+    reasons = [_reasons(v) for v in verdicts if not v.chosen]
     if any(reasons):
         lines.append("  Why not:")
         lines.extend(f"    {reason}" for reason in reasons if reason)

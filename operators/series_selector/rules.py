@@ -32,6 +32,7 @@ from series_selector.matching import (
     AllOf,
     AnyOf,
     Condition,
+    Group,
     Leaf,
     Members,
     Missing,
@@ -90,11 +91,9 @@ class Rules:
 
 
 def _leaf_keywords(condition: Condition) -> Iterator[str]:
-    if isinstance(condition, AllOf | AnyOf):
+    if isinstance(condition, Group):
         for child in condition.children:
             yield from _leaf_keywords(child)
-    elif isinstance(condition, Not):
-        yield from _leaf_keywords(condition.child)
     else:
         assert isinstance(condition, Leaf)
         yield condition.keyword
@@ -197,7 +196,7 @@ def _conditions(mapping: Mapping[str, Any], path: str) -> AllOf:
     for key, value in mapping.items():
         where = f"{path}.{key}"
         if key == "not":
-            children.append(Not(where, _conditions(value, where)))
+            children.append(Not(where, (_conditions(value, where),)))
         elif key in ("any", "all"):
             groups = tuple(_conditions(group, f"{where}[{i}]") for i, group in enumerate(value))
             children.append(AnyOf(where, groups) if key == "any" else AllOf(where, groups))
@@ -266,8 +265,9 @@ def _regex(pattern: str, path: str) -> Any:
     options = re2.Options()
     options.case_sensitive = False
     options.log_errors = False
+    options.never_capture = True
     try:
-        return re2.compile(pattern, options)
+        return re2.compile(pattern.encode("utf-8"), options)
     except re2.error as error:
         reason = error.args[0].decode() if isinstance(error.args[0], bytes) else error.args[0]
         raise _BadRuleError(path, f"invalid regular expression {pattern!r}: {reason}") from None

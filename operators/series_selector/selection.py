@@ -5,47 +5,62 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from operator_common.errors import SelectionError
 from operator_common.models import json_value
 from series_selector.inputs import Candidate
-from series_selector.matching import Result, as_number
+from series_selector.matching import AllOf, Result, as_number
 from series_selector.rules import OrderKey, Rules, Selection
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One series under one selection: the tested conditions and whether it was chosen.
+    """One series under one selection: whether it matched, its rank, whether it was chosen.
 
     ``rank`` is the series' place (from 1) among the matching image series in the selection's
     order; ``None`` when it did not match or has no volume.
     """
 
     candidate: Candidate
-    result: Result
+    conditions: AllOf
     rank: int | None
     chosen: bool
 
     @property
     def matched(self) -> bool:
-        return self.result.passed
+        return self.conditions.holds(self.candidate.facts)
 
     @property
     def has_volume(self) -> bool:
         return bool(self.candidate.volumes)
 
+    @cached_property
+    def result(self) -> Result:
+        """Every condition, tested: what explains the verdict."""
+        return self.conditions.evaluate(self.candidate.facts)
+
 
 @dataclass(frozen=True)
 class Outcome:
-    """A selection and its verdicts: ranked matches first, then the other series."""
+    """A selection's matching image series, best first, the ones chosen, and the others."""
 
     selection: Selection
-    verdicts: tuple[Verdict, ...]
+    ranked: tuple[Candidate, ...]
+    chosen: tuple[Candidate, ...]
+    others: tuple[Candidate, ...]
 
-    @property
-    def chosen(self) -> tuple[Candidate, ...]:
-        return tuple(v.candidate for v in self.verdicts if v.chosen)
+    def verdicts(self) -> tuple[Verdict, ...]:
+        """Every series: ranked matches first, then the others in series order."""
+        conditions = self.selection.conditions
+        chosen = set(map(id, self.chosen))
+        ranked = (
+            Verdict(c, conditions, rank, id(c) in chosen)
+            for rank, c in enumerate(self.ranked, start=1)
+        )
+        others = (Verdict(c, conditions, None, False) for c in self.others)
+        return (*ranked, *others)
 
 
 def select(rules: Rules, candidates: Sequence[Candidate]) -> tuple[Outcome, ...]:
@@ -65,19 +80,19 @@ def check_required(outcomes: Sequence[Outcome]) -> None:
 
 
 def _apply(selection: Selection, baseline: Sequence[Candidate]) -> Outcome:
-    results = [(c, selection.conditions.evaluate(c.facts)) for c in baseline]
-    matching = [c for c, result in results if result.passed and c.volumes]
-    ranked = _ordered(matching, selection.order_by)
-    rank = {id(c): place for place, c in enumerate(ranked, start=1)}
+    conditions = selection.conditions
+    ranked = _ordered(
+        [c for c in baseline if c.volumes and conditions.holds(c.facts)], selection.order_by
+    )
+    placed = set(map(id, ranked))
+    chosen: list[Candidate] = []
     chosen_studies: set[str] = set()
-    chosen: set[int] = set()
     for candidate in ranked:
         if selection.all_matched or candidate.study.uid not in chosen_studies:
-            chosen.add(id(candidate))
+            chosen.append(candidate)
             chosen_studies.add(candidate.study.uid)
-    verdicts = [Verdict(c, result, rank.get(id(c)), id(c) in chosen) for c, result in results]
-    verdicts.sort(key=lambda v: v.rank if v.rank is not None else math.inf)
-    return Outcome(selection, tuple(verdicts))
+    others = tuple(c for c in baseline if id(c) not in placed)
+    return Outcome(selection, tuple(ranked), tuple(chosen), others)
 
 
 def _series_order(candidate: Candidate) -> tuple[Any, ...]:

@@ -159,7 +159,7 @@ def parse_rules(text: str, source: str) -> Rules:
             )
         except _BadRuleError as problem:
             raise RulesError(
-                f"{source}: selection {name!r} at {problem.path}: {problem.message}"
+                f"{source}: selection {_label(entry, index)} at {problem.path}: {problem.message}"
             ) from None
     return Rules(source=source, selections=tuple(selections))
 
@@ -185,10 +185,14 @@ def _locate(document: Any, problem: str) -> str:
     found = re.match(r"\$\.selections\[(\d+)\]", problem)
     if found is None:
         return problem
-    entry = document["selections"][int(found.group(1))]
+    index = int(found.group(1))
+    return f"selection {_label(document['selections'][index], index)} at {problem}"
+
+
+def _label(entry: Any, index: int) -> str:
+    """How messages name a selection: its name, else its number (from 1)."""
     name = entry.get("name") if isinstance(entry, dict) else None
-    label = repr(name) if isinstance(name, str) and name else f"{int(found.group(1)) + 1}"
-    return f"selection {label} at {problem}"
+    return repr(name) if isinstance(name, str) and name else f"{index + 1}"
 
 
 def _conditions(mapping: Mapping[str, Any], path: str) -> AllOf:

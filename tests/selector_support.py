@@ -82,6 +82,7 @@ def volume_entry(path: str, fixture: SeriesFixture, label: str = "") -> dict[str
         "rescale": {"slope": 1.0, "intercept": 0.0, "stored_as": "identity"},
         "instance_count": len(fixture.instances),
         "frame_count": len(fixture.instances),
+        "channels": 1,
         "resampled": None,
         "notes": [],
     }

@@ -1,0 +1,173 @@
+"""Choosing among matches: order keys, all_matched, one series per study, required selections."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from selector_support import SeriesFixture, rules_json, write_parser_output
+from series_selector.cli import main
+from series_selector.inputs import read_parser_output
+from series_selector.rules import parse_rules
+from series_selector.selection import select
+
+
+def ct(number: int, thickness: float | None, instances: int, **more: Any) -> SeriesFixture:
+    series = {"Modality": "CT", "SeriesNumber": number, "SeriesDescription": f"series {number}"}
+    if thickness is not None:
+        series["SliceThickness"] = thickness
+    return SeriesFixture(
+        series={**series, **more.pop("series", {})},
+        instances=[{"InstanceNumber": n} for n in range(1, instances + 1)],
+        **more,
+    )
+
+
+SERIES = [ct(4, 1.0, 3), ct(2, 5.0, 6), ct(7, 0.6, 2), ct(3, None, 9), ct(5, 1.0, 4)]
+
+
+def chosen_numbers(
+    folder: Path, selection: dict[str, Any], fixtures: list[SeriesFixture] = SERIES
+) -> list[int]:
+    """SeriesNumbers a selection chooses from a parser-output folder built of ``fixtures``."""
+    if not (folder / "dicom-metadata.json").exists():
+        write_parser_output(folder, fixtures)
+    rules = parse_rules(rules_json({"name": "s", **selection}), "test")
+    (outcome,) = select(rules, read_parser_output(folder, rules.keywords))
+    return [
+        int(c.series.attributes["00200011"]["Value"][0])  # SeriesNumber
+        for c in outcome.chosen
+    ]
+
+
+def test_default_order_is_series_number(tmp_path: Path) -> None:
+    assert chosen_numbers(tmp_path, {"conditions": {}}) == [2]
+    assert chosen_numbers(tmp_path, {"conditions": {}, "all_matched": True}) == [2, 3, 4, 5, 7]
+
+
+def test_largest_instance_count(tmp_path: Path) -> None:
+    selection = {"conditions": {}, "order_by": ["instance_count descending"]}
+    assert chosen_numbers(tmp_path, selection) == [3]
+
+
+def test_thinnest_slices_then_series_number_with_missing_values_last(tmp_path: Path) -> None:
+    selection = {"conditions": {}, "order_by": ["SliceThickness"], "all_matched": True}
+    assert chosen_numbers(tmp_path, selection) == [7, 4, 5, 2, 3]
+    selection["order_by"] = ["SliceThickness descending"]
+    assert chosen_numbers(tmp_path, selection) == [2, 4, 5, 7, 3]
+
+
+def test_later_keys_break_ties(tmp_path: Path) -> None:
+    selection = {
+        "conditions": {"SliceThickness": 1.0},
+        "order_by": ["SliceThickness", "instance_count descending"],
+        "all_matched": True,
+    }
+    assert chosen_numbers(tmp_path, selection) == [5, 4]
+    selection["order_by"] = ["SeriesNumber descending"]
+    assert chosen_numbers(tmp_path, selection) == [5, 4]
+
+
+def test_voxel_count_and_slice_spacing_keys(tmp_path: Path) -> None:
+    fixtures = [ct(1, 1.0, 1, shape=(8, 8, 2)), ct(2, 1.0, 1, shape=(4, 4, 3))]
+    assert chosen_numbers(
+        tmp_path, {"conditions": {}, "order_by": ["voxel_count descending"]}, fixtures
+    ) == [1]
+    assert chosen_numbers(tmp_path, {"conditions": {}, "order_by": ["voxel_count"]}, fixtures) == [
+        2
+    ]
+    selection = {"conditions": {}, "order_by": ["slice_spacing"], "all_matched": True}
+    assert chosen_numbers(tmp_path, selection, fixtures) == [1, 2]  # equal: SeriesNumber
+
+
+def test_order_does_not_depend_on_the_listing_order(tmp_path: Path) -> None:
+    selection = {"conditions": {}, "order_by": ["SliceThickness"], "all_matched": True}
+    expected = chosen_numbers(tmp_path / "a", selection)
+    shuffled = SERIES[:]
+    for seed in range(3):
+        random.Random(seed).shuffle(shuffled)
+        assert chosen_numbers(tmp_path / f"shuffled{seed}", selection, shuffled) == expected
+
+
+def test_one_series_per_study_unless_all_matched(tmp_path: Path) -> None:
+    fixtures = [
+        ct(1, 1.0, 2, study={"StudyInstanceUID": "1.1", "StudyDate": "20240101"}),
+        ct(2, 1.0, 5, study={"StudyInstanceUID": "1.1", "StudyDate": "20240101"}),
+        ct(3, 1.0, 3, study={"StudyInstanceUID": "1.2", "StudyDate": "20230101"}),
+    ]
+    selection: dict[str, Any] = {"conditions": {}, "order_by": ["instance_count descending"]}
+    assert chosen_numbers(tmp_path, selection, fixtures) == [2, 3]
+    selection["all_matched"] = True
+    assert chosen_numbers(tmp_path, selection, fixtures) == [2, 3, 1]
+
+
+def test_series_without_a_volume_match_but_are_never_chosen(tmp_path: Path) -> None:
+    fixtures = [ct(1, 1.0, 2, volumes=0), ct(2, 1.0, 1)]
+    write_parser_output(tmp_path, fixtures)
+    rules = parse_rules(rules_json({"conditions": {"Modality": "CT"}}), "test")
+    (outcome,) = select(rules, read_parser_output(tmp_path, rules.keywords))
+    assert [c.series.uid for c in outcome.chosen] == [outcome.ranked[0].series.uid]
+    verdicts = outcome.verdicts()
+    assert [(v.matched, v.has_volume, v.rank, v.chosen) for v in verdicts] == [
+        (True, True, 1, True),
+        (True, False, None, False),
+    ]
+
+
+def test_selections_keep_rule_order_and_may_choose_the_same_series(tmp_path: Path) -> None:
+    write_parser_output(tmp_path / "in", SERIES)
+    rules = tmp_path / "rules.json"
+    rules.write_text(
+        rules_json(
+            {
+                "name": "thin",
+                "conditions": {"SliceThickness": [0, 1]},
+                "order_by": ["SliceThickness"],
+            },
+            {"name": "any CT", "conditions": {"Modality": "CT"}, "order_by": ["SliceThickness"]},
+            {"name": "MR", "conditions": {"Modality": "MR"}},
+        )
+    )
+    out = tmp_path / "out"
+    assert main(["--input", str(tmp_path / "in"), "--output", str(out), "--rules", str(rules)]) == 0
+    document = json.loads((out / "selected-images.json").read_text())
+    assert [s["name"] for s in document["selections"]] == ["thin", "any CT", "MR"]
+    assert [[x["SeriesNumber"] for x in s["series"]] for s in document["selections"]] == [
+        [7],
+        [7],
+        [],
+    ]
+
+
+def test_a_required_selection_that_matches_nothing_fails_with_exit_code_4(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_parser_output(tmp_path / "in", SERIES)
+    rules = tmp_path / "rules.json"
+    rules.write_text(
+        rules_json(
+            {"name": "CT", "conditions": {"Modality": "CT"}, "required": True},
+            {"name": "MR brain", "conditions": {"Modality": "MR"}, "required": True},
+        )
+    )
+    out = tmp_path / "out"
+    (out).mkdir()
+    (out / "selected-images.json").write_text("{}")  # from an earlier run: must not survive
+    code = main(["--input", str(tmp_path / "in"), "--output", str(out), "--rules", str(rules)])
+    assert code == 4
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "ERROR" in line]
+    assert line.endswith(
+        "required selection 'MR brain' matched no image series (run with --explain to see why)"
+    )
+    assert not (out / "selected-images.json").exists()
+    assert (out / "selection-explain.json").exists()
+
+
+def test_a_selection_that_is_not_required_may_choose_nothing(tmp_path: Path) -> None:
+    assert chosen_numbers(tmp_path, {"conditions": {"Modality": "MR"}}) == []

@@ -1,0 +1,154 @@
+"""What the reliability tests share: running the real ``dicom-parser`` in a child process,
+checking everything it left in its output folder, and writing DICOM elements byte by byte
+(hostile files are ones a well-behaved writer refuses to produce)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from operator_common.jsonio import schema_errors
+
+OPERATORS = Path(__file__).resolve().parent.parent / "operators"
+OUTPUTS = {
+    "dicom-metadata.json": "dicom-metadata",
+    "series-images.json": "series-images",
+    "parse-report.json": "parse-report",
+}
+PIXEL_DATA = (0x7FE0, 0x0010)
+LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR"}
+LONG_LENGTH_VRS |= {b"UT", b"UV"}
+
+
+def parser_command(source: Path, out: Path) -> list[str]:
+    """The command line of the installed parser (``python -m``: no PATH lookup needed)."""
+    return [sys.executable, "-m", "dicom_parser", "--input", str(source), "--output", str(out)]
+
+
+def parser_environment() -> dict[str, str]:
+    """The caller's environment with ``operators/`` importable, also without an installed copy."""
+    path = os.pathsep.join(p for p in (str(OPERATORS), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+def run_parser(
+    source: Path,
+    out: Path,
+    *flags: str,
+    timeout: float = 120,
+    memory_limit: int | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``dicom-parser`` in a child process (address space capped at ``memory_limit`` bytes)."""
+
+    def limit_memory() -> None:
+        if memory_limit is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
+    return subprocess.run(
+        [*parser_command(source, out), *flags],
+        env=parser_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit_memory,
+        check=False,
+    )
+
+
+def assert_clean_exit(result: subprocess.CompletedProcess[str], code: int = 0) -> None:
+    """The run ended with ``code`` and wrote no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.returncode == code, result.stderr[-3000:]
+
+
+def load_outputs(out: Path, required: bool = True) -> dict[str, Any]:
+    """The JSON outputs present in ``out``, each checked against its schema.
+
+    Every volume ``series-images.json`` lists must lie inside ``out`` and load.
+    """
+    outputs: dict[str, Any] = {}
+    for name, schema in OUTPUTS.items():
+        path = out / name
+        if not path.exists() and not required:
+            continue
+        data = json.loads(path.read_text(encoding="utf-8"))
+        assert schema_errors(data, schema) == [], f"{name} breaks its schema"
+        outputs[name] = data
+    for volumes in outputs.get("series-images.json", {}).values():
+        for volume in volumes:
+            path = (out / volume["path"]).resolve()
+            assert path.is_relative_to(out.resolve()), f"{volume['path']} leaves the output"
+            assert load_voxels(path).shape == tuple(volume["shape"])
+    return outputs
+
+
+def load_voxels(path: Path) -> np.ndarray[Any, Any]:
+    """A written volume's voxels, indexed (i, j, k[, t])."""
+    if path.name.endswith(".mhd"):
+        return np.asarray(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).T
+    return np.asarray(nib.load(path).dataobj)  # type: ignore[attr-defined]
+
+
+def entries_on_disk(folder: Path) -> set[str]:
+    """What the parser must account for: every entry under ``folder`` but plain folders.
+
+    Symbolic links count as entries (to folders too) and are never entered.
+    """
+    found = set()
+    for parent, dirs, files in os.walk(folder):
+        here = Path(parent)
+        for name in files + [d for d in dirs if (here / d).is_symlink()]:
+            found.add((here / name).relative_to(folder).as_posix())
+    return found
+
+
+def assert_every_file_accounted_for(report: dict[str, Any], source: Path) -> dict[str, Any]:
+    """Each entry under ``source`` is in the report once; skipped and duplicate ones say why."""
+    files = {f["path"]: f for f in report["files"]}
+    assert len(files) == len(report["files"]), "a file is reported twice"
+    assert set(files) == entries_on_disk(source)
+    for record in files.values():
+        if record["status"] != "used":
+            assert record.get("reason"), f"{record['path']}: {record['status']} without a reason"
+    summary = report["summary"]
+    assert summary["files"] == len(files)
+    assert summary["used"] + summary["duplicate"] + summary["skipped"] == summary["files"]
+    return files
+
+
+def explicit_element(
+    tag: tuple[int, int], vr: bytes, value: bytes, length: int | None = None
+) -> bytes:
+    """One data element in explicit VR little endian; ``length`` may lie about ``value``."""
+    stated = len(value) if length is None else length
+    if vr in LONG_LENGTH_VRS:
+        head = struct.pack("<HH2sHI", tag[0], tag[1], vr, 0, stated)
+    else:
+        head = struct.pack("<HH2sH", tag[0], tag[1], vr, stated)
+    return head + value
+
+
+def insert_element(data: bytes, extra: bytes, before: tuple[int, int] = PIXEL_DATA) -> bytes:
+    """``data`` with the encoded elements ``extra`` inserted just before the element ``before``
+    (the last occurrence of its tag: pixel data comes last)."""
+    at = data.rindex(struct.pack("<HH", *before))
+    return data[:at] + extra + data[at:]
+
+
+def replace_value(data: bytes, tag: tuple[int, int], value: bytes) -> bytes:
+    """``data`` with the (short-length, explicit VR) element ``tag`` holding ``value`` instead."""
+    key = struct.pack("<HH", *tag)
+    at = data.index(key)
+    (old_length,) = struct.unpack_from("<H", data, at + 6)
+    vr = data[at + 4 : at + 6]
+    return data[:at] + explicit_element(tag, vr, value) + data[at + 8 + old_length :]

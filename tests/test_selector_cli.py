@@ -1,0 +1,305 @@
+"""The series-selector command: its outputs, the volumes it places, Explain, and refused input."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from operator_common.jsonio import schema_errors
+from selector_support import AXIAL_IOP, CORONAL_IOP, SeriesFixture, rules_json, write_parser_output
+from series_selector.cli import main
+
+OPERATORS = Path(__file__).resolve().parent.parent / "operators"
+
+FIXTURES = [
+    SeriesFixture(
+        series={
+            "Modality": "CT",
+            "SeriesNumber": 2,
+            "SeriesDescription": "Portal venous",
+            "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
+            "ImageOrientationPatient": AXIAL_IOP,
+        },
+        study={"StudyDescription": "CT ABDOMEN"},
+        instances=[{"InstanceNumber": n} for n in range(1, 4)],
+    ),
+    SeriesFixture(
+        series={"Modality": "CT", "SeriesNumber": 1, "SeriesDescription": "Scout"},
+        study={"StudyDescription": "CT ABDOMEN"},
+        instances=[{"ImageOrientationPatient": iop} for iop in (AXIAL_IOP, CORONAL_IOP)],
+    ),
+    SeriesFixture(
+        series={"Modality": "MR", "SeriesNumber": 3, "SeriesDescription": "dual echo"},
+        study={"StudyDescription": "CT ABDOMEN"},
+        volumes=2,
+    ),
+]
+CT_AXIAL = rules_json(
+    {
+        "name": "CT axial",
+        "conditions": {"Modality": "CT", "ImageOrientationPatient": "Axial"},
+        "required": True,
+    },
+    {"name": "MR", "conditions": {"Modality": "MR"}},
+)
+
+
+@pytest.fixture
+def parsed(tmp_path: Path) -> Path:
+    folder = tmp_path / "parsed"
+    write_parser_output(folder, FIXTURES)
+    return folder
+
+
+def run(input_dir: Path, output_dir: Path, rules: str = CT_AXIAL, *more: str) -> int:
+    rules_file = output_dir.parent / "rules.json"
+    rules_file.write_text(rules)
+    return main(
+        ["--input", str(input_dir), "--output", str(output_dir), "--rules", str(rules_file), *more]
+    )
+
+
+def selected(output_dir: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((output_dir / "selected-images.json").read_text())
+    assert schema_errors(document, "selected-images") == []
+    return document
+
+
+def image_paths(document: dict[str, Any]) -> Iterator[str]:
+    for selection in document["selections"]:
+        for series in selection["series"]:
+            for image in series["images"]:
+                yield image["path"]
+
+
+def test_selected_images_places_volumes_by_hard_link(parsed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run(parsed, out) == 0
+    document = selected(out)
+    ct, mr = document["selections"]
+    assert ct["name"] == "CT axial"
+    (series,) = ct["series"]
+    assert (series["SeriesDescription"], series["Modality"], series["SeriesNumber"]) == (
+        "Portal venous",
+        "CT",
+        2,
+    )
+    assert series["instance_count"] == 3
+    (image,) = series["images"]
+    assert (image["shape"], image["spacing"], image["format"]) == (
+        [4, 3, 2],
+        [0.8, 0.8, 2.5],
+        "nii.gz",
+    )
+    assert [i["label"] for i in mr["series"][0]["images"]] == ["echo-1", "echo-2"]
+    for path in image_paths(document):
+        placed, original = out / path, parsed / path
+        assert placed.stat().st_ino == original.stat().st_ino
+        assert np.array_equal(nib.load(placed).get_fdata(), nib.load(original).get_fdata())
+
+
+def test_a_second_run_into_the_same_folder_gives_the_same_result(
+    parsed: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert run(parsed, out) == 0
+    first = (out / "selected-images.json").read_text()
+    assert run(parsed, out) == 0
+    assert (out / "selected-images.json").read_text() == first
+
+
+def test_output_folder_may_be_the_input_folder(parsed: Path) -> None:
+    assert run(parsed, parsed) == 0
+    for path in image_paths(selected(parsed)):
+        assert (parsed / path).is_file()
+
+
+def test_volumes_are_copied_where_a_hard_link_is_impossible(tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("no second file system to place volumes across")
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        write_parser_output(Path(other), FIXTURES)
+        out = tmp_path / "out"
+        assert run(Path(other), out) == 0
+        for path in image_paths(selected(out)):
+            assert (out / path).stat().st_ino != (Path(other) / path).stat().st_ino
+            assert (out / path).read_bytes() == (Path(other) / path).read_bytes()
+
+
+def test_metaimage_volumes_bring_their_data_file(parsed: Path, tmp_path: Path) -> None:
+    listing = json.loads((parsed / "series-images.json").read_text())
+    volumes = [v for entries in listing.values() for v in entries]
+    pixels = np.arange(24, dtype=np.int16).reshape(2, 3, 4)
+    for volume in volumes:
+        mhd = volume["path"].replace(".nii.gz", ".mhd")
+        sitk.WriteImage(sitk.GetImageFromArray(pixels), str(parsed / mhd))
+        volume.update(path=mhd, format="mhd")
+    (parsed / "series-images.json").write_text(json.dumps(listing))
+    out = tmp_path / "out"
+    assert run(parsed, out) == 0
+    for path in image_paths(selected(out)):
+        assert path.endswith(".mhd")
+        assert (out / path).with_suffix(".raw").is_file()
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / path))), pixels)
+
+
+def test_refer_mode_points_at_the_input_volumes(parsed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run(parsed, out, CT_AXIAL, "--volumes", "refer") == 0
+    paths = list(image_paths(selected(out)))
+    assert paths and all(p.startswith("../parsed/volumes/") for p in paths)
+    assert all(
+        (out / p).resolve() == (parsed / p.removeprefix("../parsed/")).resolve() for p in paths
+    )
+    assert not (out / "volumes").exists()
+
+
+def test_explain_file_says_why_for_every_series_and_selection(parsed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run(parsed, out) == 0
+    explained = json.loads((out / "selection-explain.json").read_text())
+    assert schema_errors(explained, "selection-explain") == []
+    assert explained["rules"] == str(tmp_path / "rules.json")
+    ct = explained["selections"][0]
+    assert [s["SeriesDescription"] for s in ct["series"]] == ["Portal venous", "Scout", "dual echo"]
+    chosen, scout, mr = ct["series"]
+    assert (chosen["chosen"], chosen["rank"], chosen["summary"]) == (True, 1, "chosen (rank 1)")
+    assert (scout["matched"], scout["chosen"], scout["rank"]) == (False, False, None)
+    modality, orientation = scout["conditions"]
+    assert (modality["passed"], modality["actual"]) == (True, "CT")
+    assert orientation == {
+        "path": "$.selections[0].conditions.ImageOrientationPatient",
+        "condition": "ImageOrientationPatient: 'Axial'",
+        "passed": False,
+        "actual": {"per_instance": ["Axial", "Coronal"]},
+        "why": "from ImageOrientationPatient; slice normal 0.0 deg from the nearest axis",
+    }
+    assert mr["conditions"][0]["actual"] == "MR"
+
+
+def test_explain_prints_a_table(
+    parsed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(parsed, tmp_path / "out", CT_AXIAL, "--explain") == 0
+    table = capsys.readouterr().out
+    lines = table.splitlines()
+    assert lines[0] == f"Rules: {tmp_path / 'rules.json'}"
+    assert "Selection 'CT axial': 1 series chosen" in lines
+    header = next(line for line in lines if "Verdict" in line)
+    assert header.split() == [
+        "Series",
+        "Description",
+        "Verdict",
+        "Modality",
+        "ImageOrientationPatient",
+    ]
+    row = next(line for line in lines if "Scout" in line)
+    assert row.split()[2:] == ["no", "ok", "CT", "NO", "varies:", "Axial", "|", "Coronal"]
+    assert any(line.split()[:4] == ["2", "Portal", "venous", "CHOSEN"] for line in lines)
+    assert (
+        "    series 1 'Scout': ImageOrientationPatient: 'Axial' - seen varies: Axial | Coronal"
+        in (table)
+    )
+
+
+def replace_path(folder: Path, new_path: str) -> None:
+    listing = json.loads((folder / "series-images.json").read_text())
+    first = next(iter(listing.values()))[0]
+    first["path"] = new_path
+    (folder / "series-images.json").write_text(json.dumps(listing))
+
+
+@pytest.mark.parametrize(
+    "bad", ["/etc/passwd", "../outside.nii.gz", "volumes/../../outside.nii.gz"]
+)
+def test_paths_leaving_the_input_folder_are_refused(
+    parsed: Path, tmp_path: Path, bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "outside.nii.gz").write_bytes(b"secret")
+    replace_path(parsed, bad)
+    assert run(parsed, tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "series-images.json" in err
+
+
+def test_a_symlink_escaping_the_input_folder_is_refused(
+    parsed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "outside.nii.gz").write_bytes(b"secret")
+    (parsed / "volumes" / "link.nii.gz").symlink_to(tmp_path / "outside.nii.gz")
+    replace_path(parsed, "volumes/link.nii.gz")
+    assert run(parsed, tmp_path / "out") == 2
+    assert "lists 'volumes/link.nii.gz', which leads outside" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "volumes").exists()
+
+
+def test_a_missing_volume_file_is_refused(
+    parsed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replace_path(parsed, "volumes/nothing.nii.gz")
+    assert run(parsed, tmp_path / "out") == 2
+    assert "lists 'volumes/nothing.nii.gz', which is not a file in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("missing", ["dicom-metadata.json", "series-images.json"])
+def test_incomplete_input_is_refused(
+    parsed: Path, tmp_path: Path, missing: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (parsed / missing).unlink()
+    assert run(parsed, tmp_path / "out") == 2
+    assert f"{missing} does not exist" in capsys.readouterr().err
+
+
+def test_input_that_breaks_its_schema_is_refused(
+    parsed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (parsed / "dicom-metadata.json").write_text('{"studies": [{"series": []}]}')
+    assert run(parsed, tmp_path / "out") == 2
+    assert "does not match schema 'dicom-metadata'" in capsys.readouterr().err
+
+
+def test_no_input_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(tmp_path / "absent", tmp_path / "out") == 2
+    assert "does not exist or is not a folder" in capsys.readouterr().err
+
+
+def test_bad_arguments_exit_with_code_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--volumes", "teleport"]) == 2
+    assert "invalid choice: 'teleport'" in capsys.readouterr().err
+
+
+def test_python_dash_m_with_environment_settings(parsed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(OPERATORS),
+        "SERIES_SELECTOR_INPUT": str(parsed),
+        "SERIES_SELECTOR_OUTPUT": str(out),
+        "NVIDIA_CLARA_SELECTION_RULES_BASE64": base64.b64encode(CT_AXIAL.encode()).decode(),
+        "LOG_FORMAT": "json",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "series_selector"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    logged = [json.loads(line) for line in done.stderr.splitlines()]
+    assert logged[0]["message"] == "rules from NVIDIA_CLARA_SELECTION_RULES_BASE64: 2 selection(s)"
+    assert [s["name"] for s in selected(out)["selections"]] == ["CT axial", "MR"]

@@ -113,6 +113,7 @@ def _labels(
 
 
 _LABELS: dict[str, Any] = {
+    "SamplesPerPixel": lambda value, _: "colour" if value == 3 else "grayscale",
     "SeriesNumber": lambda value, _: f"series-{value}",
     "EchoNumbers": lambda value, _: f"echo-{value}",
     "EffectiveEchoTime": lambda value, ranked: f"echo-{ranked.index(value) + 1}",
@@ -161,10 +162,16 @@ def _plan(frames: list[Frame], label: str, distinguished_by: dict[str, Any]) -> 
     ordered = [frames[by_time[k][t]] for t in range(time_points) for k in range(len(slice_keys))]
     first_slices = np.array([frames[members[0]].position for members in by_time])
     notes: list[str] = []
+    if first.photometric == "MONOCHROME1":
+        notes.append("MONOCHROME1: stored values kept; higher values are meant to display darker")
     resampling = None
     if len(slice_keys) > 1:
         slice_distances = np.array([distances[m[0]] for m in by_time])
         spacing, resampling = _regular_grid(first, normal, slice_distances, first_slices)
+        if resampling is not None and first.pixels.ndim == 3:
+            raise ConversionError(
+                f"colour stack that would need resampling: {resampling.description}"
+            )
     else:
         spacing = first.thickness or 1.0
         notes.append(
@@ -222,7 +229,7 @@ def _regular_grid(
 
 
 def stack_voxels(plan: PlannedVolume) -> npt.NDArray[Any]:
-    """Stored values as an array (k, j, i), or (t, k, j, i) for 4D."""
+    """Stored values as an array (k, j, i), or (t, k, j, i) for 4D; colour adds a last axis."""
     voxels = np.stack([frame.pixels for frame in plan.frames])
     if plan.time_points > 1:
         slices = len(plan.frames) // plan.time_points

@@ -24,7 +24,7 @@ from dicom_parser.geometry import spacing_and_direction
 from dicom_parser.resample import resample_values
 from dicom_parser.writers import WRITERS, publish
 from operator_common.errors import ConversionError
-from operator_common.models import VolumeEntry
+from operator_common.models import Rescale, VolumeEntry
 from operator_common.orientation import plane_of
 
 VOLUMES_FOLDER = "volumes"
@@ -97,7 +97,11 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume) -> VolumeEntry:
     intercepts = np.array([f.intercept for f in plan.frames])
     resampling = plan.resampling
     keep_scaling = job.format != "mhd" and resampling is None
-    voxels, rescale = rescaled_voxels(stored, slopes, intercepts, keep_scaling)
+    colour = plan.frames[0].pixels.ndim == 3
+    if colour:  # channel values: no modality rescale
+        voxels, rescale = stored, Rescale(1.0, 0.0, "identity")
+    else:
+        voxels, rescale = rescaled_voxels(stored, slopes, intercepts, keep_scaling)
     if resampling is not None:
         voxels = resample_values(voxels, resampling)
     stem = safe_file_stem(job.series_uid, plan.label)
@@ -105,17 +109,20 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume) -> VolumeEntry:
     destination = job.output_root / VOLUMES_FOLDER
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=job.output_root))
     try:
-        written = WRITERS[job.format](scratch / file_name, voxels, plan.affine_lps, rescale)
+        write = WRITERS[job.format]
+        written = write(scratch / file_name, voxels, plan.affine_lps, rescale, colour)
         publish(written, destination)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     spacing, direction = spacing_and_direction(plan.affine_lps)
+    grid_shape = voxels.shape[-2::-1] if colour else voxels.shape[::-1]
     return VolumeEntry(
         path=f"{VOLUMES_FOLDER}/{file_name}",
         format=job.format,
         label=plan.label,
         distinguished_by=plan.distinguished_by,
-        shape=voxels.shape[::-1],
+        shape=grid_shape,
+        channels=3 if colour else 1,
         spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
         origin=tuple(float(v) for v in plan.affine_lps[:3, 3]),  # type: ignore[arg-type]
         direction=tuple(tuple(float(v) for v in direction[:, a]) for a in range(3)),  # type: ignore[misc]

@@ -12,6 +12,7 @@ import numpy.typing as npt
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels.processing import apply_color_lut
 
 from dicom_parser.mosaic import is_mosaic, mosaic_tiles
 from operator_common.errors import ConversionError
@@ -43,7 +44,9 @@ class Frame:
     """How frames at one position are ordered in time (4D); ties mean no order is known."""
     thickness: float | None = None
     secondary_capture: bool = False
+    photometric: str = "MONOCHROME2"
     pixels: npt.NDArray[Any] = field(default_factory=lambda: np.empty(0), compare=False)
+    """Stored values (j, i), or (j, i, 3) for colour."""
 
 
 def read_dataset(path: Path) -> Dataset:
@@ -61,8 +64,11 @@ def frames_of(dataset: Dataset, source: str) -> list[Frame]:
         raise ConversionError(problem)
     try:
         pixels = dataset.pixel_array
+        if _is_palette(dataset):
+            pixels = apply_color_lut(pixels, dataset)
     except Exception as error:
         raise ConversionError(f"pixel data cannot be decoded: {error}") from error
+    colour = _samples(dataset) == 3 or _is_palette(dataset)
     if is_mosaic(dataset):
         tiles, positions = mosaic_tiles(dataset, pixels)
         whole = _frame(dataset, source, 0, pixels, None, None)
@@ -78,7 +84,8 @@ def frames_of(dataset: Dataset, source: str) -> list[Frame]:
             for n, tile in enumerate(tiles)
         ]
     count = int(dataset.get("NumberOfFrames", 1) or 1)
-    stack = pixels.reshape((count, *pixels.shape[-2:]))
+    plane = pixels.shape[-3:] if colour else pixels.shape[-2:]
+    stack = pixels.reshape((count, *plane))
     per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
     shared = _first(dataset.get("SharedFunctionalGroupsSequence"))
     return [
@@ -93,10 +100,17 @@ def unsupported_reason(dataset: Dataset) -> str | None:
     """Why this instance cannot be part of a grayscale volume, or ``None``."""
     if "PixelData" not in dataset and "FloatPixelData" not in dataset:
         return "no pixel data"
-    if int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
-        photometric = dataset.get("PhotometricInterpretation", "?")
-        return f"colour image ({photometric}): not a grayscale volume"
+    if _samples(dataset) not in (1, 3):
+        return f"{_samples(dataset)} samples per pixel: neither grayscale nor colour"
     return None
+
+
+def _samples(dataset: Dataset) -> int:
+    return int(dataset.get("SamplesPerPixel", 1) or 1)
+
+
+def _is_palette(dataset: Dataset) -> bool:
+    return bool(dataset.get("PhotometricInterpretation") == "PALETTE COLOR")
 
 
 def _frame(
@@ -134,6 +148,7 @@ def _frame(
         orientation=_floats(orientation, source, "ImageOrientationPatient"),
         pixel_spacing=_floats(spacing, source, "PixelSpacing"),  # type: ignore[arg-type]
         rows=int(dataset.Rows),
+        photometric=str(dataset.get("PhotometricInterpretation", "")),
         columns=int(dataset.Columns),
         slope=_number(slope, 1.0),
         intercept=_number(intercept, 0.0),
@@ -146,7 +161,8 @@ def _frame(
 
 
 def _split_values(dataset: Dataset, lookup: Any) -> tuple[tuple[str, Any], ...]:
-    values: list[tuple[str, Any]] = []
+    samples = 3 if _is_palette(dataset) else _samples(dataset)
+    values: list[tuple[str, Any]] = [("SamplesPerPixel", samples)]
     series_number = _number(dataset.get("SeriesNumber"), float("nan"))
     if np.isfinite(series_number):
         values.append(("SeriesNumber", int(series_number)))

@@ -15,6 +15,7 @@ import numpy.typing as npt
 import SimpleITK as sitk
 
 from dicom_parser.geometry import FloatArray, lps_to_ras, spacing_and_direction
+from operator_common.errors import ConversionError
 from operator_common.models import Rescale
 
 FORMATS = ("mhd", "nii", "nii.gz")
@@ -22,27 +23,33 @@ GZIP_LEVEL = 1
 """Level-1 deflate compresses CT nearly as well as level 6 at a fraction of the time."""
 NIFTI_VOXEL_OFFSET = 352
 
-Writer = Callable[[Path, npt.NDArray[Any], FloatArray, Rescale], list[Path]]
+Writer = Callable[[Path, npt.NDArray[Any], FloatArray, Rescale, bool], list[Path]]
+RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
 
 
 def write_nifti(
-    path: Path, voxels: npt.NDArray[Any], affine: FloatArray, rescale: Rescale
+    path: Path, voxels: npt.NDArray[Any], affine: FloatArray, rescale: Rescale, colour: bool
 ) -> list[Path]:
     """Write ``voxels`` ((k, j, i) or (t, k, j, i), C order) as NIfTI-1 with sform = qform.
+
+    Colour voxels ((k, j, i, 3), 8-bit) are stored as RGB24.
 
     The header and the voxel block are written directly: nibabel would drop a scl_slope set on
     an in-memory image, and this way the voxel bytes need no reordering copy.
     """
     data = np.ascontiguousarray(voxels, dtype=voxels.dtype.newbyteorder("<"))
+    grid = data.shape[-2::-1] if colour else data.shape[::-1]
+    if colour and data.dtype != np.uint8:
+        raise ConversionError(f"{data.dtype} colour does not fit NIfTI RGB24: use MetaImage")
     ras = lps_to_ras(affine)
     header = nib.Nifti1Header()
-    header.set_data_dtype(data.dtype)
-    header.set_data_shape(data.shape[::-1])
+    header.set_data_dtype(RGB24 if colour else data.dtype)
+    header.set_data_shape(grid)
     header.set_xyzt_units("mm", "sec")
     header.set_qform(ras, code=1)
     header.set_sform(ras, code=1)
     zooms = spacing_and_direction(affine)[0]
-    header.set_zooms((*zooms, *(1.0,) * (data.ndim - 3)))
+    header.set_zooms((*zooms, *(1.0,) * (len(grid) - 3)))
     if rescale.stored_as == "nifti_scl":
         header.set_slope_inter(rescale.slope, rescale.intercept)
     header["vox_offset"] = NIFTI_VOXEL_OFFSET
@@ -61,15 +68,16 @@ def write_nifti(
 
 
 def write_metaimage(
-    path: Path, voxels: npt.NDArray[Any], affine: FloatArray, rescale: Rescale
+    path: Path, voxels: npt.NDArray[Any], affine: FloatArray, rescale: Rescale, colour: bool
 ) -> list[Path]:
-    """Write ``voxels`` as MetaImage (``.mhd`` header + ``.raw`` data) with LPS geometry."""
+    """Write ``voxels`` as MetaImage (``.mhd`` header + ``.raw`` data) with LPS geometry;
+    colour as 3-component vector pixels."""
     if rescale.stored_as == "nifti_scl":
         raise ValueError("MetaImage cannot store a rescale: apply it before writing")
     spacing, direction = spacing_and_direction(affine)
     origin = np.asarray(affine, dtype=float)[:3, 3]
-    extra = voxels.ndim - 3
-    image = sitk.GetImageFromArray(voxels)
+    extra = voxels.ndim - 3 - colour
+    image = sitk.GetImageFromArray(voxels, isVector=colour)
     image.SetSpacing([*spacing.tolist(), *(1.0,) * extra])
     image.SetOrigin([*origin.tolist(), *(0.0,) * extra])
     full = np.eye(3 + extra)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from dicom_parser.run import REPORT_FILE, SERIES_IMAGES_FILE, parse_folder
+from fidelity.dicom_truth import compare_with_dicom, read_slices
 from fidelity.worldspace import Comparison, LoadedVolume, compare, load_volume
 
 REFERENCE_SUFFIXES = (".nii", ".nii.gz")
@@ -38,6 +40,12 @@ class CaseResult:
     volumes: tuple[str, ...]
     refused: tuple[str, ...]
     references: tuple[ReferenceResult, ...] = field(default_factory=tuple)
+    resampled: tuple[str, ...] = ()
+    """How resampled volumes were made (their ``resampled`` text)."""
+    dicom_agreement: tuple[int, float] | None = None
+    """For resampled classic stacks: points compared with DICOM-defined values, max difference."""
+    duplicates: tuple[str, ...] = ()
+    """Files skipped as duplicates although their content differs (evaluated one by one)."""
 
     @property
     def matches(self) -> bool:
@@ -56,16 +64,56 @@ def reference_volumes(case: dict[str, Any]) -> list[str]:
 
 def evaluate_case(root: Path, case: dict[str, Any], workdir: Path, workers: int = 1) -> CaseResult:
     """Convert ``case`` into ``workdir`` and pair every reference with our closest volume."""
-    parse_folder(root / case["input"], workdir, "nii", workers)
-    images = json.loads((workdir / SERIES_IMAGES_FILE).read_text())
-    report = json.loads((workdir / REPORT_FILE).read_text())
-    ours = {v["path"]: load_volume(workdir / v["path"]) for vs in images.values() for v in vs}
+    source = root / case["input"]
+    if source.is_file():  # the parser reads folders
+        (workdir / "in").mkdir(parents=True)
+        shutil.copy(source, workdir / "in")
+        source = workdir / "in"
+    parse_folder(source, workdir / "all", "nii", workers)
+    images, report = _outputs(workdir / "all")
+    duplicates = tuple(
+        f["path"]
+        for f in report["files"]
+        if f["status"] == "duplicate" and "different content" in f["reason"]
+    )
+    ours = _volumes(workdir, "all", images)
+    for number, duplicate in enumerate(duplicates):
+        alone = workdir / f"duplicate-{number}"
+        (alone / "in").mkdir(parents=True)
+        shutil.copy(source / duplicate, alone / "in")
+        parse_folder(alone / "in", alone / "out", "nii", workers)
+        ours.update(_volumes(workdir, f"{alone.name}/out", _outputs(alone / "out")[0]))
     refused = tuple(s["reason"] for s in report["series"] if "reason" in s)
     results = tuple(
         _best_match(reference, load_volume(root / reference), _tolerance(root / reference), ours)
         for reference in reference_volumes(case)
     )
-    return CaseResult(case["input"], tuple(sorted(ours)), refused, results)
+    resampled = tuple(v["resampled"] for vs in images.values() for v in vs if v["resampled"])
+    agreement = None
+    if resampled and len(images) == 1:
+        ((volume,),) = images.values()
+        files = [source / f["path"] for f in report["files"] if f["status"] == "used"]
+        agreement = compare_with_dicom(
+            load_volume(workdir / "all" / volume["path"]), read_slices(files)
+        )
+    return CaseResult(
+        case["input"], tuple(sorted(ours)), refused, results, resampled, agreement, duplicates
+    )
+
+
+def _outputs(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    images = json.loads((folder / SERIES_IMAGES_FILE).read_text())
+    report = json.loads((folder / REPORT_FILE).read_text())
+    return images, report
+
+
+def _volumes(workdir: Path, output: str, images: dict[str, Any]) -> dict[str, LoadedVolume]:
+    """Our volumes in ``workdir/output``, keyed by their path below ``workdir``."""
+    return {
+        f"{output}/{v['path']}": load_volume(workdir / output / v["path"])
+        for vs in images.values()
+        for v in vs
+    }
 
 
 def _tolerance(path: Path) -> float:

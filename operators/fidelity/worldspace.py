@@ -58,10 +58,16 @@ def load_volume(path: Path) -> LoadedVolume:
     if path.name.endswith((".nii", ".nii.gz")):
         image: Any = nib.load(path)
         affine = RAS_TO_LPS @ image.affine
+        if image.get_data_dtype().names:  # RGB24 / RGBA32: colour channels on a last axis
+            channels = np.asanyarray(image.dataobj)
+            rgb = np.stack([channels[c] for c in ("R", "G", "B")], axis=-1)
+            return LoadedVolume(rgb.astype(np.float64), affine)
         return LoadedVolume(np.asarray(image.get_fdata(dtype=np.float64)), affine)
     itk = sitk.ReadImage(str(path))
     values = sitk.GetArrayFromImage(itk).astype(np.float64)
-    values = values.transpose(tuple(range(values.ndim))[::-1])  # (.., k, j, i) -> (i, j, k, ..)
+    axes = itk.GetDimension()  # vector pixels add a last axis that stays last
+    order = (*range(axes)[::-1], *range(axes, values.ndim))
+    values = values.transpose(order)  # (.., k, j, i) -> (i, j, k, ..)
     size = 3
     direction = np.array(itk.GetDirection()).reshape(itk.GetDimension(), -1)[:size, :size]
     spacing = np.array(itk.GetSpacing())[:size]

@@ -148,6 +148,7 @@ class VolumeEntry:
     rescale: Rescale
     instance_count: int
     frame_count: int
+    channels: int = 1
     resampled: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -177,6 +178,7 @@ class VolumeEntry:
             rescale=Rescale(**entry["rescale"]),
             instance_count=entry["instance_count"],
             frame_count=entry.get("frame_count", entry["instance_count"]),
+            channels=entry.get("channels", 1),
             resampled=entry["resampled"],
             notes=tuple(entry.get("notes", ())),
         )

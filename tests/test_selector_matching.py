@@ -320,3 +320,11 @@ def test_nested_combinations() -> None:
 
 def test_empty_conditions_match_every_series() -> None:
     assert passes({})
+
+
+def test_orientation_missing_on_some_instances_fails() -> None:
+    partly = SeriesFixture(
+        series={"Modality": "CT"}, instances=[{"ImageOrientationPatient": AXIAL_IOP}, {}]
+    )
+    result = judge({"ImageOrientationPatient": "Axial"}, partly).children[0]
+    assert (result.passed, result.why) == (False, "missing on some instances")

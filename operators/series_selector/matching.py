@@ -279,7 +279,11 @@ class Orientation(Leaf):
             found = [plane_of(values) for values in distinct]
             if any(f is None for f in found):
                 bad = next(v for v, f in zip(distinct, found, strict=True) if f is None)
-                why = f"{shown(bad)!r} is not two non-parallel direction cosines"
+                why = (
+                    "missing on some instances"
+                    if not bad
+                    else f"{shown(bad)!r} is not two non-parallel direction cosines"
+                )
                 return Result(self.path, self.condition, False, shown(bad), why)
             planes = sorted({f[0].title() for f in found if f is not None})
             tilt = max(f[1] for f in found if f is not None)
@@ -339,7 +343,7 @@ class Not(Group):
     def combine(self, results: tuple[Result, ...]) -> Result:
         (nested,) = results
         if nested.passed:
-            why = "the negated conditions hold: " + "; ".join(c.condition for c in nested.children)
+            why = "negated conditions hold: " + "; ".join(c.condition for c in nested.children)
         else:
-            why = "the negated conditions do not all hold"
+            why = "negated conditions fail"
         return Result(self.path, "not", not nested.passed, None, why, results)

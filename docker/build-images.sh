@@ -59,3 +59,5 @@ for operator in dicom-parser series-selector; do
     DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$base_image" \
         --file "$here/$operator.Dockerfile" --tag "series-selection/$operator:$tag" "$here"
 done
+# The install stages and the images these builds replaced are left untagged: remove ours only.
+docker image prune --force --filter label=series-selection.image >/dev/null

@@ -3,11 +3,13 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS install
+LABEL series-selection.image=install
 COPY build/wheelhouse /wheelhouse
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheelhouse dicom-series-selection
 
 FROM ${BASE_IMAGE}
+LABEL series-selection.image=series-selector
 COPY --from=install /opt/venv /opt/venv
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent app \
  && mkdir /input /output && chown 10001:10001 /output

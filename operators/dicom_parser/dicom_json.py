@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from typing import Any
 from urllib.parse import quote
 
@@ -38,14 +39,28 @@ def dataset_to_json(dataset: Dataset, relative_path: str) -> dict[str, Any]:
     for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements
         key = f"{tag:08X}"
         try:
-            element = dataset[tag]
-            result[key] = element.to_json_dict(bulk_data_uri, BULK_DATA_THRESHOLD)
-        except Exception:
-            result[key] = _raw_json(dataset, tag)
+            encoded = dataset[tag].to_json_dict(bulk_data_uri, BULK_DATA_THRESHOLD)
+        except Exception:  # any value pydicom cannot decode is kept raw below
+            encoded = None
+        result[key] = (
+            encoded if encoded is not None and _finite(encoded) else _raw_json(dataset, tag)
+        )
     return result
 
 
+def _finite(value: Any) -> bool:
+    """Whether JSON can hold ``value``: no NaN or infinity anywhere in it."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
 def _raw_json(dataset: Dataset, tag: BaseTag) -> dict[str, Any]:
+    """An element JSON cannot hold (undecodable, or NaN / infinity), as its raw bytes."""
     raw = dataset.get_item(tag)
     value = raw.value if isinstance(raw, RawDataElement | DataElement) else None
     if isinstance(value, bytes) and value:

@@ -62,22 +62,18 @@ def scan_file(root: Path, relative: str) -> ScannedFile:
         with path.open("rb") as handle:
             dataset = _read_header(handle)
             pixel_data_offset = handle.tell()
+        problem = _header_problem(dataset, size - pixel_data_offset)
+        if problem:
+            return ScannedFile(relative, skip_reason=problem)
+        return ScannedFile(relative, attributes=dataset_to_json(dataset, relative))
     except InvalidDicomError:
         return ScannedFile(relative, skip_reason="not DICOM")
     except PermissionError:
         return ScannedFile(relative, skip_reason="unreadable: permission denied")
     except (OSError, EOFError) as error:
         return ScannedFile(relative, skip_reason=f"unreadable or truncated header: {error}")
-    except Exception as error:
+    except Exception as error:  # a malformed header must never stop the run
         return ScannedFile(relative, skip_reason=f"malformed DICOM header: {_short(error)}")
-    problem = _header_problem(dataset, size - pixel_data_offset)
-    if problem:
-        return ScannedFile(relative, skip_reason=problem)
-    try:
-        attributes = dataset_to_json(dataset, relative)
-    except Exception as error:
-        return ScannedFile(relative, skip_reason=f"header cannot be encoded: {_short(error)}")
-    return ScannedFile(relative, attributes=attributes)
 
 
 def _read_header(handle: Any) -> Dataset:
@@ -112,7 +108,7 @@ def _missing_pixel_bytes(dataset: Dataset, bytes_after_header: int) -> int:
     transfer_syntax = UID(getattr(dataset.file_meta, "TransferSyntaxUID", "1.2.840.10008.1.2"))
     if not transfer_syntax.is_transfer_syntax or transfer_syntax.is_encapsulated:
         return 0
-    if transfer_syntax.is_deflated or "Rows" not in dataset or bytes_after_header <= 0:
+    if transfer_syntax.is_deflated or "Rows" not in dataset:
         return 0
     try:
         samples = (
@@ -127,7 +123,7 @@ def _missing_pixel_bytes(dataset: Dataset, bytes_after_header: int) -> int:
     element_header = (
         8  # tag + length; explicit VR OB/OW adds 4 more, so this errs towards "complete"
     )
-    return max(0, expected + element_header - bytes_after_header)
+    return max(0, expected + element_header - max(bytes_after_header, 0))
 
 
 def _short(error: Exception) -> str:

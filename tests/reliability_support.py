@@ -88,7 +88,8 @@ def load_outputs(out: Path, required: bool = True) -> dict[str, Any]:
         for volume in volumes:
             path = (out / volume["path"]).resolve()
             assert path.is_relative_to(out.resolve()), f"{volume['path']} leaves the output"
-            assert load_voxels(path).shape == tuple(volume["shape"])
+            shape = load_voxels(path).shape
+            assert shape == tuple(volume["shape"]), f"{volume['path']}: {shape} on disk"
     return outputs
 
 

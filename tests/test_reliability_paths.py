@@ -1,0 +1,155 @@
+"""Hostile identifiers: volume file names come from SeriesInstanceUIDs, so UIDs holding ``../``,
+``/``, NUL or 10 kB of text must not write outside the output folder, and two series must never
+share a file."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from reliability_support import (
+    assert_clean_exit,
+    assert_every_file_accounted_for,
+    load_outputs,
+    load_voxels,
+    replace_value,
+    run_parser,
+)
+from sample_studies.synthetic import SeriesTruth, ct_series, write_series
+
+SERIES_INSTANCE_UID = (0x0020, 0x000E)
+SERIES_DESCRIPTION = (0x0008, 0x103E)
+HOSTILE_UIDS = {
+    "parent": "../../../../../../tmp/escaped",
+    "absolute": "/etc/cron.d/x",
+    "slashes": "1.2/3.4",
+    "dot-dot": "..",
+    "dot": ".",
+    "long-a": "1." * 5000 + "1",
+    "long-b": "1." * 5000 + "2",
+    "spaces-and-unicode": "séries 1 ✓",
+}
+SPLIT_UID = "1.2.826.0.1.3680043.8.498.6060"
+NAME_COLLISION = (
+    "safe_file_stem (dicom_parser/convert.py) leaves a name that needs no cleaning as it is, so "
+    "{} takes the same file name: the later volume overwrites the earlier one and "
+    "series-images.json lists a file whose shape and voxels are another series'"
+)
+
+
+def write_hostile_series(folder: Path, name: str, uid: str, seed: int) -> SeriesTruth:
+    """A small CT series whose SeriesInstanceUID (and description) is ``uid``, byte for byte."""
+    truth = write_series(folder, ct_series(slices=2, rows=8, columns=6), seed=seed)
+    for path in truth.files:
+        data = path.read_bytes()
+        data = replace_value(data, SERIES_INSTANCE_UID, _even(uid.encode("utf-8")))
+        data = replace_value(data, SERIES_DESCRIPTION, _even(f"{name} {uid}"[:64].encode()))
+        path.write_bytes(data)
+    return truth
+
+
+def _even(value: bytes) -> bytes:
+    return value + b" " if len(value) % 2 else value
+
+
+def write_two_matrices(folder: Path, uid: str, seed: int) -> None:
+    """A series of two matrix sizes (two volumes, labelled ``stack-N``)."""
+    for rows, first in ((8, 1), (10, 51)):
+        spec = ct_series(
+            slices=2, rows=rows, columns=rows, series_uid=uid, first_instance_number=first
+        )
+        write_series(folder, spec, seed=seed)
+
+
+def snapshot_outside(root: Path, out: Path) -> set[str]:
+    return {p.as_posix() for p in root.rglob("*") if not p.is_relative_to(out)}
+
+
+@pytest.mark.parametrize("fmt", ["nii.gz", "mhd"])
+def test_hostile_series_uids_stay_inside_and_apart(tmp_path: Path, fmt: str) -> None:
+    source = tmp_path / "in"
+    out = tmp_path / "deep" / "out"
+    truths = {
+        name: write_hostile_series(source / name, name, uid, seed)
+        for seed, (name, uid) in enumerate(HOSTILE_UIDS.items())
+    }
+    nul = write_series(source / "nul", ct_series(slices=2, rows=8, columns=6), seed=98)
+    for path in nul.files:
+        path.write_bytes(
+            replace_value(path.read_bytes(), SERIES_INSTANCE_UID, b"1.2\x00../../nul.1")
+        )
+    out.parent.mkdir()
+    before = snapshot_outside(tmp_path, out)
+
+    result = run_parser(source, out, "--format", fmt, "--workers", "2")
+
+    assert_clean_exit(result)
+    assert snapshot_outside(tmp_path, out) == before, "a file was written outside the output"
+    assert not Path("/tmp/escaped").exists()
+    outputs = load_outputs(out)
+    assert_every_file_accounted_for(outputs["parse-report.json"], source)
+    images = outputs["series-images.json"]
+    for name, truth in truths.items():
+        uid = str(pydicom.dcmread(truth.files[0]).SeriesInstanceUID)  # as pydicom decodes it
+        assert uid in images, f"{name}: no volume"
+        (volume,) = images[uid]
+        expected = truth.rescaled().transpose(2, 1, 0)
+        assert (load_voxels(out / volume["path"]) == expected).all(), f"{name}: wrong voxels"
+    listed = [v["path"] for volumes in images.values() for v in volumes]
+    assert len(set(listed)) == len(listed), "two volumes share a file"
+    for path in listed:
+        assert "/" not in path.removeprefix("volumes/")
+        assert len(Path(path).name.encode()) <= 255
+    written = {p.name for p in (out / "volumes").iterdir()}
+    expected_files = {Path(p).name for p in listed}
+    if fmt == "mhd":
+        expected_files |= {Path(p).with_suffix(".raw").name for p in listed}
+    assert written == expected_files
+
+
+@pytest.mark.parametrize(
+    "twin",
+    [
+        pytest.param(
+            "cleaned",
+            marks=pytest.mark.xfail(
+                reason=NAME_COLLISION.format(
+                    "a UID spelled like the cleaned, hashed form of "
+                    "another ('1.2_3.4_<hash>' beside '1.2/3.4')"
+                ),
+                strict=True,
+            ),
+        ),
+        pytest.param(
+            "labelled",
+            marks=pytest.mark.xfail(
+                reason=NAME_COLLISION.format(
+                    "a UID ending in a volume label ('<uid>_stack-1' "
+                    "beside a two-volume series '<uid>')"
+                ),
+                strict=True,
+            ),
+        ),
+    ],
+)
+def test_volume_file_names_never_collide(tmp_path: Path, twin: str) -> None:
+    source = tmp_path / "in"
+    if twin == "cleaned":
+        write_hostile_series(source / "a", "original", "1.2/3.4", seed=1)
+        digest = hashlib.sha256(b"1.2/3.4").hexdigest()[:12]
+        write_hostile_series(source / "b", "twin", f"1.2_3.4_{digest}", seed=2)
+    else:
+        write_two_matrices(source / "a", SPLIT_UID, seed=1)
+        for label in ("stack-1", "stack-2"):
+            write_hostile_series(source / label, "twin", f"{SPLIT_UID}_{label}", seed=2)
+
+    result = run_parser(source, tmp_path / "out", "--workers", "1")
+
+    assert_clean_exit(result)
+    images = load_outputs(tmp_path / "out")["series-images.json"]
+    listed = [v["path"] for volumes in images.values() for v in volumes]
+    assert len(listed) == (2 if twin == "cleaned" else 4)
+    assert len(set(listed)) == len(listed), "two volumes share a file"

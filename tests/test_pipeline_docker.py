@@ -211,3 +211,20 @@ def test_the_docker_engine_runner_hardens_containers_and_propagates_failures(
         ("dicom-parser", 0),
         ("series-selector", 2),
     ]
+
+
+def test_a_missing_image_is_reported_before_anything_runs(
+    images: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    definition = yaml.safe_load((REPO / "pipeline.yaml").read_text())
+    definition["operators"][1]["container"]["tag"] = "never-built"
+    definition_file = tmp_path / "pipeline.yaml"
+    definition_file.write_text(yaml.safe_dump(definition))
+    arguments = ["run", "--engine", "docker", "--pipeline", str(definition_file)]
+    out = tmp_path / "run"
+    assert main([*arguments, "--input", str(REPO / "samples"), "--output", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        "image series-selection/series-selector:never-built of operator 'series-selector'" in error
+    )
+    assert not out.exists()

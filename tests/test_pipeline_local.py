@@ -178,9 +178,11 @@ def test_an_operator_without_command_or_program_is_a_clear_error(
     assert run(tmp_path, definition) == 2
     assert "operator 'first' has no container.command" in capsys.readouterr().err
 
-    first["container"]["command"] = ["no-such-program-here"]
+    definition["operators"][0]["container"]["command"] = ["no-such-program-here"]
+    first["container"]["command"] = ["python3", "-c", WRITE_LISTING, "/input"]
     assert run(tmp_path, definition) == 2
     assert "program 'no-such-program-here' not found" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "nothing runs before every program is found"
 
 
 def installed(program: str) -> bool:

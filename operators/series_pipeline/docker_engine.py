@@ -7,6 +7,7 @@ from typing import IO, Any
 
 from docker.client import DockerClient
 from docker.errors import DockerException, ImageNotFound
+from docker.models.images import Image
 
 from operator_common.errors import InputError, PipelineError
 from series_pipeline.definition import Operator
@@ -37,6 +38,19 @@ class DockerEngine:
         except DockerException as error:
             raise PipelineError(f"no Docker engine answers: {error}") from error
 
+    def check(self, operator: Operator) -> None:
+        self._image(operator)
+
+    def _image(self, operator: Operator) -> Image:
+        reference = operator.container.reference
+        try:
+            return self.client.images.get(reference)
+        except ImageNotFound as error:
+            raise InputError(
+                f"image {reference} of operator {operator.name!r} is not on this Docker engine "
+                "(build it with docker/build-images.sh)"
+            ) from error
+
     def run(
         self,
         operator: Operator,
@@ -44,17 +58,10 @@ class DockerEngine:
         environment: dict[str, str],
         log_to: IO[bytes],
     ) -> int:
-        reference = operator.container.reference
-        try:
-            image = self.client.images.get(reference)
-        except ImageNotFound as error:
-            raise InputError(
-                f"image {reference} of operator {operator.name!r} is not on this Docker engine "
-                "(build it with docker/build-images.sh)"
-            ) from error
+        image = self._image(operator)
         command = operator.container.command
         container = self.client.containers.create(
-            reference,
+            image.id,
             entrypoint=list(command) if command else None,
             environment=environment,
             volumes={

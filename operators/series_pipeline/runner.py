@@ -50,6 +50,9 @@ class Engine(Protocol):
 
     name: str
 
+    def check(self, operator: Operator) -> None:
+        """Raise ``InputError`` if ``operator`` cannot run here; called before anything runs."""
+
     def run(
         self,
         operator: Operator,
@@ -101,6 +104,8 @@ def run_pipeline(
     if not job_input.is_dir():
         raise InputError(f"input folder {job_input} does not exist or is not a folder")
     job_input, run_output = job_input.resolve(), run_output.resolve()
+    for operator in pipeline.operators:
+        engine.check(operator)
     run_output.mkdir(parents=True, exist_ok=True)
     started = _now()
     reports: list[dict[str, Any]] = []
@@ -196,6 +201,19 @@ class LocalEngine:
 
     name = "local"
 
+    def check(self, operator: Operator) -> None:
+        self._command(operator)
+
+    def _command(self, operator: Operator) -> list[str]:
+        """The operator's command, its program found on this machine."""
+        if operator.container.command is None:
+            raise InputError(
+                f"operator {operator.name!r} has no container.command: "
+                "the local engine needs to know which program to run"
+            )
+        program, *arguments = operator.container.command
+        return [_find_program(program), *arguments]
+
     def run(
         self,
         operator: Operator,
@@ -203,16 +221,11 @@ class LocalEngine:
         environment: dict[str, str],
         log_to: IO[bytes],
     ) -> int:
-        if operator.container.command is None:
-            raise InputError(
-                f"operator {operator.name!r} has no container.command: "
-                "the local engine needs to know which program to run"
-            )
-        program, *arguments = (_to_host(a, mounts) for a in operator.container.command)
-        executable = _find_program(program)
+        program, *arguments = self._command(operator)
+        arguments = [_to_host(a, mounts) for a in arguments]
         env = {**os.environ, **{k: _to_host(v, mounts) for k, v in environment.items()}}
         process = subprocess.Popen(
-            [executable, *arguments], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            [program, *arguments], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         assert process.stdout is not None
         with process:

@@ -26,8 +26,10 @@ OUTPUTS = {
     "parse-report.json": "parse-report",
 }
 PIXEL_DATA = (0x7FE0, 0x0010)
-LONG_LENGTH_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR"}
-LONG_LENGTH_VRS |= {b"UT", b"UV"}
+LONG_LENGTH_VRS = frozenset(
+    ["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]
+)
+"""VRs whose explicit-VR length field has 4 bytes (after 2 reserved ones)."""
 
 
 def parser_command(source: Path, out: Path) -> list[str]:
@@ -132,7 +134,7 @@ def explicit_element(
 ) -> bytes:
     """One data element in explicit VR little endian; ``length`` may lie about ``value``."""
     stated = len(value) if length is None else length
-    if vr in LONG_LENGTH_VRS:
+    if vr.decode() in LONG_LENGTH_VRS:
         head = struct.pack("<HH2sHI", tag[0], tag[1], vr, 0, stated)
     else:
         head = struct.pack("<HH2sH", tag[0], tag[1], vr, stated)

@@ -118,6 +118,32 @@ def test_folders_and_variables_are_wired_as_the_definition_says(
     ]
 
 
+def test_a_new_run_leaves_nothing_of_the_previous_one(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run(tmp_path, two_operators(WRITE_LISTING)) == 0
+    (out / "first/stale.nii.gz").write_bytes(b"old")
+    (out / "second/results/stale.nii.gz").write_bytes(b"old")
+    (out / "unrelated.txt").write_text("kept")
+
+    assert run(tmp_path, two_operators(WRITE_LISTING)) == 0
+    assert sorted(p.name for p in (out / "first").iterdir()) == ["lists"]
+    assert sorted(p.name for p in (out / "second/results").iterdir()) == ["copy.txt"]
+    assert (out / "unrelated.txt").read_text() == "kept"
+
+
+def test_an_input_inside_an_output_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    definition_file = tmp_path / "pipeline.yaml"
+    definition_file.write_text(yaml.safe_dump(two_operators(WRITE_LISTING)))
+    job_input = tmp_path / "out/first/dicom"
+    job_input.mkdir(parents=True)
+    arguments = ["run", "--pipeline", str(definition_file), "--input", str(job_input)]
+    assert main([*arguments, "--output", str(tmp_path / "out")]) == 2
+    assert "lies inside an operator output folder" in capsys.readouterr().err
+    assert job_input.is_dir()
+
+
 def test_a_failing_operator_stops_the_run_with_its_exit_code_and_log(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

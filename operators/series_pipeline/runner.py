@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from operator_common.errors import InputError, PipelineError
+from operator_common.errors import InputError, OutputError, PipelineError
 from operator_common.jsonio import write_json
 from series_pipeline.definition import Operator, Output, Pipeline
 
@@ -106,7 +106,7 @@ def run_pipeline(
     job_input, run_output = job_input.resolve(), run_output.resolve()
     for operator in pipeline.operators:
         engine.check(operator)
-    run_output.mkdir(parents=True, exist_ok=True)
+    _clear_previous_run(pipeline, job_input, run_output)
     started = _now()
     reports: list[dict[str, Any]] = []
     failure: OperatorError | None = None
@@ -146,6 +146,21 @@ def run_pipeline(
     if failure is not None:
         raise failure
     return summary
+
+
+def _clear_previous_run(pipeline: Pipeline, job_input: Path, run_output: Path) -> None:
+    """Remove what an earlier run left in ``run_output``, so that no stale file survives."""
+    stale = [run_output / op.name for op in pipeline.operators]
+    if any(job_input.is_relative_to(folder) for folder in stale):
+        raise InputError(f"the input folder {job_input} lies inside an operator output folder")
+    try:
+        run_output.mkdir(parents=True, exist_ok=True)
+        for operator in pipeline.operators:
+            if (run_output / operator.name).exists():
+                shutil.rmtree(run_output / operator.name)
+            (run_output / f"{operator.name}.log").unlink(missing_ok=True)
+    except OSError as error:
+        raise OutputError(f"cannot clear the previous run in {run_output}: {error}") from error
 
 
 def _report(

@@ -1,0 +1,81 @@
+"""Time a command and sample the memory of its whole process tree."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import psutil
+
+POLL_SECONDS = 0.05
+
+
+class CommandError(Exception):
+    """The measured command exited with an error."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One run: wall time and the peak summed RSS of the process and all its descendants."""
+
+    seconds: float
+    peak_rss: int
+
+
+def measure(command: Sequence[str], env: Mapping[str, str] | None = None) -> Measurement:
+    """Run ``command`` to completion; raise CommandError (with its last output) on a bad exit.
+
+    Memory is the largest sum of the resident set sizes of the process and its descendants,
+    sampled every 50 ms; pages shared between processes count once per process, so for a pool
+    of forked workers this errs on the high side.
+    """
+    with tempfile.TemporaryFile() as output:
+        start = time.perf_counter()
+        process = psutil.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        peak = 0
+        while True:
+            peak = max(peak, _tree_rss(process))
+            try:
+                code = process.wait(timeout=POLL_SECONDS)
+                break
+            except psutil.TimeoutExpired:
+                continue
+        seconds = time.perf_counter() - start
+        if code != 0:
+            output.seek(0)
+            tail = output.read().decode(errors="replace").strip().splitlines()[-5:]
+            raise CommandError(f"{command[0]} exited with {code}: " + " | ".join(tail))
+    return Measurement(seconds, peak)
+
+
+def _tree_rss(process: psutil.Process) -> int:
+    total = 0
+    try:
+        members = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Several runs of one command: median wall time and the largest peak memory."""
+
+    runs: tuple[Measurement, ...]
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(run.seconds for run in self.runs)
+
+    @property
+    def peak_rss(self) -> int:
+        return max(run.peak_rss for run in self.runs)

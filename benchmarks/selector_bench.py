@@ -1,0 +1,259 @@
+"""Time series-selector on a synthetic parser output of 10,000 series with 20 selection rules.
+
+    python benchmarks/selector_bench.py [--folder /tmp/dicom-bench/selector] [--runs 3]
+
+The parser output (dicom-metadata.json, series-images.json and one empty file per volume) is
+made up directly, valid against the schemas, so it is quick to write and of any size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from measure import measure
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from operator_common.jsonio import write_json
+from operator_common.models import Rescale, VolumeEntry
+
+SERIES_COUNT = 10_000
+SERIES_PER_STUDY = 5
+SELECTOR_TARGET_SECONDS = 2.0
+PLANES = {
+    "AXIAL": [1, 0, 0, 0, 1, 0],
+    "CORONAL": [1, 0, 0, 0, 0, -1],
+    "SAGITTAL": [0, 1, 0, 0, 0, -1],
+}
+DESCRIPTIONS = {
+    "CT": ["Body 1.0mm", "Body 3.0mm", "Lung 1.25mm", "Topogram", "Portal venous 5mm", "Bone"],
+    "MR": ["T1 SAG MPRAGE", "T2 AX FLAIR", "DWI b1000", "T1 AX POST", "SWI", "localizer"],
+    "PT": ["PET AC", "PET NAC", "MIP"],
+}
+STUDIES = {
+    "CT": ["CT CHEST ABDOMEN PELVIS", "CT HEAD", "CT ABDOMEN W CONTRAST"],
+    "MR": ["MR BRAIN W/O", "MR KNEE", "MR BRAIN W CONTRAST"],
+    "PT": ["PET CT WHOLE BODY"],
+}
+
+RULES: dict[str, Any] = {
+    "selections": [
+        {
+            "name": "CT abdomen axial",
+            "conditions": {
+                "Modality": "CT",
+                "StudyDescription": "(?i)abdom",
+                "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL", "!LOCALIZER"],
+                "ImageOrientationPatient": "Axial",
+                "SliceThickness": [0.5, 5.0],
+            },
+            "order_by": ["SliceThickness ascending", "instance_count descending"],
+        },
+        {"name": "thin CT", "conditions": {"Modality": "CT", "SliceThickness": [1.5, "<"]}},
+        {"name": "CT lung", "conditions": {"Modality": "CT", "SeriesDescription": "(?i)lung"}},
+        {"name": "CT head", "conditions": {"Modality": "CT", "StudyDescription": "HEAD"}},
+        {
+            "name": "CT bone kernel",
+            "conditions": {
+                "Modality": "CT",
+                "any": [{"SeriesDescription": "(?i)bone"}, {"ConvolutionKernel": "B70f"}],
+            },
+        },
+        {
+            "name": "largest CT",
+            "conditions": {"Modality": "CT", "not": {"ImageType": ["LOCALIZER"]}},
+            "order_by": ["instance_count descending", "SeriesNumber"],
+        },
+        {
+            "name": "CT contrast",
+            "conditions": {"Modality": "CT", "ContrastBolusAgent": "(?i)iodine|omnipaque"},
+        },
+        {
+            "name": "CT without contrast",
+            "conditions": {"Modality": "CT", "ContrastBolusAgent": None},
+        },
+        {
+            "name": "T1 brain",
+            "conditions": {
+                "Modality": "MR",
+                "StudyDescription": "(?i)brain|head",
+                "any": [
+                    {"SeriesDescription": "\\bT1\\b"},
+                    {"SeriesDescription": "(?i)mprage|spgr"},
+                ],
+                "RepetitionTime": [3000, "<"],
+                "ImageType": ["!DERIVED"],
+            },
+            "order_by": ["instance_count descending"],
+        },
+        {"name": "T2 FLAIR", "conditions": {"Modality": "MR", "SeriesDescription": "(?i)flair"}},
+        {"name": "DWI", "conditions": {"Modality": "MR", "SeriesDescription": "(?i)dwi|diffusion"}},
+        {
+            "name": "MR sagittal",
+            "conditions": {"Modality": "MR", "ImageOrientationPatient": "Sagittal"},
+        },
+        {"name": "MR 3T", "conditions": {"Modality": "MR", "MagneticFieldStrength": 3.0}},
+        {"name": "MR long TE", "conditions": {"Modality": "MR", "EchoTime": [80, ">="]}},
+        {"name": "MR knee", "conditions": {"Modality": "MR", "BodyPartExamined": "KNEE"}},
+        {
+            "name": "PET attenuation corrected",
+            "conditions": {
+                "Modality": "PT",
+                "SeriesDescription": "(?i)\\bAC\\b",
+                "CorrectedImage": ["ATTN"],
+            },
+        },
+        {
+            "name": "coronal reformats",
+            "conditions": {"ImageOrientationPatient": "Coronal", "ImageType": ["DERIVED"]},
+        },
+        {
+            "name": "large matrix",
+            "conditions": {"Rows": [512, ">="], "Columns": [512, ">="]},
+            "order_by": ["voxel_count descending"],
+        },
+        {
+            "name": "every original primary",
+            "conditions": {"ImageType": ["ORIGINAL", "PRIMARY"]},
+            "all_matched": True,
+            "order_by": ["SeriesNumber"],
+        },
+        {
+            "name": "Siemens or GE",
+            "conditions": {
+                "any": [{"Manufacturer": "(?i)siemens"}, {"Manufacturer": "(?i)^ge"}],
+                "all": [{"not": {"SeriesDescription": "(?i)localizer|topogram"}}],
+            },
+        },
+    ]
+}
+
+
+def _dataset(**values: Any) -> dict[str, Any]:
+    dataset = Dataset()
+    for keyword, value in values.items():
+        if value is not None:
+            setattr(dataset, keyword, value)
+    json_dict: dict[str, Any] = dataset.to_json_dict()
+    return json_dict
+
+
+def write_parser_output(folder: Path, series_count: int = SERIES_COUNT, seed: int = 0) -> None:
+    """A parser output folder of ``series_count`` series, ``SERIES_PER_STUDY`` per study."""
+    pick = random.Random(seed)
+    volumes_folder = folder / "volumes"
+    volumes_folder.mkdir(parents=True, exist_ok=True)
+    studies, series_images = [], {}
+    for study_index in range(series_count // SERIES_PER_STUDY):
+        modality = pick.choice(("CT", "CT", "MR", "MR", "PT"))
+        study_uid = generate_uid(entropy_srcs=[str(seed), "study", str(study_index)])
+        study_series = []
+        for number in range(1, SERIES_PER_STUDY + 1):
+            series_uid = generate_uid(entropy_srcs=[study_uid, str(number)])
+            plane = pick.choice(list(PLANES))
+            rows = pick.choice((256, 384, 512))
+            slices = pick.randint(1, 400)
+            thickness = pick.choice((0.625, 1.0, 1.25, 2.5, 3.0, 5.0))
+            derived = pick.random() < 0.2
+            attributes = _dataset(
+                Modality=modality,
+                SeriesNumber=number,
+                SeriesDescription=pick.choice(DESCRIPTIONS[modality]),
+                ImageType=["DERIVED" if derived else "ORIGINAL", "PRIMARY", plane],
+                Manufacturer=pick.choice(("SIEMENS", "GE MEDICAL SYSTEMS", "Philips")),
+                BodyPartExamined=pick.choice(("CHEST", "ABDOMEN", "HEAD", "KNEE")),
+                SliceThickness=thickness,
+                PixelSpacing=[0.7, 0.7],
+                ImageOrientationPatient=PLANES[plane],
+                Rows=rows,
+                Columns=rows,
+                ConvolutionKernel=pick.choice(("B30f", "B70f")) if modality == "CT" else None,
+                ContrastBolusAgent="Omnipaque"
+                if modality == "CT" and pick.random() < 0.5
+                else None,
+                MagneticFieldStrength=pick.choice((1.5, 3.0)) if modality == "MR" else None,
+                EchoTime=pick.choice((2.5, 9.0, 90.0)) if modality == "MR" else None,
+                RepetitionTime=pick.choice((500.0, 2300.0, 6000.0)) if modality == "MR" else None,
+                CorrectedImage=["DECY", "ATTN"] if modality == "PT" else None,
+            )
+            instance = {
+                "attributes": _dataset(SOPInstanceUID=generate_uid(entropy_srcs=[series_uid])),
+                "path": f"s{series_uid}/1",
+            }
+            study_series.append({"attributes": attributes, "instances": [instance]})
+            volume = f"volumes/{series_uid}.nii.gz"
+            (folder / volume).touch()
+            series_images[series_uid] = [
+                VolumeEntry(
+                    path=volume,
+                    format="nii.gz",
+                    label="",
+                    distinguished_by={},
+                    shape=(rows, rows, slices),
+                    spacing=(0.7, 0.7, thickness),
+                    origin=(0.0, 0.0, 0.0),
+                    direction=((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+                    orientation=plane,
+                    dtype="int16",
+                    rescale=Rescale(slope=1.0, intercept=0.0, stored_as="applied"),
+                    instance_count=slices,
+                    frame_count=slices,
+                ).to_json()
+            ]
+        studies.append(
+            {
+                "attributes": _dataset(
+                    StudyInstanceUID=study_uid,
+                    StudyDescription=pick.choice(STUDIES[modality]),
+                    PatientID=f"P{study_index:05d}",
+                    StudyDate="20240102",
+                ),
+                "series": study_series,
+            }
+        )
+    write_json(folder / "dicom-metadata.json", {"studies": studies}, "dicom-metadata")
+    write_json(folder / "series-images.json", series_images, "series-images")
+    (folder / "rules.json").write_text(json.dumps(RULES, indent=1) + "\n")
+
+
+def bench_selector(folder: Path, runs: int) -> list[float]:
+    """Wall seconds of ``runs`` runs of series-selector over the 10,000-series parser output."""
+    parser_output = folder / "parser-output"
+    if not (parser_output / "rules.json").is_file():
+        write_parser_output(parser_output)
+    command = [
+        "series-selector",
+        "--input",
+        str(parser_output),
+        "--output",
+        str(folder / "selected"),
+        "--rules",
+        str(parser_output / "rules.json"),
+        "--log-level",
+        "WARNING",
+    ]
+    return [measure(command).seconds for _ in range(runs)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folder", type=Path, default=Path("/tmp/dicom-bench/selector"))
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args(argv)
+    seconds = bench_selector(args.folder, args.runs)
+    runs = ", ".join(f"{s:.2f}" for s in seconds)
+    print(
+        f"series-selector, {SERIES_COUNT:,} series x {len(RULES['selections'])} rules: "
+        f"median {statistics.median(seconds):.2f} s (runs: {runs})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

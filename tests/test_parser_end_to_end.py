@@ -331,3 +331,15 @@ def test_environment_sets_defaults_and_flags_win(
     assert images[truth.series_uid][0]["format"] == "nii"
     monkeypatch.setenv("DICOM_PARSER_FORMAT", "png")
     assert main(["--workers", "1"]) == 2
+
+
+def test_series_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
+    small = write_series(tmp_path / "in" / "small", ct_series(slices=2, rows=8, columns=8), seed=1)
+    big = write_series(tmp_path / "in" / "big", ct_series(slices=4), seed=2)  # 4 x 64 x 48 x 2 B
+    outputs = run_parser(tmp_path / "in", tmp_path / "out", "--max-series-bytes", "20000")
+    assert small.series_uid in outputs["series-images.json"]
+    assert big.series_uid not in outputs["series-images.json"]
+    (refused,) = [s for s in outputs["parse-report.json"]["series"] if s["volumes"] == 0]
+    assert refused["reason"].startswith(
+        "its headers claim 24.0 KiB of pixel data, over the 19.5 KiB"
+    )

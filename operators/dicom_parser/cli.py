@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from dicom_parser.run import ParseSummary, parse_folder
+from dicom_parser.run import DEFAULT_MAX_SERIES_BYTES, ParseSummary, parse_folder
 from dicom_parser.writers import FORMATS
 from operator_common.cli import run_reporting_errors
 from operator_common.errors import InputError
@@ -21,6 +21,13 @@ OPTIONS = (
     Option("--output", "DICOM_PARSER_OUTPUT", None, "folder for the metadata, volumes and report"),
     Option("--format", "DICOM_PARSER_FORMAT", "nii.gz", "volume file format", choices=FORMATS),
     Option("--workers", "DICOM_PARSER_WORKERS", os.cpu_count() or 1, "worker processes", type=int),
+    Option(
+        "--max-series-bytes",
+        "DICOM_PARSER_MAX_SERIES_BYTES",
+        DEFAULT_MAX_SERIES_BYTES,
+        "largest pixel data a series may claim before it is refused unread",
+        type=int,
+    ),
     Option("--log-format", "LOG_FORMAT", "text", "log line format", choices=LOG_FORMATS),
     Option("--log-level", "LOG_LEVEL", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING")),
 )
@@ -58,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(settings["output"]),
             settings["format"],
             settings["workers"],
+            settings["max_series_bytes"],
         )
         log.info("done: %s", summary.line())
         return 0

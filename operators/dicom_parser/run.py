@@ -24,7 +24,7 @@ from dicom_parser.hierarchy import Duplicate, Header, build_hierarchy
 from dicom_parser.scan import ScannedFile, list_files, scan_file
 from operator_common.errors import InputError
 from operator_common.jsonio import write_json
-from operator_common.models import Series, Study, hierarchy_to_json, json_value
+from operator_common.models import Instance, Series, Study, hierarchy_to_json, json_value
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,8 @@ METADATA_FILE = "dicom-metadata.json"
 SERIES_IMAGES_FILE = "series-images.json"
 REPORT_FILE = "parse-report.json"
 PROGRESS_SECONDS = 5.0
+DEFAULT_MAX_SERIES_BYTES = 8 << 30
+"""Largest pixel data a series may claim (8 GiB): converting takes about twice that in memory."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -59,8 +61,18 @@ class ParseSummary:
         )
 
 
-def parse_folder(input_dir: Path, output_dir: Path, fmt: str, workers: int) -> ParseSummary:
-    """Run the whole parser from ``input_dir`` into ``output_dir``."""
+def parse_folder(
+    input_dir: Path,
+    output_dir: Path,
+    fmt: str,
+    workers: int,
+    max_series_bytes: int = DEFAULT_MAX_SERIES_BYTES,
+) -> ParseSummary:
+    """Run the whole parser from ``input_dir`` into ``output_dir``.
+
+    A series whose headers claim more than ``max_series_bytes`` of pixel data is refused
+    before any of it is read.
+    """
     input_root, output_root = _check_folders(input_dir, output_dir)
     _remove_scratch(output_root)
 
@@ -74,7 +86,7 @@ def parse_folder(input_dir: Path, output_dir: Path, fmt: str, workers: int) -> P
     headers = [Header(s.path, s.attributes) for s in scanned.values() if s.attributes is not None]
     studies, duplicates = build_hierarchy(headers)
 
-    jobs, no_volume = _plan_jobs(studies, input_root, output_root, fmt)
+    jobs, no_volume = _plan_jobs(studies, input_root, output_root, fmt, max_series_bytes)
     outcomes = {o.series_uid: o for o in _map(convert_series, jobs, workers, "series converted")}
     for uid, reason in no_volume.items():
         outcomes[uid] = SeriesOutcome(uid, problems=(reason,), has_pixels=False)
@@ -147,12 +159,19 @@ def _series_value(series: Series, keyword: str) -> Any:
 
 
 def _plan_jobs(
-    studies: Iterable[Study], input_root: Path, output_root: Path, fmt: str
+    studies: Iterable[Study], input_root: Path, output_root: Path, fmt: str, max_bytes: int
 ) -> tuple[list[SeriesJob], dict[str, str]]:
     """A conversion job per image series; the reason each other series gets no volume."""
     jobs: list[SeriesJob] = []
     no_volume: dict[str, str] = {}
     for series in _all_series(studies):
+        claimed = sum(_pixel_bytes(series, instance) for instance in series.instances)
+        if claimed > max_bytes:
+            no_volume[series.uid] = (
+                f"its headers claim {_size(claimed)} of pixel data, over the "
+                f"{_size(max_bytes)} limit (--max-series-bytes): not read"
+            )
+            continue
         has_pixels = (
             any(json_value(i.attributes, "Rows") is not None for i in series.instances)
             or json_value(series.attributes, "Rows") is not None
@@ -164,6 +183,33 @@ def _plan_jobs(
         paths = tuple(i.path for i in series.instances)
         jobs.append(SeriesJob(input_root, output_root, fmt, series.uid, paths))
     return jobs, no_volume
+
+
+def _size(count: int) -> str:
+    """A byte count for people: 512 bytes, 24.0 KiB, 8.0 GiB."""
+    if count < 1024:
+        return f"{count} bytes"
+    size = count / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def _pixel_bytes(series: Series, instance: Instance) -> int:
+    """The pixel data size an instance's header claims (0 when it claims none)."""
+
+    def number(keyword: str, default: int) -> int:
+        value = json_value(instance.attributes, keyword)
+        value = json_value(series.attributes, keyword) if value is None else value
+        try:
+            return max(int(value), 0)
+        except (TypeError, ValueError):
+            return default
+
+    samples = number("Rows", 0) * number("Columns", 0) * number("NumberOfFrames", 1)
+    return samples * number("SamplesPerPixel", 1) * max(number("BitsAllocated", 8), 8) // 8
 
 
 def _log_outcome(series: Series, outcome: SeriesOutcome) -> None:

@@ -173,21 +173,36 @@ def test_explain_file_says_why_for_every_series_and_selection(parsed: Path, tmp_
     explained = json.loads((out / "selection-explain.json").read_text())
     assert schema_errors(explained, "selection-explain") == []
     assert explained["rules"] == str(tmp_path / "rules.json")
-    ct = explained["selections"][0]
-    assert [s["SeriesDescription"] for s in ct["series"]] == ["Portal venous", "Scout", "dual echo"]
-    chosen, scout, mr = ct["series"]
-    assert (chosen["chosen"], chosen["rank"], chosen["summary"]) == (True, 1, "chosen (rank 1)")
-    assert (scout["matched"], scout["chosen"], scout["rank"]) == (False, False, None)
-    modality, orientation = scout["conditions"]
-    assert (modality["passed"], modality["actual"]) == (True, "CT")
-    assert orientation == {
-        "path": "$.selections[0].conditions.ImageOrientationPatient",
-        "condition": "ImageOrientationPatient: 'Axial'",
-        "passed": False,
-        "actual": {"per_instance": ["Axial", "Coronal"]},
-        "why": "from ImageOrientationPatient; slice normal 0.0 deg from the nearest axis",
+    series = explained["series"]
+    assert [s["SeriesDescription"] for s in series] == ["Scout", "Portal venous", "dual echo"]
+    scout = series[0]
+    assert scout["values"] == {
+        "ImageOrientationPatient": {"per_instance": [AXIAL_IOP, CORONAL_IOP]},
+        "Modality": "CT",
     }
-    assert mr["conditions"][0]["actual"] == "MR"
+    ct = explained["selections"][0]
+    assert ct["conditions"] == [
+        {"path": "$.selections[0].conditions.Modality", "condition": "Modality: 'CT'"},
+        {
+            "path": "$.selections[0].conditions.ImageOrientationPatient",
+            "condition": "ImageOrientationPatient: 'Axial'",
+        },
+    ]
+    chosen, refused, mr = ct["verdicts"]
+    assert chosen == {"series": 1, "matched": True, "rank": 1, "chosen": True, "failed": []}
+    assert refused == {
+        "series": 0,
+        "matched": False,
+        "rank": None,
+        "chosen": False,
+        "failed": [
+            {
+                "path": "$.selections[0].conditions.ImageOrientationPatient",
+                "why": "Axial/Coronal: slice normal 0.0 deg from the nearest axis",
+            }
+        ],
+    }
+    assert [f["path"].rsplit(".", 1)[-1] for f in mr["failed"]] == ["Modality"]  # axial volumes
 
 
 def test_explain_prints_a_table(

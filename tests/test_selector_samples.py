@@ -118,12 +118,13 @@ def test_sample_explain_shows_why_the_scout_is_refused(
     assert "lacks AXIAL" in table
     assert "varies: Axial | Coronal | Sagittal" in table
     explained = json.loads((out / "selection-explain.json").read_text())
-    scout = next(
-        s for s in explained["selections"][0]["series"] if s["SeriesDescription"] == "Scout"
-    )
-    image_type = next(c for c in scout["conditions"] if c["condition"].startswith("ImageType"))
-    assert image_type["actual"] == ["ORIGINAL", "PRIMARY", "LOCALIZER"]
-    assert image_type["why"] == "lacks AXIAL"
+    assert schema_errors(explained, "selection-explain") == []
+    (scout,) = [i for i, s in enumerate(explained["series"]) if s["SeriesDescription"] == "Scout"]
+    assert explained["series"][scout]["values"]["ImageType"] == ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    (verdict,) = [v for v in explained["selections"][0]["verdicts"] if v["series"] == scout]
+    reasons = {f["path"].rsplit(".", 1)[-1]: f["why"] for f in verdict["failed"]}
+    assert reasons["ImageType"] == "lacks AXIAL"
+    assert reasons["ImageOrientationPatient"].startswith("Axial/Coronal/Sagittal")
 
 
 def test_generated_study_axial_versus_oblique(tmp_path: Path) -> None:

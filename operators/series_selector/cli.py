@@ -85,7 +85,7 @@ def run(settings: dict[str, Any], explain: bool = False) -> int:
         (output_dir / SELECTED_IMAGES_FILE).unlink(missing_ok=True)
     except OSError as error:
         raise OutputError(f"cannot use output folder {output_dir}: {error}") from error
-    explained = write_explain(outcomes, rules.source, output_dir)
+    explained = write_explain(outcomes, rules, candidates, output_dir)
     if explain:
         sys.stdout.write(explain_table(outcomes, rules.source))
     for outcome in outcomes:

@@ -78,6 +78,13 @@ def shown(values: Values) -> Any:
     return values[0] if len(values) == 1 else list(values)
 
 
+def actual(distinct: tuple[Values, ...]) -> Any:
+    """What Explain shows of an attribute: its value(s), or each instance's when they differ."""
+    if len(distinct) == 1:
+        return shown(distinct[0])
+    return {"per_instance": [shown(v) for v in distinct]}
+
+
 def as_number(value: Any) -> float | None:
     """``value`` as a number when it is one (or numeric text), else ``None``."""
     if isinstance(value, bool):
@@ -143,13 +150,13 @@ class Leaf:
         if len(distinct) == 1:
             passed, why = self.test(distinct[0])
             return Result(self.path, self.condition, passed, shown(distinct[0]), why)
-        actual = {"per_instance": [shown(v) for v in distinct]}
+        seen = actual(distinct)
         for values in distinct:
             passed, why = self.test(values)
             if not passed:
-                return Result(self.path, self.condition, False, actual, f"an instance fails: {why}")
+                return Result(self.path, self.condition, False, seen, f"an instance fails: {why}")
         return Result(
-            self.path, self.condition, True, actual, f"all {len(distinct)} instance values pass"
+            self.path, self.condition, True, seen, f"all {len(distinct)} instance values pass"
         )
 
 
@@ -274,7 +281,7 @@ class Orientation(Leaf):
             if not facts.volume_orientations:
                 return Result(self.path, self.condition, False, None, "attribute is missing")
             planes = sorted(p.title() for p in facts.volume_orientations)
-            why = f"the parser's volume orientation (no {self.keyword})"
+            why = f"the parser's volume orientation, {'/'.join(planes)} (no {self.keyword})"
         else:
             found = [plane_of(values) for values in distinct]
             if any(f is None for f in found):
@@ -287,7 +294,7 @@ class Orientation(Leaf):
                 return Result(self.path, self.condition, False, shown(bad), why)
             planes = sorted({f[0].title() for f in found if f is not None})
             tilt = max(f[1] for f in found if f is not None)
-            why = f"from {self.keyword}; slice normal {tilt:.1f} deg from the nearest axis"
+            why = f"{'/'.join(planes)}: slice normal {tilt:.1f} deg from the nearest axis"
         passed = planes == [self.plane.title()]
         actual = planes[0] if len(planes) == 1 else {"per_instance": planes}
         return Result(self.path, self.condition, passed, actual, why)

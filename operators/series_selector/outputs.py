@@ -76,6 +76,7 @@ def _image_entry(
         "spacing": list(volume.spacing),
         "orientation": volume.orientation,
         "dtype": volume.dtype,
+        "channels": volume.channels,
     }
 
 

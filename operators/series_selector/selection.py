@@ -65,7 +65,7 @@ class Outcome:
 
 def select(rules: Rules, candidates: Sequence[Candidate]) -> tuple[Outcome, ...]:
     """Apply every selection, in rule order, to every candidate."""
-    baseline = sorted(candidates, key=_series_order)
+    baseline = sorted(candidates, key=series_order)
     return tuple(_apply(selection, baseline) for selection in rules.selections)
 
 
@@ -95,7 +95,7 @@ def _apply(selection: Selection, baseline: Sequence[Candidate]) -> Outcome:
     return Outcome(selection, tuple(ranked), tuple(chosen), others)
 
 
-def _series_order(candidate: Candidate) -> tuple[Any, ...]:
+def series_order(candidate: Candidate) -> tuple[Any, ...]:
     """The order without sort keys, and between equals: by study, then by SeriesNumber."""
     study = candidate.study.attributes
     number = as_number(json_value(candidate.series.attributes, "SeriesNumber"))

@@ -40,10 +40,7 @@ def write_explain(
                 "name": outcome.selection.name,
                 "all_matched": outcome.selection.all_matched,
                 "required": outcome.selection.required,
-                "order_by": [
-                    f"{k.name} {'descending' if k.descending else 'ascending'}"
-                    for k in outcome.selection.order_by
-                ],
+                "order_by": [str(key) for key in outcome.selection.order_by],
                 "conditions": [
                     {"path": leaf.path, "condition": leaf.condition}
                     for leaf in _leaves(outcome.selection.conditions)
@@ -92,7 +89,7 @@ def _verdict_entry(verdict: Verdict, number: dict[int, int]) -> dict[str, Any]:
     }
 
 
-def summary(verdict: Verdict) -> str:
+def _summary(verdict: Verdict) -> str:
     """One line: chosen, or the reason it was not."""
     if verdict.chosen:
         return f"chosen (rank {verdict.rank})"
@@ -116,9 +113,7 @@ def _selection_table(outcome: Outcome) -> str:
     chosen = len(outcome.chosen)
     title = f"Selection {selection.name!r}: {chosen} series chosen"
     if selection.order_by:
-        title += " | order: " + ", ".join(
-            f"{k.name} {'descending' if k.descending else 'ascending'}" for k in selection.order_by
-        )
+        title += " | order: " + ", ".join(str(key) for key in selection.order_by)
     verdicts = outcome.verdicts()
     if not verdicts:
         return title + "\n  (no series in the input)"
@@ -169,7 +164,7 @@ def _reasons(verdict: Verdict) -> str:
         f"{r.condition} - seen {_text(r.actual)}: {r.why}" if not r.children else r.why
         for r in failures(verdict.conditions, verdict.candidate.facts)
     ]
-    return f"{label}: {'; '.join(failed) if failed else summary(verdict)}"
+    return f"{label}: {'; '.join(failed) if failed else _summary(verdict)}"
 
 
 def failures(condition: Condition, facts: Facts) -> list[Result]:

@@ -27,6 +27,7 @@ from operator_common.errors import RulesError
 from operator_common.jsonio import schema_errors
 from series_selector.matching import (
     COMPARISONS,
+    OBLIQUE,
     ORIENTATION_KEYWORD,
     PLANES,
     AllOf,
@@ -61,6 +62,9 @@ class OrderKey:
 
     name: str
     descending: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.name} {'descending' if self.descending else 'ascending'}"
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,7 @@ def _leaf(keyword: str, value: Any, path: str) -> Condition:
         return Missing(path, keyword, value)
     if keyword == ORIENTATION_KEYWORD and isinstance(value, str):
         plane = value.upper()
-        if plane not in (*PLANES, "OBLIQUE"):
+        if plane not in (*PLANES, OBLIQUE):
             raise _BadRuleError(
                 path, f"unknown orientation {value!r}: use Axial, Coronal, Sagittal or Oblique"
             )

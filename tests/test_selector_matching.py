@@ -164,6 +164,14 @@ def test_list_exclusions() -> None:
     assert result.actual == ["ORIGINAL", "PRIMARY", "AXIAL"]
 
 
+def test_a_single_exclusion_works_on_any_attribute_as_in_monai_deploy() -> None:
+    assert passes({"ImageType": "!LOCALIZER"})
+    assert not passes({"ImageType": "!primary"})
+    assert passes({"Modality": "!MR"})
+    assert not passes({"Modality": "!CT"})
+    assert passes({"Modality": "!C"})  # whole values: CT is not C
+
+
 def test_list_names_what_is_lacking() -> None:
     result = judge({"ImageType": ["DERIVED", "SECONDARY", "ORIGINAL"]}, CT).children[0]
     assert result.why == "lacks DERIVED, SECONDARY"

@@ -224,6 +224,8 @@ def _leaf(keyword: str, value: Any, path: str) -> Condition:
                 path, f"unknown orientation {value!r}: use Axial, Coronal, Sagittal or Oblique"
             )
         return Orientation(path, keyword, value, plane)
+    if isinstance(value, str) and value.startswith("!"):
+        return _list_condition(keyword, [value], path)  # "!X" alone: X is not one of the values
     if isinstance(value, str):
         return Text(path, keyword, value, _regex(value, path))
     if isinstance(value, int | float):

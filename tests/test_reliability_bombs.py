@@ -1,6 +1,7 @@
 """Resource bombs: headers claiming gigabytes of data. The parser runs with its address space
-capped at 2 GiB; each bomb must be refused for what it claims (not because an allocation
-failed), the run must complete, and a good series beside it must still be converted.
+capped at 2 GiB and a series limit (--max-series-bytes) of 512 MiB; each bomb must be refused
+for what it claims (not because an allocation failed), the run must complete, and a good
+series beside it must still be converted.
 
 Never run these bombs without the cap: a 3.2 GB sparse image drives an uncapped parser past
 20 GB of resident memory."""
@@ -30,6 +31,8 @@ from reliability_support import (
 from sample_studies.synthetic import ct_series, write_series
 
 MEMORY_LIMIT = 2 * 1024**3
+MAX_SERIES_BYTES = MEMORY_LIMIT // 4
+"""A series limit (--max-series-bytes) that fits the memory limit."""
 ALLOCATION_FAILURES = ("MemoryError", "Unable to allocate", "Cannot allocate", "out of memory")
 
 
@@ -92,21 +95,13 @@ BOMBS: dict[str, tuple[Callable[[Path, Path], None], str | None]] = {
     "matrix-65535-million-frames": (huge_matrix_claim, None),
     "value-length-4GB": (
         four_gigabyte_value,
-        "the 4 GB value is allocated while reading the header: capped, the file is skipped as "
-        "'malformed DICOM header: MemoryError'; uncapped it is 'used' and its series reported "
-        "as 'no pixel data'",
+        "the header reader allocates the 4 GB the element declares (pydicom reads each value "
+        "whole): capped, the file is skipped as 'malformed DICOM header: MemoryError'; uncapped "
+        "as 'truncated: pixel data is 392 bytes short'. dcmread(defer_size=...) in scan.py "
+        "would leave large values unread",
     ),
-    "sparse-image-3GB": (
-        sparse_huge_image,
-        "the whole 3.2 GB image is read and widened before any size check: capped, the series "
-        "reason is 'unreadable: ' (an empty MemoryError); uncapped the run exceeds 20 GB of "
-        "resident memory and is killed",
-    ),
-    "jpeg-frames-16GiB": (
-        compressed_huge_frames,
-        "the decoder allocates the 16 GiB output before any size check: the series reason is "
-        "'pixel data cannot be decoded: Unable to allocate 16.0 GiB ...'",
-    ),
+    "sparse-image-3GB": (sparse_huge_image, None),
+    "jpeg-frames-16GiB": (compressed_huge_frames, None),
 }
 
 
@@ -125,7 +120,11 @@ def test_bomb_is_refused_before_allocating(tmp_path: Path, name: str) -> None:
     make(donor.files[0], source / name)
 
     result = run_parser(
-        source, tmp_path / "out", "--workers", "2", memory_limit=MEMORY_LIMIT, timeout=300
+        source,
+        tmp_path / "out",
+        *("--workers", "2", "--max-series-bytes", str(MAX_SERIES_BYTES)),
+        memory_limit=MEMORY_LIMIT,
+        timeout=300,
     )
 
     assert_clean_exit(result)
@@ -142,3 +141,22 @@ def test_bomb_is_refused_before_allocating(tmp_path: Path, name: str) -> None:
         reason = series["reason"]
     assert not reason.rstrip().endswith(":"), f"reason without detail: {reason!r}"
     assert not any(failure in reason for failure in ALLOCATION_FAILURES), reason
+
+
+@pytest.mark.xfail(
+    reason="a MemoryError has an empty message, so a series that fits --max-series-bytes but "
+    "not the memory is reported as 'sparse-image-3GB: unreadable: ' (convert.py formats "
+    "str(error))",
+    strict=True,
+)
+def test_running_out_of_memory_is_named(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    donor = write_series(tmp_path / "donor", ct_series(rows=8, columns=8, slices=1), seed=22)
+    source.mkdir()
+    sparse_huge_image(donor.files[0], source / "sparse-image-3GB")
+
+    result = run_parser(source, tmp_path / "out", memory_limit=MEMORY_LIMIT, timeout=300)
+
+    assert_clean_exit(result)
+    (series,) = load_outputs(tmp_path / "out")["parse-report.json"]["series"]
+    assert "memory" in series["reason"].lower()

@@ -163,10 +163,6 @@ def without_geometry(donor: Path, path: Path) -> None:
 
 
 RANDOM_BYTES = random.Random(7).randbytes(4096)
-NON_FINITE_JSON = (
-    "a DS value 'nan' or 'inf' reaches dicom-metadata.json as a float: json.dumps(allow_nan="
-    "False) raises ValueError and the run ends with a traceback and no outputs"
-)
 HOSTILE: dict[str, Hostile] = {
     "empty": Hostile(write_bytes(b""), "skipped", "empty file"),
     "random-bytes": Hostile(write_bytes(RANDOM_BYTES), "skipped", "not DICOM"),
@@ -180,8 +176,6 @@ HOSTILE: dict[str, Hostile] = {
         cut(lambda data: data.rindex(b"\xe0\x7f\x10\x00") + 6),
         "skipped",
         "truncated",
-        bug="a file cut inside the pixel data element header is 'used' and its series reported "
-        "as 'no pixel data'",
     ),
     "no-preamble-noise": Hostile(cut(lambda data: 100), "skipped"),
     "transfer-syntax-missing": Hostile(writes(set_transfer_syntax(None))),
@@ -195,7 +189,14 @@ HOSTILE: dict[str, Hostile] = {
     ),
     "transfer-syntax-unknown": Hostile(writes(set_transfer_syntax("1.2.3.4.5.6.7"))),
     "length-past-end": Hostile(writes(lie_about_length((0x0008, 0x103E), 0xFFF0))),
-    "length-odd-rows": Hostile(writes(lie_about_length((0x0028, 0x0010), 3))),
+    "length-odd-rows": Hostile(
+        writes(lie_about_length((0x0028, 0x0010), 3)),
+        "used",
+        series_reason="Rows",
+        bug="a Rows element 3 bytes long becomes an InlineBinary value, so the series is "
+        "reported as 'no image data (CT): listed in the metadata only' although the file "
+        "holds pixel data; the reason should name the unreadable Rows",
+    ),
     "length-zero-uid": Hostile(writes(lie_about_length((0x0020, 0x000E), 0))),
     "length-huge-un": Hostile(
         writes(
@@ -205,8 +206,6 @@ HOSTILE: dict[str, Hostile] = {
         ),
         "skipped",
         "truncated",
-        bug="a value running past the end of the file is read short without complaint: the file "
-        "is 'used' and its series reported as 'no pixel data'",
     ),
     "nested-5000-deep": Hostile(writes(lambda data: insert_element(data, nested_sequences(5000)))),
     "nested-50-deep": Hostile(
@@ -219,19 +218,16 @@ HOSTILE: dict[str, Hostile] = {
         writes(set_value((0x0020, 0x0032), b"nan\\0\\0 ")),
         "used",
         series_reason="ImagePosition",
-        bug=NON_FINITE_JSON,
     ),
     "position-inf": Hostile(
         writes(set_value((0x0020, 0x0032), b"inf\\-inf\\0 ")),
         "used",
         series_reason="ImagePosition",
-        bug=NON_FINITE_JSON,
     ),
     "spacing-nan": Hostile(
         writes(set_value((0x0028, 0x0030), b"NaN\\1 ")),
         "used",
         series_reason="PixelSpacing",
-        bug=NON_FINITE_JSON,
     ),
     "position-words": Hostile(
         writes(set_value((0x0020, 0x0032), b"left\\up\\in")), "used", series_reason="Image"

@@ -18,7 +18,7 @@ from reliability_support import (
     replace_value,
     run_parser,
 )
-from sample_studies.synthetic import SeriesTruth, ct_series, write_series
+from sample_studies.synthetic import SeriesTruth, StudySpec, ct_series, write_series
 
 SERIES_INSTANCE_UID = (0x0020, 0x000E)
 SERIES_DESCRIPTION = (0x0008, 0x103E)
@@ -153,3 +153,37 @@ def test_volume_file_names_never_collide(tmp_path: Path, twin: str) -> None:
     listed = [v["path"] for volumes in images.values() for v in volumes]
     assert len(listed) == (2 if twin == "cleaned" else 4)
     assert len(set(listed)) == len(listed), "two volumes share a file"
+
+
+@pytest.mark.xfail(
+    reason="series are keyed by SeriesInstanceUID alone (run.py: outcomes, series-images.json; "
+    "convert.py: file names), so two studies holding the same SeriesInstanceUID write one "
+    "volume file and one series-images.json entry: the other series' volume is lost silently",
+    strict=True,
+)
+def test_one_series_uid_in_two_studies_loses_nothing(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    shared_uid = "1.2.826.0.1.3680043.8.498.7070"
+    truths = [
+        write_series(
+            source / f"study-{number}",
+            ct_series(
+                slices=3, rows=rows, columns=rows, series_uid=shared_uid,
+                study=StudySpec(patient_id=f"P{number}", accession_number=f"A{number}"),
+                first_instance_number=100 * number,  # SOPInstanceUIDs of their own
+            ),
+            seed=number,
+        )
+        for number, rows in ((1, 8), (2, 12))
+    ]  # fmt: skip
+
+    result = run_parser(source, tmp_path / "out", "--workers", "1")
+
+    assert_clean_exit(result)
+    outputs = load_outputs(tmp_path / "out")
+    report = outputs["parse-report.json"]
+    assert [s["volumes"] for s in report["series"]] == [1, 1]
+    listed = [v for volumes in outputs["series-images.json"].values() for v in volumes]
+    assert report["summary"]["volumes"] == len(listed) == 2
+    shapes = sorted(tuple(v["shape"]) for v in listed)
+    assert shapes == sorted(t.rescaled().transpose(2, 1, 0).shape for t in truths)

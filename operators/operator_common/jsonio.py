@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 
 from operator_common.errors import InputError, OutputError
@@ -23,8 +25,50 @@ def load_schema(name: str) -> dict[str, Any]:
     return schema
 
 
+# Keywords newer than draft 7, which fastjsonschema would silently ignore.
+_BEYOND_DRAFT_7 = frozenset(
+    {
+        "unevaluatedProperties",
+        "unevaluatedItems",
+        "prefixItems",
+        "dependentRequired",
+        "dependentSchemas",
+        "$dynamicRef",
+        "minContains",
+        "maxContains",
+    }
+)
+
+
+@cache
+def _fast_check(name: str) -> Callable[[Any], Any] | None:
+    """A compiled validator (ten times jsonschema's speed) when the schema is within draft 7."""
+    schema = load_schema(name)
+    return None if _BEYOND_DRAFT_7 & set(_keys(schema)) else fastjsonschema.compile(schema)
+
+
+def _keys(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from _keys(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _keys(item)
+
+
 def schema_errors(data: Any, schema_name: str) -> list[str]:
-    """Every way ``data`` breaks the schema, as ``path: message`` lines (empty when valid)."""
+    """Every way ``data`` breaks the schema, as ``path: message`` lines (empty when valid).
+
+    Valid data is recognised by a compiled validator; jsonschema then words the problems of
+    data that is not."""
+    fast_check = _fast_check(schema_name)
+    if fast_check is not None:
+        try:
+            fast_check(data)
+            return []
+        except fastjsonschema.JsonSchemaException:
+            pass
     schema = load_schema(schema_name)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))

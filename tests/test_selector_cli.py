@@ -188,21 +188,43 @@ def test_explain_file_says_why_for_every_series_and_selection(parsed: Path, tmp_
             "condition": "ImageOrientationPatient: 'Axial'",
         },
     ]
-    chosen, refused, mr = ct["verdicts"]
-    assert chosen == {"series": 1, "matched": True, "rank": 1, "chosen": True, "failed": []}
-    assert refused == {
-        "series": 0,
-        "matched": False,
-        "rank": None,
-        "chosen": False,
-        "failed": [
-            {
-                "path": "$.selections[0].conditions.ImageOrientationPatient",
-                "why": "Axial/Coronal: slice normal 0.0 deg from the nearest axis",
-            }
-        ],
-    }
-    assert [f["path"].rsplit(".", 1)[-1] for f in mr["failed"]] == ["Modality"]  # axial volumes
+    assert (ct["ranked"], ct["chosen"], ct["matched_without_volume"]) == ([1], [1], [])
+    assert ct["failed"] == [
+        {
+            "series": [0],
+            "conditions": [
+                {
+                    "path": "$.selections[0].conditions.ImageOrientationPatient",
+                    "why": "Axial/Coronal: slice normal 0.0 deg from the nearest axis",
+                }
+            ],
+        },
+        {  # the MR series: its volumes are axial, so only Modality fails
+            "series": [2],
+            "conditions": [
+                {
+                    "path": "$.selections[0].conditions.Modality",
+                    "why": "not equal, and the regular expression does not match",
+                }
+            ],
+        },
+    ]
+
+
+def test_series_failing_alike_are_grouped(tmp_path: Path) -> None:
+    twins = [SeriesFixture(series={"Modality": "MR", "SeriesNumber": n}) for n in (1, 2, 3)]
+    no_volume = SeriesFixture(
+        series={"Modality": "CT", "SeriesNumber": 4, "ImageOrientationPatient": AXIAL_IOP},
+        volumes=0,
+    )
+    write_parser_output(tmp_path / "in", [*twins, no_volume])
+    assert run(tmp_path / "in", tmp_path / "out") == 4  # CT axial is required
+    explained = json.loads((tmp_path / "out" / "selection-explain.json").read_text())
+    assert schema_errors(explained, "selection-explain") == []
+    ct, mr = explained["selections"]
+    assert [group["series"] for group in ct["failed"]] == [[0, 1, 2]]
+    assert ct["matched_without_volume"] == [3]
+    assert (mr["ranked"], mr["chosen"]) == ([0, 1, 2], [0])
 
 
 def test_explain_prints_a_table(

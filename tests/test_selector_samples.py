@@ -121,8 +121,8 @@ def test_sample_explain_shows_why_the_scout_is_refused(
     assert schema_errors(explained, "selection-explain") == []
     (scout,) = [i for i, s in enumerate(explained["series"]) if s["SeriesDescription"] == "Scout"]
     assert explained["series"][scout]["values"]["ImageType"] == ["ORIGINAL", "PRIMARY", "LOCALIZER"]
-    (verdict,) = [v for v in explained["selections"][0]["verdicts"] if v["series"] == scout]
-    reasons = {f["path"].rsplit(".", 1)[-1]: f["why"] for f in verdict["failed"]}
+    (group,) = [g for g in explained["selections"][0]["failed"] if scout in g["series"]]
+    reasons = {f["path"].rsplit(".", 1)[-1]: f["why"] for f in group["conditions"]}
     assert reasons["ImageType"] == "lacks AXIAL"
     assert reasons["ImageOrientationPatient"].startswith("Axial/Coronal/Sagittal")
 

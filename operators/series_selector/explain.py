@@ -1,10 +1,10 @@
 """Why each series was or was not chosen: ``selection-explain.json`` and the ``--explain`` table.
 
-The file grows with series x selections, so it is kept compact: each series' values of the
-keywords the rules use are listed once, and each verdict lists only the conditions that failed,
-by JSON path, with why (every other condition of the selection passed). 10,000 series under 20
-selections make 200,000 verdicts, so it is written without a run-time schema check; the tests
-check it against ``schemas/selection-explain.schema.json``.
+The file would grow with series x selections, so it is kept compact: each series' values of the
+keywords the rules use are listed once; per selection, the matching series in rank order, the
+chosen ones, and the others grouped by the conditions they fail (JSON path and why; every other
+condition passed). It can still be large, so it is written without a run-time schema check; the
+tests check it against ``schemas/selection-explain.schema.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def write_explain(
                     {"path": leaf.path, "condition": leaf.condition}
                     for leaf in _leaves(outcome.selection.conditions)
                 ],
-                "verdicts": [_verdict_entry(v, number) for v in outcome.verdicts()],
+                **_verdicts(outcome, number),
             }
             for outcome in outcomes
         ],
@@ -78,14 +78,35 @@ def _leaves(condition: Condition) -> list[Leaf]:
     return [condition]
 
 
-def _verdict_entry(verdict: Verdict, number: dict[int, int]) -> dict[str, Any]:
-    failed = failures(verdict.conditions, verdict.candidate.facts)
+def _verdicts(outcome: Outcome, number: dict[int, int]) -> dict[str, Any]:
+    """Ranked and chosen series, and the others grouped by the conditions they fail.
+
+    Series with the same values of the selection's keywords fail alike, so the failures are
+    worked out once per distinct set of values.
+    """
+    conditions = outcome.selection.conditions
+    keywords = sorted({leaf.keyword for leaf in _leaves(conditions)})
+    known: dict[Any, tuple[tuple[str, str], ...]] = {}
+    failing: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    without_volume = []
+    for candidate in outcome.others:
+        facts = candidate.facts
+        key = (tuple(facts.values[k] for k in keywords), facts.volume_orientations)
+        failed = known.get(key)
+        if failed is None:
+            failed = known[key] = tuple((r.path, r.why) for r in failures(conditions, facts))
+        if failed:
+            failing.setdefault(failed, []).append(number[id(candidate)])
+        else:
+            without_volume.append(number[id(candidate)])
     return {
-        "series": number[id(verdict.candidate)],
-        "matched": verdict.matched,
-        "rank": verdict.rank,
-        "chosen": verdict.chosen,
-        "failed": [{"path": r.path, "why": r.why} for r in failed],
+        "ranked": [number[id(c)] for c in outcome.ranked],
+        "chosen": [number[id(c)] for c in outcome.chosen],
+        "matched_without_volume": without_volume,
+        "failed": [
+            {"series": series, "conditions": [{"path": p, "why": w} for p, w in failed]}
+            for failed, series in failing.items()
+        ],
     }
 
 

@@ -32,7 +32,10 @@ class Candidate:
 
 
 def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate, ...]:
-    """Every series of ``folder``'s ``dicom-metadata.json``, with facts for ``keywords``."""
+    """Every series of ``folder``'s ``dicom-metadata.json``, with facts for ``keywords``.
+
+    Volume paths are checked (``inside``) when a volume is used, i.e. placed or referred to.
+    """
     if not folder.is_dir():
         raise InputError(f"input folder {folder} does not exist or is not a folder")
     studies = hierarchy_from_json(read_json(folder / METADATA_FILE, "dicom-metadata"))
@@ -41,9 +44,6 @@ def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate
         uid: tuple(VolumeEntry.from_json(entry) for entry in entries)
         for uid, entries in listed.items()
     }
-    for entries in volumes.values():
-        for volume in entries:
-            inside(folder, volume.path)
     wanted = tuple(sorted(set(keywords)))
     candidates = []
     for study in studies:

@@ -29,6 +29,7 @@ from operator_common.orientation import plane_of
 
 VOLUMES_FOLDER = "volumes"
 MAX_NAME_LENGTH = 96
+WELL_FORMED_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 SCRATCH_PREFIX = ".partial-"
 
 
@@ -54,16 +55,20 @@ class SeriesOutcome:
 
 
 def safe_file_stem(series_uid: str, label: str) -> str:
-    """A file name stem derived from a UID that cannot leave its folder or collide.
+    """A file name stem from a series UID (and a volume label) that cannot leave its folder or
+    collide with another series' stem.
 
-    Anything outside ``[A-Za-z0-9.-]`` becomes ``_``; a stem that had to change or be cut
-    gets a hash of the original, so two different UIDs never share a stem.
+    A well-formed UID (digits and dots, at most 64 characters) is used as it is. Anything else
+    keeps only ``[A-Za-z0-9.-]`` (others become ``_``), is cut to a sane length, and gets a
+    hash of the original; as a well-formed UID has no ``_``, no two series can share a stem.
     """
-    cleaned = re.sub(r"[^A-Za-z0-9.\-]", "_", series_uid).strip(".") or "series"
-    if cleaned != series_uid or len(cleaned) > MAX_NAME_LENGTH:
-        digest = hashlib.sha256(series_uid.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-        cleaned = f"{cleaned[:MAX_NAME_LENGTH]}_{digest}"
-    return f"{cleaned}_{label}" if label else cleaned
+    if WELL_FORMED_UID.fullmatch(series_uid):
+        stem = series_uid
+    else:
+        cleaned = re.sub(r"[^A-Za-z0-9.\-]", "_", series_uid[:MAX_NAME_LENGTH]).strip(".")
+        digest = hashlib.sha256(series_uid.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        stem = f"{cleaned}_{digest}" if cleaned else digest
+    return f"{stem}_{label}" if label else stem
 
 
 def convert_series(job: SeriesJob) -> SeriesOutcome:

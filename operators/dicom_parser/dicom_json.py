@@ -7,12 +7,14 @@ import math
 from typing import Any
 from urllib.parse import quote
 
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import BaseTag
 
 BULK_DATA_THRESHOLD = 1024
 """Binary values longer than this many bytes are referenced by BulkDataURI, not inlined."""
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 
 LIFTED_FROM_FUNCTIONAL_GROUPS = (
     ("PixelMeasuresSequence", ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices")),
@@ -38,6 +40,12 @@ def dataset_to_json(dataset: Dataset, relative_path: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements
         key = f"{tag:08X}"
+        deferred = deferred_element(dataset, tag)
+        if deferred is not None:
+            vr = deferred.VR or (dictionary_VR(tag) if dictionary_has_tag(tag) else "UN")
+            if vr in BINARY_VRS:  # referenced, never read: it may be huge
+                result[key] = {"vr": vr, "BulkDataURI": f"{quote(relative_path)}#{key}"}
+                continue
         try:
             encoded = dataset[tag].to_json_dict(bulk_data_uri, BULK_DATA_THRESHOLD)
         except Exception:  # any value pydicom cannot decode is kept raw below
@@ -46,6 +54,12 @@ def dataset_to_json(dataset: Dataset, relative_path: str) -> dict[str, Any]:
             encoded if encoded is not None and _finite(encoded) else _raw_json(dataset, tag)
         )
     return result
+
+
+def deferred_element(dataset: Dataset, tag: BaseTag) -> RawDataElement | None:
+    """The element when its value was left unread (read with ``defer_size``), else ``None``."""
+    raw: Any = dataset.get_item(tag, keep_deferred=True)  # pydicom's stub omits deferral
+    return raw if isinstance(raw, RawDataElement) and raw.value is None else None
 
 
 def _finite(value: Any) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import filecmp
 import logging
+import os
+import resource
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,8 +34,21 @@ METADATA_FILE = "dicom-metadata.json"
 SERIES_IMAGES_FILE = "series-images.json"
 REPORT_FILE = "parse-report.json"
 PROGRESS_SECONDS = 5.0
-DEFAULT_MAX_SERIES_BYTES = 8 << 30
-"""Largest pixel data a series may claim (8 GiB): converting takes about twice that in memory."""
+def usable_memory() -> int:
+    """Bytes this process may use: physical memory, or less under a cgroup or rlimit cap."""
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    cgroup = Path("/sys/fs/cgroup/memory.max")
+    if cgroup.is_file() and cgroup.read_text().strip().isdigit():
+        limits.append(int(cgroup.read_text()))
+    address_space, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if address_space != resource.RLIM_INFINITY:
+        limits.append(address_space)
+    return min(limits)
+
+
+DEFAULT_MAX_SERIES_BYTES = min(8 << 30, usable_memory() // 3)
+"""Largest pixel data a series may claim: converting takes about twice that in memory, so at
+most a third of the memory available (and never over 8 GiB)."""
 
 T = TypeVar("T")
 R = TypeVar("R")

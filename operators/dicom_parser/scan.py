@@ -14,12 +14,13 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
-from dicom_parser.dicom_json import dataset_to_json
+from dicom_parser.dicom_json import BULK_DATA_THRESHOLD, dataset_to_json, deferred_element
 
 log = logging.getLogger(__name__)
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 REQUIRED_UIDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+UNDEFINED = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,7 @@ def scan_file(root: Path, relative: str) -> ScannedFile:
         with path.open("rb") as handle:
             dataset = _read_header(handle)
             pixel_data_offset = handle.tell()
-        problem = _header_problem(dataset, size - pixel_data_offset)
+        problem = _header_problem(dataset, size, size - pixel_data_offset)
         if problem:
             return ScannedFile(relative, skip_reason=problem)
         return ScannedFile(relative, attributes=dataset_to_json(dataset, relative))
@@ -79,21 +80,28 @@ def scan_file(root: Path, relative: str) -> ScannedFile:
 def _read_header(handle: Any) -> Dataset:
     """A DICOM header; files without the 128-byte preamble are accepted when they start like one."""
     try:
-        return dcmread(handle, stop_before_pixels=True)
+        return dcmread(handle, stop_before_pixels=True, defer_size=BULK_DATA_THRESHOLD)
     except InvalidDicomError:
         handle.seek(0)
         start = handle.read(2)
         handle.seek(0)
         if start not in (b"\x02\x00", b"\x08\x00"):  # group 0002 or 0008, little endian
             raise
-        return dcmread(handle, stop_before_pixels=True, force=True)
+        return dcmread(handle, stop_before_pixels=True, force=True, defer_size=BULK_DATA_THRESHOLD)
 
 
-def _header_problem(dataset: Dataset, bytes_after_header: int) -> str | None:
+def _header_problem(dataset: Dataset, file_size: int, bytes_after_header: int) -> str | None:
     if dataset.get("SOPClassUID") == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in (
         dataset
     ):
         return "DICOMDIR (media storage directory): not an image; the files it lists are scanned"
+    for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements
+        raw = deferred_element(dataset, tag)
+        if raw is not None and raw.length != UNDEFINED:
+            overrun = raw.value_tell + raw.length - file_size
+            if overrun > 0:
+                element = f"({tag.group:04X},{tag.element:04X})"
+                return f"truncated: {element} runs {overrun} bytes past the end of the file"
     for keyword in REQUIRED_UIDS:
         if not str(dataset.get(keyword, "")).strip():
             return f"no {keyword}: not a DICOM composite instance"

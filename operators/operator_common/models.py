@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
@@ -15,6 +16,7 @@ from pydicom.datadict import tag_for_keyword
 JsonDataset = Mapping[str, Any]
 
 
+@cache
 def tag_key(keyword: str) -> str:
     """The DICOM JSON key ("GGGGEEEE") of a keyword such as ``"Modality"``."""
     tag = tag_for_keyword(keyword)

@@ -20,7 +20,7 @@ from operator_common.models import json_value
 from series_selector.inputs import Candidate
 from series_selector.matching import Condition, Facts, Group, Leaf, Not, Result, actual
 from series_selector.rules import Rules
-from series_selector.selection import Outcome, Verdict, series_order
+from series_selector.selection import Outcome, Verdict
 
 EXPLAIN_FILE = "selection-explain.json"
 CELL_WIDTH = 26
@@ -30,7 +30,7 @@ def write_explain(
     outcomes: Sequence[Outcome], rules: Rules, candidates: Sequence[Candidate], output_dir: Path
 ) -> Path:
     """Write ``selection-explain.json``: every selection, every series, every failed condition."""
-    ordered = sorted(candidates, key=series_order)
+    ordered = sorted(candidates, key=lambda c: c.order)
     number = {id(c): index for index, c in enumerate(ordered)}
     document = {
         "rules": rules.source,

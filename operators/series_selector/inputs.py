@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from operator_common.errors import InputError
 from operator_common.jsonio import read_json
@@ -13,9 +15,10 @@ from operator_common.models import (
     Study,
     VolumeEntry,
     hierarchy_from_json,
+    json_value,
     json_values,
 )
-from series_selector.matching import Facts, Values
+from series_selector.matching import Facts, Values, as_number
 
 METADATA_FILE = "dicom-metadata.json"
 SERIES_IMAGES_FILE = "series-images.json"
@@ -29,6 +32,20 @@ class Candidate:
     series: Series
     volumes: tuple[VolumeEntry, ...]
     facts: Facts
+
+    @cached_property
+    def order(self) -> tuple[Any, ...]:
+        """The order without sort keys, and between equals: by study, then by SeriesNumber."""
+        study = self.study.attributes
+        number = as_number(json_value(self.series.attributes, "SeriesNumber"))
+        return (
+            str(json_value(study, "StudyDate") or ""),
+            str(json_value(study, "StudyTime") or ""),
+            self.study.uid,
+            number is None,
+            number or 0.0,
+            self.series.uid,
+        )
 
 
 def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate, ...]:

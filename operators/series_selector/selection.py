@@ -9,7 +9,6 @@ from functools import cached_property
 from typing import Any
 
 from operator_common.errors import SelectionError
-from operator_common.models import json_value
 from series_selector.inputs import Candidate
 from series_selector.matching import AllOf, Result, as_number
 from series_selector.rules import OrderKey, Rules, Selection
@@ -65,7 +64,7 @@ class Outcome:
 
 def select(rules: Rules, candidates: Sequence[Candidate]) -> tuple[Outcome, ...]:
     """Apply every selection, in rule order, to every candidate."""
-    baseline = sorted(candidates, key=series_order)
+    baseline = sorted(candidates, key=lambda c: c.order)
     return tuple(_apply(selection, baseline) for selection in rules.selections)
 
 
@@ -93,20 +92,6 @@ def _apply(selection: Selection, baseline: Sequence[Candidate]) -> Outcome:
             chosen_studies.add(candidate.study.uid)
     others = tuple(c for c in baseline if id(c) not in placed)
     return Outcome(selection, tuple(ranked), tuple(chosen), others)
-
-
-def series_order(candidate: Candidate) -> tuple[Any, ...]:
-    """The order without sort keys, and between equals: by study, then by SeriesNumber."""
-    study = candidate.study.attributes
-    number = as_number(json_value(candidate.series.attributes, "SeriesNumber"))
-    return (
-        str(json_value(study, "StudyDate") or ""),
-        str(json_value(study, "StudyTime") or ""),
-        candidate.study.uid,
-        number is None,
-        number or 0.0,
-        candidate.series.uid,
-    )
 
 
 def _ordered(candidates: Sequence[Candidate], keys: Sequence[OrderKey]) -> list[Candidate]:

@@ -93,8 +93,9 @@ def run(settings: dict[str, Any], explain: bool = False) -> int:
     if explain:
         sys.stdout.write(explain_table(outcomes, rules.source))
     for outcome in outcomes:
-        chosen = ", ".join(c.series.uid for c in outcome.chosen) or "nothing"
-        log.info("selection %r chose %s", outcome.selection.name, chosen)
+        uids = [c.series.uid for c in outcome.chosen]
+        shown = ", ".join(uids[:3]) + (f" and {len(uids) - 3} more" if len(uids) > 3 else "")
+        log.info("selection %r chose %s", outcome.selection.name, shown or "nothing")
     check_required(outcomes)
     written = write_selected_images(outcomes, input_dir, output_dir, settings["volumes"])
     log.info("wrote %s and %s", written, explained)

@@ -7,6 +7,7 @@ The end-to-end test at the bottom runs the real operators on the sample studies.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -224,10 +225,17 @@ needs_operators = pytest.mark.skipif(
 @needs_operators
 def test_the_shipped_pipeline_runs_locally_on_the_sample_studies(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert main(["run", "--input", str(REPO / "samples"), "--output", str(out)]) == 0
+    umask = os.umask(0o022)
+    try:
+        assert main(["run", "--input", str(REPO / "samples"), "--output", str(out)]) == 0
+    finally:
+        os.umask(umask)
 
     assert (out / "dicom-parser/series-images.json").is_file()
     check_selected_volumes(out / "series-selector/selections")
+    # In containers the next operator may run as another user: every output must be readable.
+    unreadable = [p for p in out.rglob("*") if p.is_file() and p.stat().st_mode & 0o044 != 0o044]
+    assert unreadable == []
 
 
 @needs_operators

@@ -343,3 +343,12 @@ def test_series_over_the_size_limit_is_refused_unread(tmp_path: Path) -> None:
     assert refused["reason"].startswith(
         "its headers claim 24.0 KiB of pixel data, over the 19.5 KiB"
     )
+
+
+def test_outputs_are_readable_by_other_users(tmp_path: Path) -> None:
+    # The next operator may run as another user (containers, Argo): not owner-only files.
+    write_series(tmp_path / "in", ct_series(slices=2))
+    run_parser(tmp_path / "in", tmp_path / "out")
+    for output in (tmp_path / "out").rglob("*"):
+        if output.is_file():
+            assert output.stat().st_mode & 0o044 == 0o044, output

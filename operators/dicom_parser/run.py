@@ -34,6 +34,8 @@ METADATA_FILE = "dicom-metadata.json"
 SERIES_IMAGES_FILE = "series-images.json"
 REPORT_FILE = "parse-report.json"
 PROGRESS_SECONDS = 5.0
+
+
 def usable_memory() -> int:
     """Bytes this process may use: physical memory, or less under a cgroup or rlimit cap."""
     limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]

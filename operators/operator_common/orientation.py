@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-
-import numpy as np
 
 PLANES = ("SAGITTAL", "CORONAL", "AXIAL")  # the plane whose normal is LPS axis 0, 1, 2
 OBLIQUE = "OBLIQUE"
-MIN_PLANE_COSINE = 0.8
-"""A plane is named when its normal is within about 37 degrees of a patient axis."""
+OBLIQUE_DEGREES = 30.0
+"""A slice plane tilted more than this from the nearest of the three main planes is oblique."""
+
+
+def plane_and_tilt(image_orientation: Sequence[float]) -> tuple[str, float]:
+    """The plane (AXIAL, CORONAL, SAGITTAL or OBLIQUE) of an ImageOrientationPatient (row, then
+    column cosines), and the angle in degrees between its normal and the nearest patient axis."""
+    if len(image_orientation) != 6:
+        raise ValueError(f"ImageOrientationPatient needs 6 values, got {len(image_orientation)}")
+    rx, ry, rz, cx, cy, cz = (float(v) for v in image_orientation)
+    normal = (ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx)
+    length = math.sqrt(sum(c * c for c in normal))
+    if not math.isfinite(length) or length < 1e-6:
+        raise ValueError(f"ImageOrientationPatient {list(image_orientation)} has parallel axes")
+    axis = max(range(3), key=lambda i: abs(normal[i]))
+    tilt = math.degrees(math.acos(min(1.0, abs(normal[axis]) / length)))
+    return (PLANES[axis] if tilt <= OBLIQUE_DEGREES else OBLIQUE), tilt
 
 
 def plane_of(image_orientation: Sequence[float]) -> str:
-    """AXIAL, CORONAL, SAGITTAL or OBLIQUE for an ImageOrientationPatient (row, column cosines)."""
-    if len(image_orientation) != 6:
-        raise ValueError(f"ImageOrientationPatient needs 6 values, got {len(image_orientation)}")
-    cosines = np.asarray(image_orientation, dtype=float)
-    normal = np.cross(cosines[:3], cosines[3:])
-    length = float(np.linalg.norm(normal))
-    if not np.isfinite(length) or length < 1e-6:
-        raise ValueError(f"ImageOrientationPatient {list(image_orientation)} has parallel axes")
-    normal /= length
-    axis = int(np.argmax(np.abs(normal)))
-    return PLANES[axis] if abs(normal[axis]) >= MIN_PLANE_COSINE else OBLIQUE
+    """AXIAL, CORONAL, SAGITTAL or OBLIQUE for an ImageOrientationPatient."""
+    return plane_and_tilt(image_orientation)[0]

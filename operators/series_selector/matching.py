@@ -15,20 +15,17 @@ Modality cost one test, not ten thousand.
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from operator_common.orientation import plane_and_tilt
+
 Values = tuple[Any, ...]
 """The values of one attribute in one dataset; empty when the attribute is absent or empty."""
 
 ORIENTATION_KEYWORD = "ImageOrientationPatient"
-PLANES = ("SAGITTAL", "CORONAL", "AXIAL")
-OBLIQUE = "OBLIQUE"
-OBLIQUE_DEGREES = 30.0
-"""A slice plane tilted more than this from the nearest of the three main planes is oblique."""
 
 COMPARISONS: Mapping[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -105,18 +102,15 @@ def number_text(value: float) -> str:
 
 
 def plane_of(iop: Values) -> tuple[str, float] | None:
-    """The plane of ImageOrientationPatient direction cosines and its tilt in degrees from it."""
+    """The plane of ImageOrientationPatient direction cosines and its tilt in degrees from it;
+    ``None`` when the values are not two non-parallel direction cosines."""
     numbers = [as_number(v) for v in iop]
     if len(numbers) != 6 or any(n is None for n in numbers):
         return None
-    rx, ry, rz, cx, cy, cz = (float(n) for n in numbers if n is not None)
-    normal = (ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx)
-    length = math.sqrt(sum(c * c for c in normal))
-    if length < 1e-6:
+    try:
+        return plane_and_tilt([float(n) for n in numbers if n is not None])
+    except ValueError:
         return None
-    axis = max(range(3), key=lambda i: abs(normal[i]))
-    tilt = math.degrees(math.acos(min(1.0, abs(normal[axis]) / length)))
-    return (PLANES[axis] if tilt <= OBLIQUE_DEGREES else OBLIQUE), tilt
 
 
 @dataclass(frozen=True)

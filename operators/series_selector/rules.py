@@ -25,11 +25,10 @@ from pydicom.datadict import dictionary_VR, keyword_dict
 
 from operator_common.errors import RulesError
 from operator_common.jsonio import schema_errors
+from operator_common.orientation import OBLIQUE, PLANES
 from series_selector.matching import (
     COMPARISONS,
-    OBLIQUE,
     ORIENTATION_KEYWORD,
-    PLANES,
     AllOf,
     AnyOf,
     Condition,

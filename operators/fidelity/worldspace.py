@@ -107,24 +107,6 @@ def interpolate(volume: LoadedVolume, world: npt.NDArray[np.float64]) -> npt.NDA
     return result
 
 
-def compare_interpolated(
-    ours: LoadedVolume, reference: LoadedVolume, samples: int = 50_000
-) -> tuple[int, float]:
-    """Our voxel values against the reference interpolated at the same patient points.
-
-    For resampled volumes, whose grid does not coincide with the reference's. Returns the
-    number of points compared (inside the reference) and the largest absolute difference.
-    """
-    indices = sample_points(ours, min(samples, int(np.prod(ours.values.shape[:3]))))
-    world = ours.affine_lps[:3, :3] @ indices.T + ours.affine_lps[:3, 3:4]
-    theirs = interpolate(reference, world)
-    inside = ~np.isnan(theirs)
-    if not np.any(inside):
-        return 0, float("inf")
-    values = ours.values[tuple(indices[inside].astype(int).T)]
-    return int(inside.sum()), float(np.max(np.abs(values - theirs[inside])))
-
-
 def compare(ours: LoadedVolume, reference: LoadedVolume, samples: int = 50_000) -> Comparison:
     """Sample voxel centres of ``ours``, find the same patient points in ``reference``."""
     indices = sample_points(ours, min(samples, int(np.prod(ours.values.shape[:3]))))

@@ -352,3 +352,11 @@ def test_outputs_are_readable_by_other_users(tmp_path: Path) -> None:
     for output in (tmp_path / "out").rglob("*"):
         if output.is_file():
             assert output.stat().st_mode & 0o044 == 0o044, output
+
+
+def test_json_logs_for_containers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_series(tmp_path / "in", ct_series(slices=2))
+    run_parser(tmp_path / "in", tmp_path / "out", "--log-format", "json")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(lines[0])
+    assert lines[-1]["message"].startswith("done: 1 studies, 1 series, 1 volumes")

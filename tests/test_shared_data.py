@@ -223,3 +223,18 @@ def test_colour_as_metaimage_vectors(shared_data: Path, tmp_path: Path) -> None:
         shared_data / "dicom2nifti" / "generic" / "rgb" / "001_ground_truth.nii.gz"
     )
     assert compare(load_volume(tmp_path / volume["path"]), reference).agrees(0)
+
+
+def test_enhanced_shared_functional_groups_are_found_at_series_level(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    # Four enhanced files of one run: the shared functional-group values are lifted to the top
+    # of each header, and being equal in all four they land at series level.
+    parse_folder(shared_data / "dcm_qa_enh" / "In" / "Siemens" / "XA10", tmp_path, "nii", 1)
+    metadata = json.loads((tmp_path / "dicom-metadata.json").read_text())
+    ((series,),) = (study["series"] for study in metadata["studies"])
+    assert len(series["instances"]) == 4
+    attributes = pydicom.Dataset.from_json(series["attributes"])
+    assert [float(v) for v in attributes.PixelSpacing] == pytest.approx([3.0, 3.0], abs=0.5)
+    for keyword in ("SliceThickness", "ImageOrientationPatient", "RescaleSlope", "Modality"):
+        assert keyword in attributes, keyword

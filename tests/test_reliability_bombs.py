@@ -17,7 +17,7 @@ import pydicom
 import pytest
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
-from pydicom.uid import JPEGBaseline8Bit
+from pydicom.uid import UID, JPEGBaseline8Bit
 
 from reliability_support import (
     PIXEL_DATA,
@@ -41,7 +41,7 @@ def bomb_dataset(donor: Path, name: str) -> pydicom.Dataset:
     dataset = pydicom.dcmread(donor)
     uid = pydicom.uid.generate_uid(prefix=None, entropy_srcs=["bomb", name])
     dataset.SeriesInstanceUID = uid
-    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = f"{uid}.1"
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = UID(f"{uid}.1")
     return dataset
 
 

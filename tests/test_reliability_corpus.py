@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from dicom_parser.cli import main
 from reliability_support import (
@@ -56,7 +56,7 @@ def donor_variant(donor: Path, name: str) -> bytes:
     dataset = pydicom.dcmread(donor)
     uid = pydicom.uid.generate_uid(prefix=None, entropy_srcs=["reliability", name])
     dataset.SeriesInstanceUID = uid
-    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = f"{uid}.1"
+    dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = UID(f"{uid}.1")
     dataset.SeriesDescription = name
     buffer = pydicom.filebase.DicomBytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
@@ -126,7 +126,10 @@ def long_sequence(items: int) -> bytes:
 
 
 def write_bytes(data: bytes) -> Callable[[Path, Path], None]:
-    return lambda donor, path: path.write_bytes(data)
+    def make(donor: Path, path: Path) -> None:
+        path.write_bytes(data)
+
+    return make
 
 
 def cut(keep: Callable[[bytes], int]) -> Callable[[Path, Path], None]:
@@ -148,8 +151,8 @@ def fifo(donor: Path, path: Path) -> None:
 def dicomdir(donor: Path, path: Path) -> None:
     dataset = Dataset()
     dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
-    dataset.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.7701"
+    dataset.file_meta.MediaStorageSOPClassUID = UID("1.2.840.10008.1.3.10")
+    dataset.file_meta.MediaStorageSOPInstanceUID = UID("1.2.826.0.1.3680043.8.498.7701")
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     dataset.FileSetID = "HOSTILE"
     dataset.DirectoryRecordSequence = []

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import pydicom
 import pytest
@@ -82,9 +83,9 @@ def seeds() -> tuple[Seed, ...]:
 def _seed(path: Path) -> Seed:
     data = path.read_bytes()
     dataset = pydicom.dcmread(path, stop_before_pixels=True)
-    elements = []
+    elements: list[Element] = []
     for tag in dataset.keys():  # noqa: SIM118 - the raw elements, not their values
-        raw = dataset.get_item(tag)
+        raw: Any = dataset.get_item(tag)  # raw until its value is asked for
         if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
             continue
         size = 4 if dataset.original_encoding[0] or raw.VR in LONG_LENGTH_VRS else 2
@@ -117,8 +118,8 @@ def mutated_files(draw: st.DrawFn) -> bytes:
                 data[element.length_at : end_of_value] = stated + value
             else:
                 fmt = "<I" if element.length_size == 4 else "<H"
-                stated = draw(st.integers(0, 256**element.length_size - 1))
-                data[element.length_at : element.value_at] = struct.pack(fmt, stated)
+                length = draw(st.integers(0, 256**element.length_size - 1))
+                data[element.length_at : element.value_at] = struct.pack(fmt, length)
     return bytes(data)
 
 

@@ -12,8 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from reliability_support import (
     OUTPUTS,
     assert_clean_exit,
@@ -92,12 +90,6 @@ def test_killed_runs_leave_consistent_outputs_and_reruns_recover(tmp_path: Path)
     assert killed > 0, "every run finished before its kill"
 
 
-@pytest.mark.xfail(
-    reason="a run killed while writing a JSON output leaves its temporary file "
-    "(.<name>.<random>.tmp, from operator_common.jsonio.atomic_write_bytes) in the output "
-    "folder, and no later run removes it; only .partial-* scratch folders are cleaned",
-    strict=True,
-)
 def test_a_rerun_removes_what_a_killed_run_left(tmp_path: Path) -> None:
     source = tmp_path / "in"
     write_series(source, ct_series(slices=3), seed=3)

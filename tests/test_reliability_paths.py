@@ -127,12 +127,6 @@ def test_volume_file_names_never_collide(tmp_path: Path, twin: str) -> None:
     assert len(set(listed)) == len(listed), "two volumes share a file"
 
 
-@pytest.mark.xfail(
-    reason="series are keyed by SeriesInstanceUID alone (run.py: outcomes, series-images.json; "
-    "convert.py: file names), so two studies holding the same SeriesInstanceUID write one "
-    "volume file and one series-images.json entry: the other series' volume is lost silently",
-    strict=True,
-)
 def test_one_series_uid_in_two_studies_loses_nothing(tmp_path: Path) -> None:
     source = tmp_path / "in"
     shared_uid = "1.2.826.0.1.3680043.8.498.7070"
@@ -161,13 +155,6 @@ def test_one_series_uid_in_two_studies_loses_nothing(tmp_path: Path) -> None:
     assert shapes == sorted(t.rescaled().transpose(2, 1, 0).shape for t in truths)
 
 
-@pytest.mark.xfail(
-    reason="safe_file_stem (dicom_parser/convert.py) uses a UID of digits and dots as it is, "
-    "whatever its length (WELL_FORMED_UID has no 64-character bound), so a 10 kB UID becomes "
-    "a 10 kB file name: OSError 'File name too long' in write_nifti ends the run with a "
-    "traceback and no outputs",
-    strict=True,
-)
 def test_very_long_series_uids_get_short_distinct_names(tmp_path: Path) -> None:
     source = tmp_path / "in"
     for seed, uid in enumerate(LONG_UIDS):

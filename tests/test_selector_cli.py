@@ -340,3 +340,30 @@ def test_python_dash_m_with_environment_settings(parsed: Path, tmp_path: Path) -
     logged = [json.loads(line) for line in done.stderr.splitlines()]
     assert logged[0]["message"] == "rules from NVIDIA_CLARA_SELECTION_RULES_BASE64: 2 selection(s)"
     assert [s["name"] for s in selected(out)["selections"]] == ["CT axial", "MR"]
+
+
+def test_a_series_uid_reused_in_two_studies_keeps_each_its_own_volume(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from dicom_parser.cli import main as parse
+    from sample_studies.synthetic import StudySpec, ct_series, write_series
+    from series_selector.cli import main as select
+
+    reused = "1.2.826.0.1.3680043.8.498.777"
+    for number, slices in ((1, 3), (2, 5)):
+        study = StudySpec(study_uid=f"1.2.826.0.1.3680043.8.498.{number}")
+        spec = replace(  # distinct instance numbers give distinct SOPInstanceUIDs
+            ct_series(slices=slices, first_instance_number=100 * number),
+            study=study,
+            series_uid=reused,
+        )
+        write_series(tmp_path / "in" / str(number), spec, seed=number)
+    assert parse(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "parsed")]) == 0
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("selections: [{name: all, conditions: {}, all_matched: true}]\n")
+    arguments = ["--input", str(tmp_path / "parsed"), "--output", str(tmp_path / "out")]
+    assert select([*arguments, "--rules", str(rules)]) == 0
+    document = json.loads((tmp_path / "out" / "selected-images.json").read_text())
+    chosen = document["selections"][0]["series"]
+    slices = {s["StudyInstanceUID"][-1]: [i["shape"][2] for i in s["images"]] for s in chosen}
+    assert slices == {"1": [3], "2": [5]}

@@ -29,6 +29,7 @@ from operator_common.orientation import plane_of
 
 VOLUMES_FOLDER = "volumes"
 MAX_NAME_LENGTH = 96
+MAX_UID_LENGTH = 64
 WELL_FORMED_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 SCRATCH_PREFIX = ".partial-"
 
@@ -40,39 +41,60 @@ class SeriesJob:
     input_root: Path
     output_root: Path
     format: str
+    study_uid: str
     series_uid: str
     paths: tuple[str, ...]
+    series_uid_shared: bool = False
+    """The series UID also appears in another study: file names then name the study too."""
 
 
 @dataclass(frozen=True)
 class SeriesOutcome:
     """The volumes written for a series, and why anything was not converted."""
 
+    study_uid: str
     series_uid: str
     volumes: tuple[VolumeEntry, ...] = ()
     problems: tuple[str, ...] = ()
     has_pixels: bool = True
 
 
-def safe_file_stem(series_uid: str, label: str) -> str:
+def safe_file_stem(series_uid: str, label: str, study_uid: str | None = None) -> str:
     """A file name stem from a series UID (and a volume label) that cannot leave its folder or
     collide with another series' stem.
 
     A well-formed UID (digits and dots, at most 64 characters) is used as it is. Anything else
     keeps only ``[A-Za-z0-9.-]`` (others become ``_``), is cut to a sane length, and gets a
     hash of the original; as a well-formed UID has no ``_``, no two series can share a stem.
+    ``study_uid`` (for a series UID reused in several studies) adds ``_study-<hash>``.
     """
-    if WELL_FORMED_UID.fullmatch(series_uid):
+    if len(series_uid) <= MAX_UID_LENGTH and WELL_FORMED_UID.fullmatch(series_uid):
         stem = series_uid
     else:
         cleaned = re.sub(r"[^A-Za-z0-9.\-]", "_", series_uid[:MAX_NAME_LENGTH]).strip(".")
-        digest = hashlib.sha256(series_uid.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        digest = _digest(series_uid)[:16]
         stem = f"{cleaned}_{digest}" if cleaned else digest
+    if study_uid is not None:
+        stem += f"_study-{_digest(study_uid)[:12]}"
     return f"{stem}_{label}" if label else stem
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def convert_series(job: SeriesJob) -> SeriesOutcome:
-    """Read, split, check and write every volume of one series."""
+    """Read, split, check and write every volume of one series; never raises."""
+    try:
+        return _convert(job)
+    except MemoryError:
+        problem = "out of memory converting it (give more memory or lower --max-series-bytes)"
+    except Exception as error:  # a defect must not cost the other series their volumes
+        problem = f"conversion failed: {type(error).__name__}: {str(error).strip()[:200]}"
+    return SeriesOutcome(job.study_uid, job.series_uid, problems=(problem,))
+
+
+def _convert(job: SeriesJob) -> SeriesOutcome:
     frames: list[Frame] = []
     failed_files: dict[str, list[str]] = defaultdict(list)
     for relative in job.paths:
@@ -80,11 +102,15 @@ def convert_series(job: SeriesJob) -> SeriesOutcome:
             frames.extend(frames_of(read_dataset(job.input_root / relative), relative))
         except ConversionError as error:
             failed_files[error.message].append(relative)
-        except Exception as error:
-            failed_files[f"unreadable: {str(error).strip()[:200]}"].append(relative)
+        except MemoryError:
+            failed_files["out of memory reading it"].append(relative)
+        except Exception as error:  # an unreadable file must not stop the series
+            failed_files[f"unreadable: {str(error).strip()[:200] or type(error).__name__}"].append(
+                relative
+            )
     problems = [_files_problem(reason, files) for reason, files in failed_files.items()]
     if not frames:
-        return SeriesOutcome(job.series_uid, problems=tuple(problems))
+        return SeriesOutcome(job.study_uid, job.series_uid, problems=tuple(problems))
 
     volumes: list[VolumeEntry] = []
     for plan in plan_volumes(frames):
@@ -93,7 +119,7 @@ def convert_series(job: SeriesJob) -> SeriesOutcome:
             problems.append(f"{name}{plan.reason} ({plan.frame_count} frames not converted)")
             continue
         volumes.append(_write_volume(job, plan))
-    return SeriesOutcome(job.series_uid, tuple(volumes), tuple(problems))
+    return SeriesOutcome(job.study_uid, job.series_uid, tuple(volumes), tuple(problems))
 
 
 def _write_volume(job: SeriesJob, plan: PlannedVolume) -> VolumeEntry:
@@ -109,7 +135,9 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume) -> VolumeEntry:
         voxels, rescale = rescaled_voxels(stored, slopes, intercepts, keep_scaling)
     if resampling is not None:
         voxels = resample_values(voxels, resampling)
-    stem = safe_file_stem(job.series_uid, plan.label)
+    stem = safe_file_stem(
+        job.series_uid, plan.label, job.study_uid if job.series_uid_shared else None
+    )
     file_name = f"{stem}.{job.format}"
     destination = job.output_root / VOLUMES_FOLDER
     scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=job.output_root))
@@ -138,6 +166,7 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume) -> VolumeEntry:
         frame_count=len(plan.frames),
         resampled=resampling.description if resampling else None,
         notes=plan.notes,
+        study_instance_uid=job.study_uid,
     )
 
 

@@ -100,6 +100,11 @@ def unsupported_reason(dataset: Dataset) -> str | None:
     """Why this instance cannot be part of a grayscale volume, or ``None``."""
     if "PixelData" not in dataset and "FloatPixelData" not in dataset:
         return "no pixel data"
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        try:
+            int(dataset.get(keyword))
+        except Exception:  # missing, or a value pydicom cannot read
+            return f"{keyword} is missing or unreadable"
     if _samples(dataset) not in (1, 3):
         return f"{_samples(dataset)} samples per pixel: neither grayscale nor colour"
     return None

@@ -8,6 +8,7 @@ import os
 import resource
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from dicom_parser.hierarchy import Duplicate, Header, build_hierarchy
 from dicom_parser.scan import ScannedFile, list_files, scan_file
 from operator_common.errors import InputError
 from operator_common.jsonio import write_json
-from operator_common.models import Instance, Series, Study, hierarchy_to_json, json_value
+from operator_common.models import Instance, Series, Study, hierarchy_to_json, json_value, tag_key
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +105,20 @@ def parse_folder(
     studies, duplicates = build_hierarchy(headers)
 
     jobs, no_volume = _plan_jobs(studies, input_root, output_root, fmt, max_series_bytes)
-    outcomes = {o.series_uid: o for o in _map(convert_series, jobs, workers, "series converted")}
-    for uid, reason in no_volume.items():
-        outcomes[uid] = SeriesOutcome(uid, problems=(reason,), has_pixels=False)
-    for series in _all_series(studies):
-        _log_outcome(series, outcomes[series.uid])
-
-    series_images = {
-        series.uid: [v.to_json() for v in outcomes[series.uid].volumes]
-        for series in _all_series(studies)
-        if outcomes[series.uid].volumes
+    outcomes = {
+        (o.study_uid, o.series_uid): o
+        for o in _map(convert_series, jobs, workers, "series converted")
     }
+    for (study_uid, series_uid), reason in no_volume.items():
+        outcomes[study_uid, series_uid] = SeriesOutcome(
+            study_uid, series_uid, problems=(reason,), has_pixels=False
+        )
+    series_images: dict[str, list[dict[str, Any]]] = {}
+    for study, series in _all_series(studies):
+        outcome = outcomes[study.uid, series.uid]
+        _log_outcome(series, outcome)
+        if outcome.volumes:
+            series_images.setdefault(series.uid, []).extend(v.to_json() for v in outcome.volumes)
     report = _report(listed, scanned, duplicates, studies, outcomes, input_root, fmt)
     write_json(output_root / METADATA_FILE, hierarchy_to_json(studies), "dicom-metadata")
     write_json(output_root / SERIES_IMAGES_FILE, series_images, "series-images")
@@ -138,9 +142,12 @@ def _check_folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:
 
 
 def _remove_scratch(output_root: Path) -> None:
-    """Drop scratch folders a killed earlier run left behind."""
+    """Drop scratch folders and half-written JSON files a killed earlier run left behind."""
     for leftover in output_root.glob(f"{SCRATCH_PREFIX}*"):
         shutil.rmtree(leftover, ignore_errors=True)
+    for name in (METADATA_FILE, SERIES_IMAGES_FILE, REPORT_FILE):
+        for leftover in output_root.glob(f".{name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def _map(
@@ -164,9 +171,10 @@ def _progress(results: Iterable[R], total: int, done: str) -> Iterator[R]:
         yield result
 
 
-def _all_series(studies: Iterable[Study]) -> Iterator[Series]:
+def _all_series(studies: Iterable[Study]) -> Iterator[tuple[Study, Series]]:
     for study in studies:
-        yield from study.series
+        for series in study.series:
+            yield study, series
 
 
 def _series_value(series: Series, keyword: str) -> Any:
@@ -177,28 +185,34 @@ def _series_value(series: Series, keyword: str) -> Any:
 
 def _plan_jobs(
     studies: Iterable[Study], input_root: Path, output_root: Path, fmt: str, max_bytes: int
-) -> tuple[list[SeriesJob], dict[str, str]]:
-    """A conversion job per image series; the reason each other series gets no volume."""
+) -> tuple[list[SeriesJob], dict[tuple[str, str], str]]:
+    """A conversion job per image series; the reason each other series gets no volume (both
+    keyed by study and series UID)."""
     jobs: list[SeriesJob] = []
-    no_volume: dict[str, str] = {}
-    for series in _all_series(studies):
+    no_volume: dict[tuple[str, str], str] = {}
+    pairs = list(_all_series(studies))
+    uses = Counter(series.uid for _, series in pairs)
+    for study, series in pairs:
         claimed = sum(_pixel_bytes(series, instance) for instance in series.instances)
         if claimed > max_bytes:
-            no_volume[series.uid] = (
+            no_volume[study.uid, series.uid] = (
                 f"its headers claim {_size(claimed)} of pixel data, over the "
-                f"{_size(max_bytes)} limit (--max-series-bytes): not read"
+                f"{_size(max_bytes)} limit set by the memory available (--max-series-bytes): "
+                "not read"
             )
             continue
-        has_pixels = (
-            any(json_value(i.attributes, "Rows") is not None for i in series.instances)
-            or json_value(series.attributes, "Rows") is not None
-        )
-        if not has_pixels:
+        rows = tag_key("Rows")  # present, even with an unreadable value: the file has an image
+        if rows not in series.attributes and not any(
+            rows in i.attributes for i in series.instances
+        ):
             modality = _series_value(series, "Modality") or "unknown modality"
-            no_volume[series.uid] = f"no image data ({modality}): listed in the metadata only"
+            no_volume[study.uid, series.uid] = (
+                f"no image data ({modality}): listed in the metadata only"
+            )
             continue
         paths = tuple(i.path for i in series.instances)
-        jobs.append(SeriesJob(input_root, output_root, fmt, series.uid, paths))
+        shared = uses[series.uid] > 1
+        jobs.append(SeriesJob(input_root, output_root, fmt, study.uid, series.uid, paths, shared))
     return jobs, no_volume
 
 
@@ -248,7 +262,7 @@ def _report(
     scanned: dict[str, ScannedFile],
     duplicates: tuple[Duplicate, ...],
     studies: tuple[Study, ...],
-    outcomes: dict[str, SeriesOutcome],
+    outcomes: dict[tuple[str, str], SeriesOutcome],
     input_root: Path,
     fmt: str,
 ) -> dict[str, Any]:
@@ -280,7 +294,7 @@ def _report(
     series_entries = []
     for study in studies:
         for series in study.series:
-            outcome = outcomes[series.uid]
+            outcome = outcomes[study.uid, series.uid]
             number = _series_value(series, "SeriesNumber")
             entry: dict[str, Any] = {
                 "StudyInstanceUID": study.uid,
@@ -296,7 +310,7 @@ def _report(
             series_entries.append(entry)
 
     statuses = [f["status"] for f in files]
-    all_series = [s for study in studies for s in study.series]
+    all_series = [(study.uid, s.uid) for study in studies for s in study.series]
     return {
         "summary": {
             "files": len(files),
@@ -306,7 +320,7 @@ def _report(
             "studies": len(studies),
             "series": len(all_series),
             "volumes": sum(len(o.volumes) for o in outcomes.values()),
-            "series_without_volume": sum(1 for s in all_series if not outcomes[s.uid].volumes),
+            "series_without_volume": sum(1 for key in all_series if not outcomes[key].volumes),
             "format": fmt,
         },
         "files": files,

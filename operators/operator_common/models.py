@@ -153,9 +153,12 @@ class VolumeEntry:
     channels: int = 1
     resampled: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    study_instance_uid: str = ""
+    """The study of the series: one SeriesInstanceUID may (wrongly) appear in two studies."""
 
     def to_json(self) -> dict[str, Any]:
         entry = asdict(self)
+        entry["StudyInstanceUID"] = entry.pop("study_instance_uid")
         entry["distinguished_by"] = dict(self.distinguished_by)
         entry["shape"] = list(self.shape)
         entry["spacing"] = list(self.spacing)
@@ -183,4 +186,5 @@ class VolumeEntry:
             channels=entry.get("channels", 1),
             resampled=entry["resampled"],
             notes=tuple(entry.get("notes", ())),
+            study_instance_uid=entry.get("StudyInstanceUID", ""),
         )

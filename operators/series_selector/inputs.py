@@ -65,7 +65,9 @@ def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate
     candidates = []
     for study in studies:
         for series in study.series:
-            own = volumes.get(series.uid, ())
+            own = tuple(
+                v for v in volumes.get(series.uid, ()) if v.study_instance_uid in ("", study.uid)
+            )
             candidates.append(Candidate(study, series, own, facts_of(study, series, wanted, own)))
     return tuple(candidates)
 

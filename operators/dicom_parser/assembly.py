@@ -168,7 +168,7 @@ def _plan(frames: list[Frame], label: str, distinguished_by: dict[str, Any]) -> 
     if len(slice_keys) > 1:
         slice_distances = np.array([distances[m[0]] for m in by_time])
         spacing, resampling = _regular_grid(first, normal, slice_distances, first_slices)
-        if resampling is not None and first.pixels.ndim == 3:
+        if resampling is not None and first.colour:
             raise ConversionError(
                 f"colour stack that would need resampling: {resampling.description}"
             )
@@ -228,9 +228,18 @@ def _regular_grid(
     return spacing, Resampling(distances, planes, grid, "; ".join(problems))
 
 
-def stack_voxels(plan: PlannedVolume) -> npt.NDArray[Any]:
-    """Stored values as an array (k, j, i), or (t, k, j, i) for 4D; colour adds a last axis."""
-    voxels = np.stack([frame.pixels for frame in plan.frames])
+def stack_voxels(
+    plan: PlannedVolume, pixels: dict[tuple[str, int], npt.NDArray[Any]]
+) -> npt.NDArray[Any]:
+    """Stored values as an array (k, j, i), or (t, k, j, i) for 4D; colour adds a last axis.
+
+    Each frame's pixels are taken out of ``pixels`` as they are copied, so a series is held
+    about once, not twice.
+    """
+    first = pixels[plan.frames[0].key]
+    voxels = np.empty((len(plan.frames), *first.shape), dtype=first.dtype)
+    for slot, frame in enumerate(plan.frames):
+        voxels[slot] = pixels.pop(frame.key)
     if plan.time_points > 1:
         slices = len(plan.frames) // plan.time_points
         voxels = voxels.reshape((plan.time_points, slices, *voxels.shape[1:]))

@@ -9,8 +9,10 @@ import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from dicom_parser.assembly import (
     PlannedVolume,
@@ -96,10 +98,13 @@ def convert_series(job: SeriesJob) -> SeriesOutcome:
 
 def _convert(job: SeriesJob) -> SeriesOutcome:
     frames: list[Frame] = []
+    pixels: dict[tuple[str, int], npt.NDArray[Any]] = {}
     failed_files: dict[str, list[str]] = defaultdict(list)
     for relative in job.paths:
         try:
-            frames.extend(frames_of(read_dataset(job.input_root / relative), relative))
+            for frame, frame_pixels in frames_of(read_dataset(job.input_root / relative), relative):
+                frames.append(frame)
+                pixels[frame.key] = frame_pixels
         except ConversionError as error:
             failed_files[error.message].append(relative)
         except MemoryError:
@@ -118,17 +123,16 @@ def _convert(job: SeriesJob) -> SeriesOutcome:
             name = f"{plan.label}: " if plan.label else ""
             problems.append(f"{name}{plan.reason} ({plan.frame_count} frames not converted)")
             continue
-        volumes.append(_write_volume(job, plan))
+        volumes.append(_write_volume(job, plan, stack_voxels(plan, pixels)))
     return SeriesOutcome(job.study_uid, job.series_uid, tuple(volumes), tuple(problems))
 
 
-def _write_volume(job: SeriesJob, plan: PlannedVolume) -> VolumeEntry:
-    stored = stack_voxels(plan)
+def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any]) -> VolumeEntry:
     slopes = np.array([f.slope for f in plan.frames])
     intercepts = np.array([f.intercept for f in plan.frames])
     resampling = plan.resampling
     keep_scaling = job.format != "mhd" and resampling is None
-    colour = plan.frames[0].pixels.ndim == 3
+    colour = plan.frames[0].colour
     if colour:  # channel values: no modality rescale
         voxels, rescale = stored, Rescale(1.0, 0.0, "identity")
     else:

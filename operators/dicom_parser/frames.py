@@ -3,7 +3,7 @@ each with the geometry and the values that decide which volume it belongs to."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +45,12 @@ class Frame:
     thickness: float | None = None
     secondary_capture: bool = False
     photometric: str = "MONOCHROME2"
-    pixels: npt.NDArray[Any] = field(default_factory=lambda: np.empty(0), compare=False)
-    """Stored values (j, i), or (j, i, 3) for colour."""
+    colour: bool = False
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Which frame of which file: the key of its pixels."""
+        return self.source, self.index
 
 
 def read_dataset(path: Path) -> Dataset:
@@ -57,8 +61,12 @@ def read_dataset(path: Path) -> Dataset:
         return dcmread(path, force=True)
 
 
-def frames_of(dataset: Dataset, source: str) -> list[Frame]:
-    """The frames of one instance with their pixels (stored values, before rescale)."""
+FramePixels = list[tuple["Frame", npt.NDArray[Any]]]
+
+
+def frames_of(dataset: Dataset, source: str) -> FramePixels:
+    """The frames of one instance, each with its pixels (stored values, before rescale):
+    (j, i), or (j, i, 3) for colour."""
     problem = unsupported_reason(dataset)
     if problem:
         raise ConversionError(problem)
@@ -71,15 +79,13 @@ def frames_of(dataset: Dataset, source: str) -> list[Frame]:
     colour = _samples(dataset) == 3 or _is_palette(dataset)
     if is_mosaic(dataset):
         tiles, positions = mosaic_tiles(dataset, pixels)
-        whole = _frame(dataset, source, 0, pixels, None, None)
+        whole = _frame(dataset, source, 0, colour, None, None)
         return [
-            replace(
-                whole,
-                index=n,
-                position=positions[n],
-                rows=tile.shape[0],
-                columns=tile.shape[1],
-                pixels=tile,
+            (
+                replace(
+                    whole, index=n, position=positions[n], rows=tile.shape[0], columns=tile.shape[1]
+                ),
+                tile,
             )
             for n, tile in enumerate(tiles)
         ]
@@ -89,8 +95,9 @@ def frames_of(dataset: Dataset, source: str) -> list[Frame]:
     per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
     shared = _first(dataset.get("SharedFunctionalGroupsSequence"))
     return [
-        _frame(
-            dataset, source, index, stack[index], per_frame[index] if per_frame else None, shared
+        (
+            _frame(dataset, source, index, colour, per_frame[index] if per_frame else None, shared),
+            stack[index],
         )
         for index in range(count)
     ]
@@ -122,7 +129,7 @@ def _frame(
     dataset: Dataset,
     source: str,
     index: int,
-    pixels: npt.NDArray[Any],
+    colour: bool,
     frame_groups: Dataset | None,
     shared: Dataset | None,
 ) -> Frame:
@@ -161,7 +168,7 @@ def _frame(
         order=_time_order(dataset, lookup, index),
         thickness=_number(thickness, 0.0) or None,
         secondary_capture=str(dataset.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE),
-        pixels=pixels,
+        colour=colour,
     )
 
 

@@ -20,25 +20,26 @@ class CommandError(Exception):
 
 @dataclass(frozen=True)
 class Measurement:
-    """One run: wall time and the peak summed RSS of the process and all its descendants."""
+    """One run: wall time and the peak summed PSS of the process and all its descendants."""
 
     seconds: float
-    peak_rss: int
+    peak_memory: int
 
 
 def measure(command: Sequence[str], env: Mapping[str, str] | None = None) -> Measurement:
     """Run ``command`` to completion; raise CommandError (with its last output) on a bad exit.
 
-    Memory is the largest sum of the resident set sizes of the process and its descendants,
-    sampled every 50 ms; pages shared between processes count once per process, so for a pool
-    of forked workers this errs on the high side.
+    Memory is the largest sum of the proportional set sizes (PSS) of the process and its
+    descendants, sampled every 50 ms: a page shared by n processes counts 1/n in each, so a
+    pool of forked workers is neither over- nor undercounted (summed RSS would count the
+    shared pages once per worker).
     """
     with tempfile.TemporaryFile() as output:
         start = time.perf_counter()
         process = psutil.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
         peak = 0
         while True:
-            peak = max(peak, _tree_rss(process))
+            peak = max(peak, _tree_memory(process))
             try:
                 code = process.wait(timeout=POLL_SECONDS)
                 break
@@ -52,7 +53,7 @@ def measure(command: Sequence[str], env: Mapping[str, str] | None = None) -> Mea
     return Measurement(seconds, peak)
 
 
-def _tree_rss(process: psutil.Process) -> int:
+def _tree_memory(process: psutil.Process) -> int:
     total = 0
     try:
         members = [process, *process.children(recursive=True)]
@@ -60,7 +61,7 @@ def _tree_rss(process: psutil.Process) -> int:
         return 0
     for member in members:
         try:
-            total += member.memory_info().rss
+            total += member.memory_full_info().pss
         except psutil.NoSuchProcess:
             continue
     return total
@@ -77,5 +78,5 @@ class Summary:
         return statistics.median(run.seconds for run in self.runs)
 
     @property
-    def peak_rss(self) -> int:
-        return max(run.peak_rss for run in self.runs)
+    def peak_memory(self) -> int:
+        return max(run.peak_memory for run in self.runs)

@@ -123,7 +123,7 @@ def tools_table(results: list[Result], corpus: Corpus) -> str:
     """Tool, format, median wall time, throughput, peak memory and time relative to dcm2niix."""
     reference = {r.format: r.summary.seconds for r in results if r.tool == "dcm2niix" and r.summary}
     lines = [
-        "| tool | format | median wall s | files/s | MB/s | peak RSS MB | time / dcm2niix |",
+        "| tool | format | median wall s | files/s | MB/s | peak PSS MB | time / dcm2niix |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for result in results:
@@ -137,7 +137,8 @@ def tools_table(results: list[Result], corpus: Corpus) -> str:
             ratio += " (vs its .nii)"
         lines.append(
             f"| {result.tool} | {result.format} | {seconds:.1f} | {corpus.files / seconds:.0f} "
-            f"| {corpus.bytes / MB / seconds:.0f} | {result.summary.peak_rss / MB:.0f} | {ratio} |"
+            f"| {corpus.bytes / MB / seconds:.0f} | {result.summary.peak_memory / MB:.0f} "
+            f"| {ratio} |"
         )
     return "\n".join(lines)
 
@@ -172,7 +173,7 @@ class ScalePoint:
 def scaling_table(points: list[ScalePoint], fmt: str) -> str:
     """Time per GB and peak memory of the parser at each corpus size."""
     lines = [
-        f"| scale | files | series | GB | median wall s ({fmt}) | s per GB | peak RSS MB |",
+        f"| scale | files | series | GB | median wall s ({fmt}) | s per GB | peak PSS MB |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for point in points:
@@ -180,7 +181,7 @@ def scaling_table(points: list[ScalePoint], fmt: str) -> str:
         lines.append(
             f"| {corpus.scale:g} | {corpus.files} | {corpus.series} | {corpus.bytes / 1e9:.2f} "
             f"| {seconds:.1f} | {seconds / (corpus.bytes / 1e9):.1f} "
-            f"| {point.summary.peak_rss / MB:.0f} |"
+            f"| {point.summary.peak_memory / MB:.0f} |"
         )
     return "\n".join(lines)
 
@@ -237,7 +238,7 @@ def targets(
     ours_runs = [r.summary for r in results if r.tool == "dicom-parser" and r.summary]
     if ours_runs:
         limit = 2 * corpus.largest_series_voxel_bytes + MEMORY_MARGIN
-        peak = max(s.peak_rss for s in ours_runs)
+        peak = max(s.peak_memory for s in ours_runs)
         check(
             "peak memory <= 2 x largest series voxels + 300 MB",
             peak <= limit,
@@ -299,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tool": r.tool,
                 "format": r.format,
                 "seconds": [m.seconds for m in r.summary.runs] if r.summary else None,
-                "peak_rss": r.summary.peak_rss if r.summary else None,
+                "peak_memory": r.summary.peak_memory if r.summary else None,
                 "output_bytes": r.output_bytes,
                 "error": r.error,
             }
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 "scale": p.corpus.scale,
                 "bytes": p.corpus.bytes,
                 "seconds": p.summary.seconds,
-                "peak_rss": p.summary.peak_rss,
+                "peak_memory": p.summary.peak_memory,
             }
             for p in points
         ]

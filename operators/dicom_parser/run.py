@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -97,18 +98,18 @@ def parse_folder(
     listed = list(list_files(input_root))
     log.info("found %d files under %s", len(listed), input_dir)
     readable = [path for path, problem in listed if problem is None]
-    scanned = {
-        s.path: s
-        for s in _map(partial(scan_file, input_root), readable, workers, "scanned", chunksize=32)
-    }
-    headers = [Header(s.path, s.attributes) for s in scanned.values() if s.attributes is not None]
-    studies, duplicates = build_hierarchy(headers)
-
-    jobs, no_volume = _plan_jobs(studies, input_root, output_root, fmt, max_series_bytes)
-    outcomes = {
-        (o.study_uid, o.series_uid): o
-        for o in _map(convert_series, jobs, workers, "series converted")
-    }
+    # One pool for both stages, its workers forked now, while this process is small: forked
+    # later they would inherit (and, as Python touches it, copy) every header read so far.
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        scan = partial(scan_file, input_root)
+        scanned = {s.path: s for s in _map(pool, scan, readable, "scanned", chunksize=32)}
+        headers = [Header(s.path, s.attributes) for s in scanned.values() if s.attributes]
+        studies, duplicates = build_hierarchy(headers)
+        jobs, no_volume = _plan_jobs(studies, input_root, output_root, fmt, max_series_bytes)
+        outcomes = {
+            (o.study_uid, o.series_uid): o
+            for o in _map(pool, convert_series, jobs, "series converted")
+        }
     for (study_uid, series_uid), reason in no_volume.items():
         outcomes[study_uid, series_uid] = SeriesOutcome(
             study_uid, series_uid, problems=(reason,), has_pixels=False
@@ -151,14 +152,16 @@ def _remove_scratch(output_root: Path) -> None:
 
 
 def _map(
-    function: Callable[[T], R], items: list[T], workers: int, done: str, chunksize: int = 1
+    pool: ProcessPoolExecutor | None,
+    function: Callable[[T], R],
+    items: list[T],
+    done: str,
+    chunksize: int = 1,
 ) -> Iterator[R]:
-    """``map`` over a process pool (or in this process for one worker), logging progress."""
-    if workers <= 1 or len(items) <= 1:
-        yield from _progress(map(function, items), len(items), done)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from _progress(pool.map(function, items, chunksize=chunksize), len(items), done)
+    """``map`` over the pool (or in this process, without one), logging progress."""
+    if pool is None or len(items) <= 1:
+        return _progress(map(function, items), len(items), done)
+    return _progress(pool.map(function, items, chunksize=chunksize), len(items), done)
 
 
 def _progress(results: Iterable[R], total: int, done: str) -> Iterator[R]:

@@ -11,15 +11,16 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import numpy.typing as npt
-from zlib_ng import gzip_ng
+from isal import igzip
 
 from dicom_parser.geometry import FloatArray, lps_to_ras, spacing_and_direction
 from operator_common.errors import ConversionError
 from operator_common.models import Rescale
 
 FORMATS = ("mhd", "nii", "nii.gz")
-GZIP_LEVEL = 5
-"""zlib-ng at level 5 stays within 2 % of zlib level 6's size on CT, at 2-4 times its speed."""
+GZIP_LEVEL = 3
+"""ISA-L's level 3 deflates about 4 times faster than zlib-ng level 5 (8 times zlib level 6);
+files are a few percent larger (docs/performance.md)."""
 NIFTI_VOXEL_OFFSET = 352
 
 Writer = Callable[[Path, npt.NDArray[Any], FloatArray, Rescale, bool], list[Path]]
@@ -62,7 +63,7 @@ def write_nifti(
     with path.open("wb") as file:
         if path.name.endswith(".gz"):
             # No name and a zero time in the gzip header: reruns write identical bytes.
-            with gzip_ng.GzipFile("", "wb", GZIP_LEVEL, fileobj=file, mtime=0) as gzipped:
+            with igzip.IGzipFile("", "wb", GZIP_LEVEL, fileobj=file, mtime=0) as gzipped:
                 gzipped.writelines(chunks)
         else:
             file.writelines(chunks)

@@ -17,7 +17,7 @@ from typing import Any
 from operator_common.errors import OutputError
 from operator_common.jsonio import atomic_write_bytes
 from operator_common.models import json_value
-from series_selector.inputs import Candidate
+from series_selector.inputs import Candidate, series_identity
 from series_selector.matching import Condition, Facts, Group, Leaf, Not, Result, actual
 from series_selector.rules import Rules
 from series_selector.selection import Outcome, Verdict
@@ -60,12 +60,8 @@ def write_explain(
 
 
 def _series_entry(candidate: Candidate) -> dict[str, Any]:
-    attributes = candidate.series.attributes
     return {
-        "StudyInstanceUID": candidate.study.uid,
-        "SeriesInstanceUID": candidate.series.uid,
-        "SeriesNumber": json_value(attributes, "SeriesNumber"),
-        "SeriesDescription": json_value(attributes, "SeriesDescription"),
+        **series_identity(candidate),
         "has_volume": bool(candidate.volumes),
         "values": {k: actual(v) for k, v in sorted(candidate.facts.values.items())},
     }

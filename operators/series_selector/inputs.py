@@ -111,3 +111,14 @@ def inside(folder: Path, relative: str) -> Path:
             f"{SERIES_IMAGES_FILE} lists {relative!r}, which is not a file in {folder}"
         )
     return path
+
+
+def series_identity(candidate: Candidate) -> dict[str, Any]:
+    """What names a series in the outputs: its UIDs, number and description."""
+    attributes = candidate.series.attributes
+    return {
+        "StudyInstanceUID": candidate.study.uid,
+        "SeriesInstanceUID": candidate.series.uid,
+        "SeriesNumber": json_value(attributes, "SeriesNumber"),
+        "SeriesDescription": json_value(attributes, "SeriesDescription"),
+    }

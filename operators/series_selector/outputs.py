@@ -12,7 +12,7 @@ from typing import Any, Literal
 from operator_common.errors import InputError, OutputError
 from operator_common.jsonio import write_json
 from operator_common.models import VolumeEntry, json_value
-from series_selector.inputs import Candidate, inside
+from series_selector.inputs import Candidate, inside, series_identity
 from series_selector.selection import Outcome
 
 SELECTED_IMAGES_FILE = "selected-images.json"
@@ -45,13 +45,9 @@ def write_selected_images(
 def _series_entry(
     candidate: Candidate, input_dir: Path, output_dir: Path, mode: VolumeMode
 ) -> dict[str, Any]:
-    attributes = candidate.series.attributes
     return {
-        "StudyInstanceUID": candidate.study.uid,
-        "SeriesInstanceUID": candidate.series.uid,
-        "SeriesNumber": json_value(attributes, "SeriesNumber"),
-        "SeriesDescription": json_value(attributes, "SeriesDescription"),
-        "Modality": json_value(attributes, "Modality"),
+        **series_identity(candidate),
+        "Modality": json_value(candidate.series.attributes, "Modality"),
         "instance_count": len(candidate.series.instances),
         "images": [
             _image_entry(volume, input_dir, output_dir, mode) for volume in candidate.volumes

@@ -87,13 +87,14 @@ def images(engine: DockerClient) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.fixture(scope="module")
-def compose(images: None) -> list[str]:
-    if shutil.which("docker-compose"):
-        return ["docker-compose"]
-    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        return ["docker", "compose"]
-    pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+@pytest.fixture(scope="module", params=["docker-compose", "docker compose"])
+def compose(request: pytest.FixtureRequest, images: None) -> list[str]:
+    """Each compose implementation installed: docker-compose 1.29 and the v2 plugin."""
+    command: list[str] = request.param.split()
+    probe = subprocess.run([*command, "version"], capture_output=True, check=False)
+    if shutil.which(command[0]) is None or probe.returncode != 0:
+        pytest.skip(f"'{request.param}' is not installed here")
+    return command
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def truth_volume(truth: SeriesTruth) -> LoadedVolume:
     return LoadedVolume(truth.rescaled().transpose(2, 1, 0), truth.affine_lps)
 
 
-def volumes_of(out: Path, outputs: dict[str, Any], series_uid: str) -> list[dict[str, Any]]:
+def volumes_of(outputs: dict[str, Any], series_uid: str) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = outputs["series-images.json"][series_uid]
     return volumes
 
@@ -87,7 +87,7 @@ def test_volume_matches_truth_in_world_space(tmp_path: Path, geometry: str, fmt:
     spec = ct_series(slices=12, **GEOMETRIES[geometry])
     truth = write_series(tmp_path / "in", spec, shuffle_instance_numbers=True)
     outputs = run_parser(tmp_path / "in", tmp_path / "out", "--format", fmt)
-    (volume,) = volumes_of(tmp_path / "out", outputs, truth.series_uid)
+    (volume,) = volumes_of(outputs, truth.series_uid)
     assert volume["format"] == fmt
     assert volume["shape"] == [spec.columns, spec.rows, spec.slices]
     assert volume["spacing"] == pytest.approx(
@@ -101,7 +101,7 @@ def test_rescale_is_exact_and_stored_losslessly(tmp_path: Path) -> None:
     truth = write_series(tmp_path / "in", spec)
     for fmt, stored_as in (("nii", "nifti_scl"), ("mhd", "applied")):
         outputs = run_parser(tmp_path / "in", tmp_path / fmt, "--format", fmt)
-        (volume,) = volumes_of(tmp_path / fmt, outputs, truth.series_uid)
+        (volume,) = volumes_of(outputs, truth.series_uid)
         assert volume["rescale"] == {"slope": 0.25, "intercept": -3.5, "stored_as": stored_as}
         assert_matches_truth(tmp_path / fmt / volume["path"], truth)
 
@@ -109,7 +109,7 @@ def test_rescale_is_exact_and_stored_losslessly(tmp_path: Path) -> None:
 def test_ct_hounsfield_units_are_integers(tmp_path: Path) -> None:
     truth = write_series(tmp_path / "in", ct_series(slices=5))
     outputs = run_parser(tmp_path / "in", tmp_path / "out")
-    (volume,) = volumes_of(tmp_path / "out", outputs, truth.series_uid)
+    (volume,) = volumes_of(outputs, truth.series_uid)
     assert volume["rescale"]["stored_as"] == "applied"
     assert volume["dtype"] == "int16"
 
@@ -118,7 +118,7 @@ def test_mixed_series_is_split_never_stacked(tmp_path: Path) -> None:
     localizer = write_localizer(tmp_path / "in" / "loc", ct_series(rows=32, columns=32), seed=1)
     echoes = write_multi_echo(tmp_path / "in" / "echo", mr_series(slices=6), seed=2)
     outputs = run_parser(tmp_path / "in", tmp_path / "out")
-    planes = volumes_of(tmp_path / "out", outputs, localizer[0].series_uid)
+    planes = volumes_of(outputs, localizer[0].series_uid)
     assert len(planes) == 3
     assert sorted(v["orientation"] for v in planes) == ["AXIAL", "CORONAL", "SAGITTAL"]
     assert all(v["shape"][2] == 1 for v in planes)
@@ -127,7 +127,7 @@ def test_mixed_series_is_split_never_stacked(tmp_path: Path) -> None:
             compare(load_volume(tmp_path / "out" / v["path"]), truth_volume(truth)).agrees(0)
             for v in planes
         )
-    by_echo = volumes_of(tmp_path / "out", outputs, echoes[0].series_uid)
+    by_echo = volumes_of(outputs, echoes[0].series_uid)
     assert [v["label"] for v in by_echo] == ["echo-1", "echo-2"]
     assert [v["distinguished_by"] for v in by_echo] == [{"EchoNumbers": 1}, {"EchoNumbers": 2}]
     for volume, truth in zip(by_echo, echoes, strict=True):
@@ -142,7 +142,7 @@ def test_repeated_positions_become_one_4d_volume(tmp_path: Path) -> None:
     )
     second = write_series(tmp_path / "in" / "2", second_spec, seed=2)
     outputs = run_parser(tmp_path / "in", tmp_path / "out")
-    (volume,) = volumes_of(tmp_path / "out", outputs, first.series_uid)
+    (volume,) = volumes_of(outputs, first.series_uid)
     assert volume["shape"] == [spec.columns, spec.rows, spec.slices, 2]
     loaded = load_volume(tmp_path / "out" / volume["path"])
     for t, truth in enumerate((first, second)):
@@ -169,7 +169,7 @@ def test_irregular_stacks_are_resampled_onto_a_regular_grid(
 ) -> None:
     truth = write_series(tmp_path / "in", ct_series(**changes))
     outputs = run_parser(tmp_path / "in", tmp_path / "out")
-    (volume,) = volumes_of(tmp_path / "out", outputs, truth.series_uid)
+    (volume,) = volumes_of(outputs, truth.series_uid)
     assert phrase in volume["resampled"]
     direction = np.array(volume["direction"])
     assert direction @ direction.T == pytest.approx(np.eye(3), abs=1e-9)

@@ -84,10 +84,10 @@ def evaluate_case(root: Path, case: dict[str, Any], workdir: Path, workers: int 
         parse_folder(alone / "in", alone / "out", "nii", workers)
         ours.update(_volumes(workdir, f"{alone.name}/out", _outputs(alone / "out")[0]))
     refused = tuple(s["reason"] for s in report["series"] if "reason" in s)
-    results = tuple(
-        _best_match(reference, load_volume(root / reference), _tolerance(root / reference), ours)
-        for reference in reference_volumes(case)
-    )
+    results = []
+    for reference in reference_volumes(case):
+        loaded = load_volume(root / reference)
+        results.append(_best_match(reference, loaded, _tolerance(root / reference, loaded), ours))
     resampled = tuple(v["resampled"] for vs in images.values() for v in vs if v["resampled"])
     agreement = None
     if resampled and len(images) == 1:
@@ -97,7 +97,13 @@ def evaluate_case(root: Path, case: dict[str, Any], workdir: Path, workers: int 
             load_volume(workdir / "all" / volume["path"]), read_slices(files)
         )
     return CaseResult(
-        case["input"], tuple(sorted(ours)), refused, results, resampled, agreement, duplicates
+        case["input"],
+        tuple(sorted(ours)),
+        refused,
+        tuple(results),
+        resampled,
+        agreement,
+        duplicates,
     )
 
 
@@ -116,12 +122,13 @@ def _volumes(workdir: Path, output: str, images: dict[str, Any]) -> dict[str, Lo
     }
 
 
-def _tolerance(path: Path) -> float:
-    """Half the reference's quantisation step: its scl_slope, or 1 for unscaled integers."""
-    image: Any = nib.load(path)
-    slope, _ = image.header.get_slope_inter()
-    if image.get_data_dtype().kind == "f":
-        return 1e-4 * float(np.max(np.abs(image.get_fdata())) or 1.0)
+def _tolerance(path: Path, loaded: LoadedVolume) -> float:
+    """Half the reference's quantisation step (its scl_slope, or 1 for unscaled integers);
+    for floating-point references, 1e-4 of their largest value."""
+    header: Any = nib.load(path).header  # the header only: the voxels are in ``loaded``
+    slope, _ = header.get_slope_inter()
+    if header.get_data_dtype().kind == "f":
+        return 1e-4 * float(np.max(np.abs(loaded.values)) or 1.0)
     return 0.5 * abs(slope) if slope else 0.5
 
 

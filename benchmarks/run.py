@@ -157,7 +157,7 @@ def scan_rate(corpus: Corpus, workers: int, runs: int) -> float:
         else:
             scanned = [scan(path) for path in files]
         timings.append(time.perf_counter() - start)
-        if any(s.attributes is None for s in scanned):
+        if any(s.header is None for s in scanned):
             raise SystemExit("the header scan skipped files of the corpus")
     return len(files) / statistics.median(timings)
 

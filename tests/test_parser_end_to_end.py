@@ -272,6 +272,26 @@ def test_metadata_levels_and_dicom_json(tmp_path: Path) -> None:
     assert numbers == sorted(numbers)
 
 
+@pytest.mark.parametrize("studies", [0, 1, 3])
+def test_metadata_is_written_as_json_dumps_writes_it(tmp_path: Path, studies: int) -> None:
+    """dicom-metadata.json is written series by series; the text is what the json module
+    writes for the whole document, and nothing else is left in the output folder."""
+    (tmp_path / "in").mkdir()
+    for number in range(studies):
+        study = StudySpec(patient_id=f"P{number}", study_uid=f"1.2.3.{number}")
+        write_series(tmp_path / "in" / f"{number}a", ct_series(study=study, slices=2), seed=1)
+        write_series(tmp_path / "in" / f"{number}b", mr_series(study=study, slices=2), seed=2)
+    run_parser(tmp_path / "in", tmp_path / "out")
+    text = (tmp_path / "out" / "dicom-metadata.json").read_text(encoding="utf-8")
+    document = json.loads(text)
+    assert text == json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    assert len(document["studies"]) == studies
+    assert all(len(study["series"]) == 2 for study in document["studies"])
+    expected = {"dicom-metadata.json", "series-images.json", "parse-report.json"}
+    expected |= {"volumes"} if studies else set()
+    assert {p.name for p in (tmp_path / "out").iterdir()} == expected
+
+
 def test_reruns_are_byte_identical(tmp_path: Path) -> None:
     write_series(tmp_path / "in" / "a", ct_series(slices=4), seed=3)
     write_multi_echo(tmp_path / "in" / "b", mr_series(slices=3), seed=4)

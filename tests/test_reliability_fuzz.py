@@ -159,7 +159,7 @@ def test_scan_file_never_raises(data: bytes) -> None:
         (root / "mutant").write_bytes(data)
         with time_limit(SECONDS_PER_EXAMPLE):
             scanned = scan_file(root, "mutant")
-    assert (scanned.attributes is None) != (scanned.skip_reason is None)
+    assert (scanned.header is None) != (scanned.skip_reason is None)
 
 
 @fuzz_settings(default_examples=100)

@@ -1,18 +1,21 @@
 """Hierarchy: headers -> studies -> series -> instances, with each attribute at its level.
 
-Pure functions. An attribute goes as high as it can: study level for patient and study
-attributes constant over the study, series level for any other attribute constant over the
-series, instance level for the rest (and always SOPInstanceUID).
+Pure functions. Grouping and ordering use a few values of each header (``HeaderSummary``), so
+the full headers need not be held in memory together. An attribute goes as high as it can:
+study level for patient and study attributes constant over the study, series level for any
+other attribute constant over the series, instance level for the rest (and always
+SOPInstanceUID).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from operator_common.models import Instance, JsonDataset, Series, Study, json_value, tag_key
+from operator_common.models import JsonDataset, json_value, tag_key
 
 STUDY_LEVEL_KEYWORDS = (
     # Patient module
@@ -33,14 +36,71 @@ STUDY_LEVEL_KEYWORDS = (
 )  # fmt: skip
 STUDY_LEVEL_TAGS = frozenset(tag_key(k) for k in STUDY_LEVEL_KEYWORDS)
 SOP_INSTANCE_UID = tag_key("SOPInstanceUID")
+ROWS = tag_key("Rows")
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSummary:
+    """What grouping, ordering and planning need from one readable file's header."""
+
+    path: str
+    """POSIX path relative to the input folder."""
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    instance_number: float
+    """``inf`` when absent or not a number."""
+    study_date: str | None
+    study_time: str | None
+    series_number: int | None
+    modality: str | None
+    series_description: str | None
+    has_image: bool
+    """Whether the header has Rows (even with an unreadable value): the file holds an image."""
+    pixel_bytes: int
+    """The pixel data size the header claims (0 when it claims none)."""
+
+    @classmethod
+    def of(cls, path: str, attributes: JsonDataset) -> HeaderSummary:
+        def text(keyword: str) -> str | None:
+            value = json_value(attributes, keyword)
+            return None if value is None else str(value)
+
+        series_number = json_value(attributes, "SeriesNumber")
+        return cls(
+            path=path,
+            sop_instance_uid=str(json_value(attributes, "SOPInstanceUID")),
+            study_instance_uid=str(json_value(attributes, "StudyInstanceUID")),
+            series_instance_uid=str(json_value(attributes, "SeriesInstanceUID")),
+            instance_number=_number(json_value(attributes, "InstanceNumber")),
+            study_date=text("StudyDate"),
+            study_time=text("StudyTime"),
+            series_number=int(series_number) if isinstance(series_number, int | float) else None,
+            modality=text("Modality"),
+            series_description=text("SeriesDescription"),
+            has_image=ROWS in attributes,
+            pixel_bytes=_pixel_bytes(attributes),
+        )
 
 
 @dataclass(frozen=True)
-class Header:
-    """A readable DICOM file: its path relative to the input and its full header (DICOM JSON)."""
+class SeriesGroup:
+    """The readable files of one series, in instance order."""
 
-    path: str
-    attributes: JsonDataset
+    uid: str
+    headers: tuple[HeaderSummary, ...]
+
+    @property
+    def first(self) -> HeaderSummary:
+        return self.headers[0]
+
+
+@dataclass(frozen=True)
+class StudyGroup:
+    """The series of one study, in series order."""
+
+    uid: str
+    series: tuple[SeriesGroup, ...]
 
 
 @dataclass(frozen=True)
@@ -52,88 +112,104 @@ class Duplicate:
     sop_instance_uid: str
 
 
-def build_hierarchy(headers: Iterable[Header]) -> tuple[tuple[Study, ...], tuple[Duplicate, ...]]:
+def group_headers(
+    headers: Iterable[HeaderSummary],
+) -> tuple[tuple[StudyGroup, ...], tuple[Duplicate, ...]]:
     """Group headers into sorted studies; a repeated SOPInstanceUID is a duplicate, not used."""
-    unique: dict[str, Header] = {}
+    unique: dict[str, HeaderSummary] = {}
     duplicates: list[Duplicate] = []
     for header in sorted(headers, key=lambda h: h.path):
-        uid = str(json_value(header.attributes, "SOPInstanceUID"))
+        uid = header.sop_instance_uid
         if uid in unique:
             duplicates.append(Duplicate(header.path, unique[uid].path, uid))
         else:
             unique[uid] = header
 
-    by_study: dict[str, dict[str, list[Header]]] = defaultdict(lambda: defaultdict(list))
+    by_study: dict[str, dict[str, list[HeaderSummary]]] = defaultdict(lambda: defaultdict(list))
     for header in unique.values():
-        study_uid = str(json_value(header.attributes, "StudyInstanceUID"))
-        series_uid = str(json_value(header.attributes, "SeriesInstanceUID"))
-        by_study[study_uid][series_uid].append(header)
+        by_study[header.study_instance_uid][header.series_instance_uid].append(header)
 
-    studies = [_study(series_groups) for series_groups in by_study.values()]
+    studies = [
+        StudyGroup(study_uid, _sorted_series(series_groups))
+        for study_uid, series_groups in by_study.items()
+    ]
     studies.sort(key=_study_order)
     return tuple(studies), tuple(duplicates)
 
 
-def _study(series_groups: Mapping[str, list[Header]]) -> Study:
-    members = [h.attributes for group in series_groups.values() for h in group]
-    study_attributes = common_attributes(members, only=STUDY_LEVEL_TAGS)
-    series = [_series(group, exclude=study_attributes.keys()) for group in series_groups.values()]
-    series.sort(key=_series_order)
-    return Study(attributes=study_attributes, series=tuple(series))
-
-
-def _series(headers: Sequence[Header], exclude: Iterable[str]) -> Series:
-    excluded = set(exclude)
-    series_attributes = common_attributes(
-        [h.attributes for h in headers], skip=excluded | {SOP_INSTANCE_UID}
-    )
-    excluded |= series_attributes.keys()
-    instances = [
-        Instance(
-            path=h.path,
-            attributes={k: v for k, v in h.attributes.items() if k not in excluded},
-        )
-        for h in headers
+def _sorted_series(groups: dict[str, list[HeaderSummary]]) -> tuple[SeriesGroup, ...]:
+    series = [
+        SeriesGroup(uid, tuple(sorted(headers, key=_instance_order)))
+        for uid, headers in groups.items()
     ]
-    instances.sort(key=_instance_order)
-    return Series(attributes=series_attributes, instances=tuple(instances))
+    series.sort(key=_series_order)
+    return tuple(series)
 
 
 def common_attributes(
-    datasets: Sequence[JsonDataset],
+    datasets: Iterable[JsonDataset],
     only: frozenset[str] | None = None,
     skip: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The attributes present with the same value in every dataset, in tag order."""
     skipped = set(skip)
-    first, rest = datasets[0], datasets[1:]
-    return {
+    found = iter(datasets)
+    common = {
         key: value
-        for key, value in sorted(first.items())
-        if key not in skipped
-        and (only is None or key in only)
-        and all(other.get(key) == value for other in rest)
+        for key, value in sorted(next(found).items())
+        if key not in skipped and (only is None or key in only)
     }
+    for other in found:
+        common = {key: value for key, value in common.items() if other.get(key) == value}
+    return common
 
 
-def _number(dataset: JsonDataset, keyword: str) -> float:
-    value = json_value(dataset, keyword)
+def tier_series(
+    datasets: Sequence[JsonDataset], study_attributes: JsonDataset
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The attributes of a series' own level, and what is left for each of its instances."""
+    excluded = set(study_attributes)
+    series_attributes = common_attributes(datasets, skip=excluded | {SOP_INSTANCE_UID})
+    excluded |= series_attributes.keys()
+    instances = [{k: v for k, v in d.items() if k not in excluded} for d in datasets]
+    return series_attributes, instances
+
+
+def _number(value: Any) -> float:
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
-        return float("inf")
+        return math.inf
+    return number if not math.isnan(number) else math.inf
 
 
-def _study_order(study: Study) -> tuple[str, str, str]:
-    attributes = study.attributes
-    date = json_value(attributes, "StudyDate") or ""
-    time = json_value(attributes, "StudyTime") or ""
-    return str(date), str(time), study.uid
+def _pixel_bytes(attributes: JsonDataset) -> int:
+    def count(keyword: str, default: int) -> int:
+        try:
+            return max(int(json_value(attributes, keyword)), 0)
+        except (TypeError, ValueError):
+            return default
+
+    samples = count("Rows", 0) * count("Columns", 0) * count("NumberOfFrames", 1)
+    return samples * count("SamplesPerPixel", 1) * max(count("BitsAllocated", 8), 8) // 8
 
 
-def _series_order(series: Series) -> tuple[float, str]:
-    return _number(series.attributes, "SeriesNumber"), series.uid
+def _shared(values: Iterable[Any]) -> Any:
+    """The value when all are equal, else ``None``."""
+    distinct = set(values)
+    return distinct.pop() if len(distinct) == 1 else None
 
 
-def _instance_order(instance: Instance) -> tuple[float, str, str]:
-    return _number(instance.attributes, "InstanceNumber"), instance.sop_instance_uid, instance.path
+def _study_order(study: StudyGroup) -> tuple[str, str, str]:
+    headers = [h for series in study.series for h in series.headers]
+    date = _shared(h.study_date for h in headers) or ""
+    time = _shared(h.study_time for h in headers) or ""
+    return date, time, study.uid
+
+
+def _series_order(series: SeriesGroup) -> tuple[float, str]:
+    return _number(_shared(h.series_number for h in series.headers)), series.uid
+
+
+def _instance_order(header: HeaderSummary) -> tuple[float, str, str]:
+    return header.instance_number, header.sop_instance_uid, header.path

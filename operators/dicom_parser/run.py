@@ -24,11 +24,17 @@ from dicom_parser.convert import (
     SeriesOutcome,
     convert_series,
 )
-from dicom_parser.hierarchy import Duplicate, Header, build_hierarchy
-from dicom_parser.scan import ScannedFile, list_files, scan_file
+from dicom_parser.hierarchy import (
+    Duplicate,
+    HeaderSummary,
+    SeriesGroup,
+    StudyGroup,
+    group_headers,
+)
+from dicom_parser.metadata import HeaderStore, write_metadata
+from dicom_parser.scan import list_files, scan_file
 from operator_common.errors import InputError
 from operator_common.jsonio import write_json
-from operator_common.models import Instance, Series, Study, hierarchy_to_json, json_value, tag_key
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +103,28 @@ def parse_folder(
 
     listed = list(list_files(input_root))
     log.info("found %d files under %s", len(listed), input_dir)
+    skipped = {path: problem for path, problem in listed if problem is not None}
     readable = [path for path, problem in listed if problem is None]
+    headers: list[HeaderSummary] = []
     # One pool for both stages, its workers forked now, while this process is small: forked
     # later they would inherit (and, as Python touches it, copy) every header read so far.
-    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+    with (
+        ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool,
+        HeaderStore(output_root) as store,
+    ):
         scan = partial(scan_file, input_root)
-        scanned = {s.path: s for s in _map(pool, scan, readable, "scanned", chunksize=32)}
-        headers = [Header(s.path, s.attributes) for s in scanned.values() if s.attributes]
-        studies, duplicates = build_hierarchy(headers)
+        for scanned in _map(pool, scan, readable, "scanned", chunksize=32):
+            if scanned.summary is None or scanned.header is None:
+                skipped[scanned.path] = scanned.skip_reason or "unreadable"
+            else:
+                headers.append(scanned.summary)
+                store.put(scanned.path, scanned.header)
+        studies, duplicates = group_headers(headers)
         jobs, no_volume = _plan_jobs(studies, input_root, output_root, fmt, max_series_bytes)
-        outcomes = {
-            (o.study_uid, o.series_uid): o
-            for o in _map(pool, convert_series, jobs, "series converted")
-        }
+        converted = _map(pool, convert_series, jobs, "series converted")
+        log.info("writing %s while the series convert", METADATA_FILE)
+        write_metadata(output_root / METADATA_FILE, studies, store)
+        outcomes = {(o.study_uid, o.series_uid): o for o in converted}
     for (study_uid, series_uid), reason in no_volume.items():
         outcomes[study_uid, series_uid] = SeriesOutcome(
             study_uid, series_uid, problems=(reason,), has_pixels=False
@@ -120,8 +135,7 @@ def parse_folder(
         _log_outcome(series, outcome)
         if outcome.volumes:
             series_images.setdefault(series.uid, []).extend(v.to_json() for v in outcome.volumes)
-    report = _report(listed, scanned, duplicates, studies, outcomes, input_root, fmt)
-    write_json(output_root / METADATA_FILE, hierarchy_to_json(studies), "dicom-metadata")
+    report = _report(listed, skipped, headers, duplicates, studies, outcomes, input_root, fmt)
     write_json(output_root / SERIES_IMAGES_FILE, series_images, "series-images")
     write_json(output_root / REPORT_FILE, report, "parse-report")
     _prune_volumes(output_root, series_images)
@@ -174,20 +188,14 @@ def _progress(results: Iterable[R], total: int, done: str) -> Iterator[R]:
         yield result
 
 
-def _all_series(studies: Iterable[Study]) -> Iterator[tuple[Study, Series]]:
+def _all_series(studies: Iterable[StudyGroup]) -> Iterator[tuple[StudyGroup, SeriesGroup]]:
     for study in studies:
         for series in study.series:
             yield study, series
 
 
-def _series_value(series: Series, keyword: str) -> Any:
-    """A value from the series level, else from its first instance."""
-    value = json_value(series.attributes, keyword)
-    return value if value is not None else json_value(series.instances[0].attributes, keyword)
-
-
 def _plan_jobs(
-    studies: Iterable[Study], input_root: Path, output_root: Path, fmt: str, max_bytes: int
+    studies: Iterable[StudyGroup], input_root: Path, output_root: Path, fmt: str, max_bytes: int
 ) -> tuple[list[SeriesJob], dict[tuple[str, str], str]]:
     """A conversion job per image series; the reason each other series gets no volume (both
     keyed by study and series UID)."""
@@ -196,7 +204,7 @@ def _plan_jobs(
     pairs = list(_all_series(studies))
     uses = Counter(series.uid for _, series in pairs)
     for study, series in pairs:
-        claimed = sum(_pixel_bytes(series, instance) for instance in series.instances)
+        claimed = sum(header.pixel_bytes for header in series.headers)
         if claimed > max_bytes:
             no_volume[study.uid, series.uid] = (
                 f"its headers claim {_size(claimed)} of pixel data, over the "
@@ -204,16 +212,13 @@ def _plan_jobs(
                 "not read"
             )
             continue
-        rows = tag_key("Rows")  # present, even with an unreadable value: the file has an image
-        if rows not in series.attributes and not any(
-            rows in i.attributes for i in series.instances
-        ):
-            modality = _series_value(series, "Modality") or "unknown modality"
+        if not any(header.has_image for header in series.headers):
+            modality = series.first.modality or "unknown modality"
             no_volume[study.uid, series.uid] = (
                 f"no image data ({modality}): listed in the metadata only"
             )
             continue
-        paths = tuple(i.path for i in series.instances)
+        paths = tuple(header.path for header in series.headers)
         shared = uses[series.uid] > 1
         jobs.append(SeriesJob(input_root, output_root, fmt, study.uid, series.uid, paths, shared))
     return jobs, no_volume
@@ -231,26 +236,11 @@ def _size(count: int) -> str:
     return f"{size:.1f} GiB"
 
 
-def _pixel_bytes(series: Series, instance: Instance) -> int:
-    """The pixel data size an instance's header claims (0 when it claims none)."""
-
-    def number(keyword: str, default: int) -> int:
-        value = json_value(instance.attributes, keyword)
-        value = json_value(series.attributes, keyword) if value is None else value
-        try:
-            return max(int(value), 0)
-        except (TypeError, ValueError):
-            return default
-
-    samples = number("Rows", 0) * number("Columns", 0) * number("NumberOfFrames", 1)
-    return samples * number("SamplesPerPixel", 1) * max(number("BitsAllocated", 8), 8) // 8
-
-
-def _log_outcome(series: Series, outcome: SeriesOutcome) -> None:
+def _log_outcome(series: SeriesGroup, outcome: SeriesOutcome) -> None:
+    first = series.first
     name = (
-        f"series {_series_value(series, 'SeriesNumber')} "
-        f"{_series_value(series, 'Modality') or '?'} "
-        f"'{_series_value(series, 'SeriesDescription') or ''}' ({len(series.instances)} files)"
+        f"series {first.series_number} {first.modality or '?'} "
+        f"'{first.series_description or ''}' ({len(series.headers)} files)"
     )
     shapes = ", ".join("x".join(str(n) for n in v.shape) for v in outcome.volumes)
     if outcome.volumes:
@@ -262,18 +252,19 @@ def _log_outcome(series: Series, outcome: SeriesOutcome) -> None:
 
 def _report(
     listed: list[tuple[str, str | None]],
-    scanned: dict[str, ScannedFile],
+    skipped: dict[str, str],
+    headers: list[HeaderSummary],
     duplicates: tuple[Duplicate, ...],
-    studies: tuple[Study, ...],
+    studies: tuple[StudyGroup, ...],
     outcomes: dict[tuple[str, str], SeriesOutcome],
     input_root: Path,
     fmt: str,
 ) -> dict[str, Any]:
     duplicate_of = {d.path: d for d in duplicates}
+    sop_instance_uid = {header.path: header.sop_instance_uid for header in headers}
     files = []
-    for path, problem in listed:
-        record = scanned.get(path)
-        reason = problem or (record.skip_reason if record else None)
+    for path, _ in listed:
+        reason = skipped.get(path)
         if reason:
             files.append({"path": path, "status": "skipped", "reason": reason})
         elif path in duplicate_of:
@@ -290,22 +281,20 @@ def _report(
                 }
             )
         else:
-            assert record is not None and record.attributes is not None
-            uid = json_value(record.attributes, "SOPInstanceUID")
-            files.append({"path": path, "status": "used", "SOPInstanceUID": str(uid)})
+            files.append({"path": path, "status": "used", "SOPInstanceUID": sop_instance_uid[path]})
 
     series_entries = []
     for study in studies:
         for series in study.series:
             outcome = outcomes[study.uid, series.uid]
-            number = _series_value(series, "SeriesNumber")
+            first = series.first
             entry: dict[str, Any] = {
                 "StudyInstanceUID": study.uid,
                 "SeriesInstanceUID": series.uid,
-                "Modality": str(_series_value(series, "Modality") or ""),
-                "SeriesNumber": int(number) if isinstance(number, int | float) else None,
-                "SeriesDescription": str(_series_value(series, "SeriesDescription") or ""),
-                "instances": len(series.instances),
+                "Modality": first.modality or "",
+                "SeriesNumber": first.series_number,
+                "SeriesDescription": first.series_description or "",
+                "instances": len(series.headers),
                 "volumes": len(outcome.volumes),
             }
             if outcome.problems:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from dicom_parser.dicom_json import BULK_DATA_THRESHOLD, dataset_to_json, deferred_element
+from dicom_parser.hierarchy import HeaderSummary
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +27,13 @@ UNDEFINED = 0xFFFFFFFF
 
 @dataclass(frozen=True)
 class ScannedFile:
-    """One input file: its header as DICOM JSON, or the reason it cannot be used."""
+    """One input file: its header (summary and compact DICOM JSON text), or the reason it
+    cannot be used."""
 
     path: str
     """POSIX path relative to the input folder."""
-    attributes: dict[str, Any] | None = None
+    summary: HeaderSummary | None = None
+    header: bytes | None = None
     skip_reason: str | None = None
 
 
@@ -66,7 +70,9 @@ def scan_file(root: Path, relative: str) -> ScannedFile:
         problem = _header_problem(dataset, size, size - pixel_data_offset)
         if problem:
             return ScannedFile(relative, skip_reason=problem)
-        return ScannedFile(relative, attributes=dataset_to_json(dataset, relative))
+        attributes = dataset_to_json(dataset, relative)
+        text = json.dumps(attributes, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return ScannedFile(relative, HeaderSummary.of(relative, attributes), text.encode())
     except InvalidDicomError:
         return ScannedFile(relative, skip_reason="not DICOM")
     except PermissionError:

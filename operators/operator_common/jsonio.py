@@ -6,10 +6,11 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import fastjsonschema
 import jsonschema
@@ -18,11 +19,17 @@ from operator_common.errors import InputError, OutputError
 
 
 @cache
-def load_schema(name: str) -> dict[str, Any]:
-    """Return the JSON Schema ``schemas/<name>.schema.json``."""
+def load_schema(name: str, part: str = "") -> dict[str, Any]:
+    """Return the JSON Schema ``schemas/<name>.schema.json``, or the subschema at the JSON
+    pointer ``part`` (such as ``/properties/studies/items``) with the document's ``$defs``."""
     text = resources.files("operator_common").joinpath(f"schemas/{name}.schema.json").read_text()
     schema: dict[str, Any] = json.loads(text)
-    return schema
+    if not part:
+        return schema
+    node = schema
+    for step in part.strip("/").split("/"):
+        node = node[step]
+    return {"$schema": schema["$schema"], **node, "$defs": schema.get("$defs", {})}
 
 
 # Keywords newer than draft 7, which fastjsonschema would silently ignore.
@@ -41,9 +48,9 @@ _BEYOND_DRAFT_7 = frozenset(
 
 
 @cache
-def _fast_check(name: str) -> Callable[[Any], Any] | None:
+def _fast_check(name: str, part: str) -> Callable[[Any], Any] | None:
     """A compiled validator (ten times jsonschema's speed) when the schema is within draft 7."""
-    schema = load_schema(name)
+    schema = load_schema(name, part)
     return None if _BEYOND_DRAFT_7 & set(_keys(schema)) else fastjsonschema.compile(schema)
 
 
@@ -57,19 +64,20 @@ def _keys(node: Any) -> Iterator[str]:
             yield from _keys(item)
 
 
-def schema_errors(data: Any, schema_name: str) -> list[str]:
-    """Every way ``data`` breaks the schema, as ``path: message`` lines (empty when valid).
+def schema_errors(data: Any, schema_name: str, part: str = "") -> list[str]:
+    """Every way ``data`` breaks the schema (or its ``part``, see ``load_schema``), as
+    ``path: message`` lines (empty when valid).
 
     Valid data is recognised by a compiled validator; jsonschema then words the problems of
     data that is not."""
-    fast_check = _fast_check(schema_name)
+    fast_check = _fast_check(schema_name, part)
     if fast_check is not None:
         try:
             fast_check(data)
             return []
         except fastjsonschema.JsonSchemaException:
             pass
-    schema = load_schema(schema_name)
+    schema = load_schema(schema_name, part)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     return [f"{_json_path(e.absolute_path)}: {e.message}" for e in errors]
@@ -88,20 +96,28 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file to write ``path`` through: readers see the old file or the complete new one, never
+    half of it. The new file replaces the old when the block ends without an exception."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from other users
         with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         Path(tmp_name).replace(path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half."""
+    with atomic_file(path) as handle:
+        handle.write(payload)
 
 
 def write_json(path: Path, data: Any, schema_name: str) -> None:
@@ -112,11 +128,18 @@ def write_json(path: Path, data: Any, schema_name: str) -> None:
             f"refusing to write {path.name}: it does not match schema {schema_name!r}: "
             + "; ".join(problems[:5])
         )
-    text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+    text = json_text(data) + "\n"
     try:
         atomic_write_bytes(path, text.encode("utf-8"))
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def json_text(data: Any, indent: int = 0) -> str:
+    """``data`` as the JSON files are formatted (one space per level), its lines after the
+    first indented by ``indent`` spaces so it can be placed inside an enclosing document."""
+    text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False)
+    return text.replace("\n", "\n" + " " * indent) if indent else text
 
 
 def read_json(path: Path, schema_name: str) -> Any:

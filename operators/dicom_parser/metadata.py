@@ -1,0 +1,103 @@
+"""``dicom-metadata.json``: every header, kept on disk during the run, then written one series at
+a time, so memory grows with the largest series, not with the number of files."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from dicom_parser.hierarchy import (
+    STUDY_LEVEL_TAGS,
+    SeriesGroup,
+    StudyGroup,
+    common_attributes,
+    tier_series,
+)
+from operator_common.errors import OutputError
+from operator_common.jsonio import atomic_file, json_text, schema_errors
+
+SCHEMA = "dicom-metadata"
+STUDY_SCHEMA = "/properties/studies/items"
+SERIES_SCHEMA = f"{STUDY_SCHEMA}/properties/series/items"
+
+
+class HeaderStore:
+    """Full headers (compact DICOM JSON text) by file path, in an unnamed temporary file in
+    ``folder``: it disappears when closed, or when the process dies."""
+
+    def __init__(self, folder: Path) -> None:
+        self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed on exit
+        self._places: dict[str, tuple[int, int]] = {}
+        self._end = 0
+
+    def __enter__(self) -> HeaderStore:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._file.close()
+
+    def put(self, path: str, text: bytes) -> None:
+        self._file.write(text)
+        self._places[path] = (self._end, len(text))
+        self._end += len(text)
+
+    def get(self, path: str) -> dict[str, Any]:
+        self._file.flush()
+        offset, length = self._places[path]
+        attributes: dict[str, Any] = json.loads(os.pread(self._file.fileno(), length, offset))
+        return attributes
+
+
+def write_metadata(path: Path, studies: Sequence[StudyGroup], store: HeaderStore) -> None:
+    """Write the hierarchy of ``studies``, each part checked against its part of the schema.
+
+    Each study's headers are read twice: once for its own attributes, then series by series.
+    """
+    with atomic_file(path) as file:
+        file.write(b'{\n "studies": [')
+        for study_index, study in enumerate(studies):
+            headers = (store.get(h.path) for series in study.series for h in series.headers)
+            study_attributes = common_attributes(headers, only=STUDY_LEVEL_TAGS)
+            _check({"attributes": study_attributes, "series": []}, STUDY_SCHEMA, path)
+            opening = ',\n  {\n   "attributes": ' if study_index else '\n  {\n   "attributes": '
+            file.write((opening + json_text(study_attributes, 3) + ',\n   "series": [').encode())
+            for series_index, series in enumerate(study.series):
+                entry = _series_entry(series, study_attributes, store)
+                _check(entry, SERIES_SCHEMA, path)
+                separator = ",\n    " if series_index else "\n    "
+                file.write((separator + json_text(entry, 4)).encode())
+            file.write(b"\n   ]\n  }")
+        file.write(b"\n ]\n}\n" if studies else b"]\n}\n")
+
+
+def _series_entry(
+    series: SeriesGroup, study_attributes: dict[str, Any], store: HeaderStore
+) -> dict[str, Any]:
+    datasets = [store.get(header.path) for header in series.headers]
+    attributes, instances = tier_series(datasets, study_attributes)
+    return {
+        "attributes": attributes,
+        "instances": [
+            {"attributes": own, "path": header.path}
+            for own, header in zip(instances, series.headers, strict=True)
+        ],
+    }
+
+
+def _check(part: dict[str, Any], schema_part: str, path: Path) -> None:
+    problems = schema_errors(part, SCHEMA, schema_part)
+    if problems:
+        raise OutputError(
+            f"refusing to write {path.name}: it does not match schema {SCHEMA!r}: "
+            + "; ".join(problems[:5])
+        )

@@ -25,6 +25,19 @@ NIFTI_VOXEL_OFFSET = 352
 
 Writer = Callable[[Path, npt.NDArray[Any], FloatArray, Rescale, bool], list[Path]]
 RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+METAIMAGE_TYPES = {
+    ("i", 1): "MET_CHAR",
+    ("u", 1): "MET_UCHAR",
+    ("i", 2): "MET_SHORT",
+    ("u", 2): "MET_USHORT",
+    ("i", 4): "MET_INT",
+    ("u", 4): "MET_UINT",
+    ("i", 8): "MET_LONG_LONG",
+    ("u", 8): "MET_ULONG_LONG",
+    ("f", 4): "MET_FLOAT",
+    ("f", 8): "MET_DOUBLE",
+}
+"""MetaIO element type by numpy kind and size, as ITK names them on 64-bit Linux."""
 
 
 def write_nifti(
@@ -74,22 +87,69 @@ def write_metaimage(
     path: Path, voxels: npt.NDArray[Any], affine: FloatArray, rescale: Rescale, colour: bool
 ) -> list[Path]:
     """Write ``voxels`` as MetaImage (``.mhd`` header + ``.raw`` data) with LPS geometry;
-    colour as 3-component vector pixels."""
-    import SimpleITK as sitk  # a slow import, needed only here
+    colour as 3-component vector pixels.
 
+    The header and the voxel block are written directly, with the keys, order and number
+    format ITK's MetaIO writes: SimpleITK would first copy the whole volume into an image.
+    """
     if rescale.stored_as == "nifti_scl":
         raise ValueError("MetaImage cannot store a rescale: apply it before writing")
+    data = np.ascontiguousarray(voxels, dtype=voxels.dtype.newbyteorder("<"))
+    element_type = METAIMAGE_TYPES.get((data.dtype.kind, data.dtype.itemsize))
+    if element_type is None:
+        raise ConversionError(f"{data.dtype} has no MetaImage element type")
+    grid = data.shape[-2::-1] if colour else data.shape[::-1]
     spacing, direction = spacing_and_direction(affine)
     origin = np.asarray(affine, dtype=float)[:3, 3]
-    extra = voxels.ndim - 3 - colour
-    image = sitk.GetImageFromArray(voxels, isVector=colour)
-    image.SetSpacing([*spacing.tolist(), *(1.0,) * extra])
-    image.SetOrigin([*origin.tolist(), *(0.0,) * extra])
+    extra = len(grid) - 3
     full = np.eye(3 + extra)
     full[:3, :3] = direction
-    image.SetDirection(full.flatten().tolist())
-    sitk.WriteImage(image, str(path), useCompression=False)
-    return [path.with_suffix(".raw"), path]
+    raw = path.with_suffix(".raw")
+    fields = [
+        ("ObjectType", "Image"),
+        ("NDims", str(len(grid))),
+        ("BinaryData", "True"),
+        ("BinaryDataByteOrderMSB", "False"),
+        ("CompressedData", "False"),
+        ("TransformMatrix", _numbers(full.T.flatten())),  # one axis vector after another
+        ("Offset", _numbers([*origin, *(0.0,) * extra])),
+        ("CenterOfRotation", _numbers([0.0] * len(grid))),
+    ]
+    dimensions = " ".join(str(size) for size in grid)
+    if extra:  # ITK orients only 3D images; others get an unknown one, after DimSize
+        fields += [("ElementSpacing", _numbers([*spacing, *(1.0,) * extra]))]
+        fields += [("DimSize", dimensions), ("AnatomicalOrientation", "?" * len(grid))]
+    else:
+        fields += [("AnatomicalOrientation", _anatomical_orientation(direction))]
+        fields += [("ElementSpacing", _numbers(spacing)), ("DimSize", dimensions)]
+    if colour:
+        fields += [("ElementNumberOfChannels", str(data.shape[-1]))]
+    fields += [("ElementType", element_type), ("ElementDataFile", raw.name)]
+    with raw.open("wb") as file:
+        file.write(data.reshape(-1).view(np.uint8).data)
+    path.write_bytes("".join(f"{key} = {value}\n" for key, value in fields).encode())
+    return [raw, path]
+
+
+def _numbers(values: Any) -> str:
+    """Numbers as ITK writes them: 17 significant digits (C++ streams, ``%.17g``), and
+    zero never negative."""
+    return " ".join(f"{float(value) + 0.0:.17g}" for value in values)
+
+
+def _anatomical_orientation(direction: FloatArray) -> str:
+    """ITK's three-letter orientation (the side each axis comes from) of a 3x3 direction.
+
+    Greedy, as ``itk::AnatomicalOrientation``: the largest remaining |cosine| (ties to the
+    later patient axis, then image axis) fixes one image axis to one patient axis.
+    """
+    letters = ["?"] * 3
+    free = [(abs(float(direction[p, a])), p, a) for p in range(3) for a in range(3)]
+    while free:
+        _, patient, axis = max(free)
+        letters[axis] = "RLAPIS"[2 * patient + (direction[patient, axis] <= 0)]
+        free = [f for f in free if f[1] != patient and f[2] != axis]
+    return "".join(letters)
 
 
 WRITERS: dict[str, Writer] = {"mhd": write_metaimage, "nii": write_nifti, "nii.gz": write_nifti}

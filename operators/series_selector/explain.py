@@ -10,7 +10,7 @@ tests check it against ``schemas/selection-explain.schema.json``.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,16 @@ from operator_common.errors import OutputError
 from operator_common.jsonio import atomic_write_bytes
 from operator_common.models import json_value
 from series_selector.inputs import Candidate, series_identity
-from series_selector.matching import Condition, Facts, Group, Leaf, Not, Result, actual
+from series_selector.matching import (
+    Condition,
+    Facts,
+    Group,
+    Leaf,
+    Not,
+    Result,
+    Values,
+    actual,
+)
 from series_selector.rules import Rules
 from series_selector.selection import Outcome, Verdict
 
@@ -32,9 +41,17 @@ def write_explain(
     """Write ``selection-explain.json``: every selection, every series, every failed condition."""
     ordered = sorted(candidates, key=lambda c: c.order)
     number = {id(c): index for index, c in enumerate(ordered)}
+    columns = _Columns(ordered, sorted(rules.keywords))
     document = {
         "rules": rules.source,
-        "series": [_series_entry(c) for c in ordered],
+        "series": [
+            {
+                **series_identity(candidate),
+                "has_volume": bool(candidate.volumes),
+                "values": columns.shown_values(index),
+            }
+            for index, candidate in enumerate(ordered)
+        ],
         "selections": [
             {
                 "name": outcome.selection.name,
@@ -45,7 +62,7 @@ def write_explain(
                     {"path": leaf.path, "condition": leaf.condition}
                     for leaf in _leaves(outcome.selection.conditions)
                 ],
-                **_verdicts(outcome, number),
+                **_verdicts(outcome, number, columns),
             }
             for outcome in outcomes
         ],
@@ -59,12 +76,35 @@ def write_explain(
     return target
 
 
-def _series_entry(candidate: Candidate) -> dict[str, Any]:
-    return {
-        **series_identity(candidate),
-        "has_volume": bool(candidate.volumes),
-        "values": {k: actual(v) for k, v in sorted(candidate.facts.values.items())},
-    }
+class _Columns:
+    """Each series' values of each keyword as a small number: equal values, equal numbers.
+
+    Series are told apart by their values once per selection; numbers spare hashing the values
+    (nested tuples) again each time, and what Explain shows of a value is worked out once.
+    """
+
+    def __init__(self, ordered: Sequence[Candidate], keywords: Sequence[str]) -> None:
+        self.codes: dict[str, list[int]] = {}
+        self.shown: dict[str, list[Any]] = {}
+        for keyword in keywords:
+            code_of: dict[tuple[Values, ...], int] = {}
+            self.codes[keyword] = [
+                code_of.setdefault(c.facts.values[keyword], len(code_of)) for c in ordered
+            ]
+            self.shown[keyword] = [actual(distinct) for distinct in code_of]
+        planes: dict[frozenset[str], int] = {}
+        self.orientations = [
+            planes.setdefault(c.facts.volume_orientations, len(planes)) for c in ordered
+        ]
+
+    def shown_values(self, index: int) -> dict[str, Any]:
+        """The values of series ``index`` as Explain shows them, by keyword."""
+        return {k: self.shown[k][codes[index]] for k, codes in self.codes.items()}
+
+    def keys(self, keywords: Iterable[str]) -> list[tuple[int, ...]]:
+        """Per series, numbers that are equal when its values of ``keywords`` and its volumes'
+        planes are."""
+        return list(zip(self.orientations, *(self.codes[k] for k in keywords), strict=True))
 
 
 def _leaves(condition: Condition) -> list[Leaf]:
@@ -74,27 +114,25 @@ def _leaves(condition: Condition) -> list[Leaf]:
     return [condition]
 
 
-def _verdicts(outcome: Outcome, number: dict[int, int]) -> dict[str, Any]:
+def _verdicts(outcome: Outcome, number: dict[int, int], columns: _Columns) -> dict[str, Any]:
     """Ranked and chosen series, and the others grouped by the conditions they fail.
 
     Series with the same values of the selection's keywords fail alike, so the failures are
     worked out once per distinct set of values.
     """
     conditions = outcome.selection.conditions
-    keywords = sorted({leaf.keyword for leaf in _leaves(conditions)})
-    known: dict[Any, tuple[tuple[str, str], ...]] = {}
+    keys = columns.keys(sorted({leaf.keyword for leaf in _leaves(conditions)}))
     failing: dict[tuple[tuple[str, str], ...], list[int]] = {}
-    without_volume = []
+    without_volume: list[int] = []
+    group_of: dict[tuple[int, ...], list[int]] = {}
     for candidate in outcome.others:
-        facts = candidate.facts
-        key = (tuple(facts.values[k] for k in keywords), facts.volume_orientations)
-        failed = known.get(key)
-        if failed is None:
-            failed = known[key] = tuple((r.path, r.why) for r in failures(conditions, facts))
-        if failed:
-            failing.setdefault(failed, []).append(number[id(candidate)])
-        else:
-            without_volume.append(number[id(candidate)])
+        index = number[id(candidate)]
+        group = group_of.get(keys[index])
+        if group is None:
+            failed = tuple((r.path, r.why) for r in failures(conditions, candidate.facts))
+            group = failing.setdefault(failed, []) if failed else without_volume
+            group_of[keys[index]] = group
+        group.append(index)
     return {
         "ranked": [number[id(c)] for c in outcome.ranked],
         "chosen": [number[id(c)] for c in outcome.chosen],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -26,6 +27,8 @@ from operator_common.models import Rescale, VolumeEntry
 SERIES_COUNT = 10_000
 SERIES_PER_STUDY = 5
 SELECTOR_TARGET_SECONDS = 2.0
+PARSER_OUTPUT = "parser-output-v2"
+"""Where the made-up parser output is kept; renamed whenever ``write_parser_output`` changes."""
 PLANES = {
     "AXIAL": [1, 0, 0, 0, 1, 0],
     "CORONAL": [1, 0, 0, 0, 0, -1],
@@ -162,6 +165,7 @@ def write_parser_output(folder: Path, series_count: int = SERIES_COUNT, seed: in
             thickness = pick.choice((0.625, 1.0, 1.25, 2.5, 3.0, 5.0))
             derived = pick.random() < 0.2
             attributes = _dataset(
+                SeriesInstanceUID=series_uid,
                 Modality=modality,
                 SeriesNumber=number,
                 SeriesDescription=pick.choice(DESCRIPTIONS[modality]),
@@ -223,22 +227,31 @@ def write_parser_output(folder: Path, series_count: int = SERIES_COUNT, seed: in
 
 
 def bench_selector(folder: Path, runs: int) -> list[float]:
-    """Wall seconds of ``runs`` runs of series-selector over the 10,000-series parser output."""
-    parser_output = folder / "parser-output"
+    """Wall seconds of ``runs`` runs of series-selector over the 10,000-series parser output,
+    each into an empty output folder."""
+    parser_output = folder / PARSER_OUTPUT
     if not (parser_output / "rules.json").is_file():
         write_parser_output(parser_output)
+    selected = folder / "selected"
     command = [
         "series-selector",
         "--input",
         str(parser_output),
         "--output",
-        str(folder / "selected"),
+        str(selected),
         "--rules",
         str(parser_output / "rules.json"),
         "--log-level",
         "WARNING",
     ]
-    return [measure(command).seconds for _ in range(runs)]
+    seconds = []
+    for _ in range(runs):
+        shutil.rmtree(selected, ignore_errors=True)
+        seconds.append(measure(command).seconds)
+    chosen = json.loads((selected / "selected-images.json").read_text())["selections"]
+    if not any(selection["series"] for selection in chosen):
+        raise RuntimeError("no selection chose a series: the run measured matching, not choosing")
+    return seconds
 
 
 def main(argv: list[str] | None = None) -> int:

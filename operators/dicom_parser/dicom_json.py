@@ -7,10 +7,12 @@ import math
 from typing import Any
 from urllib.parse import quote
 
-from pydicom.datadict import dictionary_has_tag, dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.hooks import hooks
 from pydicom.tag import BaseTag
+
+from dicom_parser.raw_json import plain_element_json
 
 BULK_DATA_THRESHOLD = 1024
 """Binary values longer than this many bytes are referenced by BulkDataURI, not inlined."""
@@ -33,27 +35,54 @@ def dataset_to_json(dataset: Dataset, relative_path: str) -> dict[str, Any]:
     A value pydicom cannot encode is kept as its raw bytes (``InlineBinary``) rather than lost.
     """
     lift_functional_groups(dataset)
+    return _encode(dataset, quote(relative_path))
 
-    def bulk_data_uri(element: DataElement) -> str:
-        return f"{quote(relative_path)}#{element.tag:08X}"
 
+def _encode(dataset: Dataset, uri_path: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements
         key = f"{tag:08X}"
-        deferred = deferred_element(dataset, tag)
-        if deferred is not None:
-            vr = deferred.VR or (dictionary_VR(tag) if dictionary_has_tag(tag) else "UN")
-            if vr in BINARY_VRS:  # referenced, never read: it may be huge
-                result[key] = {"vr": vr, "BulkDataURI": f"{quote(relative_path)}#{key}"}
-                continue
-        try:
-            encoded = dataset[tag].to_json_dict(bulk_data_uri, BULK_DATA_THRESHOLD)
-        except Exception:  # any value pydicom cannot decode is kept raw below
-            encoded = None
-        result[key] = (
-            encoded if encoded is not None and _finite(encoded) else _raw_json(dataset, tag)
-        )
+        raw: Any = dataset.get_item(tag, keep_deferred=True)  # pydicom's stub omits deferral
+        if isinstance(raw, RawDataElement):
+            if raw.value is None:  # deferred: binary values are referenced, never read
+                vr = _resolved_vr(raw, dataset)
+                if vr in BINARY_VRS:
+                    result[key] = {"vr": vr, "BulkDataURI": f"{uri_path}#{key}"}
+                    continue
+            else:
+                plain = plain_element_json(raw, uri_path)
+                if plain is not None:
+                    result[key] = plain
+                    continue
+        result[key] = _element_json(dataset, tag, uri_path)
     return result
+
+
+def _element_json(dataset: Dataset, tag: BaseTag, uri_path: str) -> dict[str, Any]:
+    """An element as pydicom encodes it; sequence items go through ``_encode`` again."""
+
+    def bulk_data_uri(element: DataElement) -> str:
+        return f"{uri_path}#{element.tag:08X}"
+
+    try:
+        element = dataset[tag]
+        if element.VR == "SQ":
+            return {"vr": "SQ", "Value": [_encode(item, uri_path) for item in element.value]}
+        encoded = element.to_json_dict(bulk_data_uri, BULK_DATA_THRESHOLD)
+    except Exception:  # any value pydicom cannot decode is kept raw below
+        encoded = None
+    return encoded if encoded is not None and _finite(encoded) else _raw_json(dataset, tag)
+
+
+def _resolved_vr(raw: RawDataElement, dataset: Dataset) -> str:
+    """The VR pydicom would give an element, from the standard or private dictionary when
+    the file does not say."""
+    found: dict[str, Any] = {}
+    try:
+        hooks.raw_element_vr(raw, found, ds=dataset)
+    except Exception:  # an unknown tag in strict reading mode
+        return "UN"
+    return str(found.get("VR", "UN"))
 
 
 def deferred_element(dataset: Dataset, tag: BaseTag) -> RawDataElement | None:

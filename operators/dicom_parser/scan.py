@@ -17,12 +17,15 @@ from pydicom.uid import UID
 
 from dicom_parser.dicom_json import BULK_DATA_THRESHOLD, dataset_to_json, deferred_element
 from dicom_parser.hierarchy import HeaderSummary
+from operator_common.models import JsonDataset, json_value
 
 log = logging.getLogger(__name__)
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 REQUIRED_UIDS = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 UNDEFINED = 0xFFFFFFFF
+DIRECTORY_RECORD_SEQUENCE = 0x00041220
+DICOMDIR = "DICOMDIR (media storage directory): not an image; the files it lists are scanned"
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,11 @@ def scan_file(root: Path, relative: str) -> ScannedFile:
         with path.open("rb") as handle:
             dataset = _read_header(handle)
             pixel_data_offset = handle.tell()
-        problem = _header_problem(dataset, size, size - pixel_data_offset)
+        problem = _structure_problem(dataset, size)
+        attributes = {} if problem else dataset_to_json(dataset, relative)
+        problem = problem or _content_problem(dataset, attributes, size - pixel_data_offset)
         if problem:
             return ScannedFile(relative, skip_reason=problem)
-        attributes = dataset_to_json(dataset, relative)
         text = json.dumps(attributes, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         return ScannedFile(relative, HeaderSummary.of(relative, attributes), text.encode())
     except InvalidDicomError:
@@ -96,11 +100,10 @@ def _read_header(handle: Any) -> Dataset:
         return dcmread(handle, stop_before_pixels=True, force=True, defer_size=BULK_DATA_THRESHOLD)
 
 
-def _header_problem(dataset: Dataset, file_size: int, bytes_after_header: int) -> str | None:
-    if dataset.get("SOPClassUID") == MEDIA_STORAGE_DIRECTORY or "DirectoryRecordSequence" in (
-        dataset
-    ):
-        return "DICOMDIR (media storage directory): not an image; the files it lists are scanned"
+def _structure_problem(dataset: Dataset, file_size: int) -> str | None:
+    """Why the header cannot be used, from its structure alone (no value is decoded)."""
+    if DIRECTORY_RECORD_SEQUENCE in dataset:
+        return DICOMDIR
     for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements
         raw = deferred_element(dataset, tag)
         if raw is not None and raw.length != UNDEFINED:
@@ -108,31 +111,40 @@ def _header_problem(dataset: Dataset, file_size: int, bytes_after_header: int) -
             if overrun > 0:
                 element = f"({tag.group:04X},{tag.element:04X})"
                 return f"truncated: {element} runs {overrun} bytes past the end of the file"
+    return None
+
+
+def _content_problem(
+    dataset: Dataset, attributes: JsonDataset, bytes_after_header: int
+) -> str | None:
+    """Why the header cannot be used, from its values."""
+    if json_value(attributes, "SOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+        return DICOMDIR
     for keyword in REQUIRED_UIDS:
-        if not str(dataset.get(keyword, "")).strip():
+        if not str(json_value(attributes, keyword) or "").strip():
             return f"no {keyword}: not a DICOM composite instance"
-    missing = _missing_pixel_bytes(dataset, bytes_after_header)
+    missing = _missing_pixel_bytes(dataset, attributes, bytes_after_header)
     if missing:
         return f"truncated: pixel data is {missing} bytes short"
     return None
 
 
-def _missing_pixel_bytes(dataset: Dataset, bytes_after_header: int) -> int:
+def _missing_pixel_bytes(dataset: Dataset, attributes: JsonDataset, bytes_after_header: int) -> int:
     """How many bytes of native (uncompressed) pixel data the file lacks; 0 when complete."""
     transfer_syntax = UID(getattr(dataset.file_meta, "TransferSyntaxUID", "1.2.840.10008.1.2"))
     if not transfer_syntax.is_transfer_syntax or transfer_syntax.is_encapsulated:
         return 0
-    if transfer_syntax.is_deflated or "Rows" not in dataset:
+    if transfer_syntax.is_deflated or json_value(attributes, "Rows") is None:
         return 0
     try:
         samples = (
-            int(dataset.Rows)
-            * int(dataset.Columns)
-            * int(dataset.get("SamplesPerPixel", 1) or 1)
-            * int(dataset.get("NumberOfFrames", 1) or 1)
+            int(json_value(attributes, "Rows"))
+            * int(json_value(attributes, "Columns"))
+            * int(json_value(attributes, "SamplesPerPixel") or 1)
+            * int(json_value(attributes, "NumberOfFrames") or 1)
         )
-        expected = (samples * int(dataset.BitsAllocated) + 7) // 8
-    except (AttributeError, TypeError, ValueError):
+        expected = (samples * int(json_value(attributes, "BitsAllocated")) + 7) // 8
+    except (TypeError, ValueError):
         return 0
     element_header = (
         8  # tag + length; explicit VR OB/OW adds 4 more, so this errs towards "complete"

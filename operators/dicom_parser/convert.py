@@ -164,7 +164,7 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any])
         origin=tuple(float(v) for v in plan.affine_lps[:3, 3]),  # type: ignore[arg-type]
         direction=tuple(tuple(float(v) for v in direction[:, a]) for a in range(3)),  # type: ignore[misc]
         orientation=plane_of(plan.frames[0].orientation),
-        dtype=str(voxels.dtype),
+        dtype=voxels.dtype.name,  # whatever byte order was read: the files are little-endian
         rescale=rescale,
         instance_count=len({f.source for f in plan.frames}),
         frame_count=len(plan.frames),

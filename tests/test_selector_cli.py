@@ -120,6 +120,17 @@ def test_a_second_run_into_the_same_folder_gives_the_same_result(
     assert (out / "selected-images.json").read_text() == first
 
 
+def test_a_different_file_where_a_volume_goes_is_replaced(parsed: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run(parsed, out) == 0
+    path = next(image_paths(selected(out)))
+    (out / path).unlink()
+    (out / path).write_bytes(b"stale")
+    assert run(parsed, out) == 0
+    assert (out / path).stat().st_ino == (parsed / path).stat().st_ino
+    assert not [p.name for p in (out / path).parent.iterdir() if p.name.startswith(".")]
+
+
 def test_output_folder_may_be_the_input_folder(parsed: Path) -> None:
     assert run(parsed, parsed) == 0
     for path in image_paths(selected(parsed)):

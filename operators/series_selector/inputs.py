@@ -51,7 +51,8 @@ class Candidate:
 def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate, ...]:
     """Every series of ``folder``'s ``dicom-metadata.json``, with facts for ``keywords``.
 
-    Volume paths are checked (``inside``) when a volume is used, i.e. placed or referred to.
+    Volume paths are checked (``InputFolder.file``) when a volume is used, i.e. placed or
+    referred to.
     """
     if not folder.is_dir():
         raise InputError(f"input folder {folder} does not exist or is not a folder")
@@ -95,22 +96,31 @@ def _hashable(values: list[object] | None) -> Values:
     return tuple(repr(v) if isinstance(v, dict | list) else v for v in values or ())
 
 
-def inside(folder: Path, relative: str) -> Path:
-    """``folder / relative`` if it stays inside ``folder``, symlinks resolved; else InputError."""
-    parts = PurePosixPath(relative).parts
-    if not relative or PurePosixPath(relative).is_absolute() or ".." in parts or "\\" in relative:
-        raise InputError(
-            f"{SERIES_IMAGES_FILE} lists a path outside the input folder: {relative!r}"
-        )
-    path = folder / relative
-    root = folder.resolve()
-    if not path.resolve().is_relative_to(root):
-        raise InputError(f"{SERIES_IMAGES_FILE} lists {relative!r}, which leads outside {folder}")
-    if not path.is_file():
-        raise InputError(
-            f"{SERIES_IMAGES_FILE} lists {relative!r}, which is not a file in {folder}"
-        )
-    return path
+class InputFolder:
+    """The parser's output folder, whose ``series-images.json`` lists paths relative to it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.root = folder.resolve()
+
+    def file(self, relative: str) -> Path:
+        """``folder / relative`` if it is a file inside the folder, symlinks resolved; else
+        ``InputError``."""
+        pure = PurePosixPath(relative)
+        if not relative or pure.is_absolute() or ".." in pure.parts or "\\" in relative:
+            raise InputError(
+                f"{SERIES_IMAGES_FILE} lists a path outside the input folder: {relative!r}"
+            )
+        path = self.folder / relative
+        if not path.resolve().is_relative_to(self.root):
+            raise InputError(
+                f"{SERIES_IMAGES_FILE} lists {relative!r}, which leads outside {self.folder}"
+            )
+        if not path.is_file():
+            raise InputError(
+                f"{SERIES_IMAGES_FILE} lists {relative!r}, which is not a file in {self.folder}"
+            )
+        return path
 
 
 def series_identity(candidate: Candidate) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from operator_common.errors import InputError, OutputError
 from operator_common.jsonio import write_json
 from operator_common.models import VolumeEntry, json_value
-from series_selector.inputs import Candidate, inside, series_identity
+from series_selector.inputs import Candidate, InputFolder, series_identity
 from series_selector.selection import Outcome
 
 SELECTED_IMAGES_FILE = "selected-images.json"
@@ -26,13 +26,15 @@ def write_selected_images(
     """Write ``selected-images.json``; its image paths resolve relative to ``output_dir``.
 
     ``place`` hard-links (else copies) each chosen volume into ``output_dir`` under its path
-    in the input; ``refer`` points at the volume where it is, by a relative path.
+    in the input; ``refer`` points at the volume where it is, by a relative path. A volume
+    chosen by several selections is checked and placed once.
     """
+    images = _ImageEntries(InputFolder(input_dir), output_dir, mode)
     document = {
         "selections": [
             {
                 "name": outcome.selection.name,
-                "series": [_series_entry(c, input_dir, output_dir, mode) for c in outcome.chosen],
+                "series": [_series_entry(c, images) for c in outcome.chosen],
             }
             for outcome in outcomes
         ]
@@ -42,45 +44,55 @@ def write_selected_images(
     return target
 
 
-def _series_entry(
-    candidate: Candidate, input_dir: Path, output_dir: Path, mode: VolumeMode
-) -> dict[str, Any]:
+def _series_entry(candidate: Candidate, images: _ImageEntries) -> dict[str, Any]:
     return {
         **series_identity(candidate),
         "Modality": json_value(candidate.series.attributes, "Modality"),
         "instance_count": len(candidate.series.instances),
-        "images": [
-            _image_entry(volume, input_dir, output_dir, mode) for volume in candidate.volumes
-        ],
+        "images": [images.entry(volume) for volume in candidate.volumes],
     }
 
 
-def _image_entry(
-    volume: VolumeEntry, input_dir: Path, output_dir: Path, mode: VolumeMode
-) -> dict[str, Any]:
-    if mode == "place":
-        for relative in (volume.path, *data_files(input_dir, volume)):
-            place(inside(input_dir, relative), output_dir / relative)
-        path = volume.path
-    else:
-        path = Path(os.path.relpath(inside(input_dir, volume.path), output_dir)).as_posix()
-    return {
-        "path": path,
-        "format": volume.format,
-        "label": volume.label,
-        "shape": list(volume.shape),
-        "spacing": list(volume.spacing),
-        "orientation": volume.orientation,
-        "dtype": volume.dtype,
-        "channels": volume.channels,
-    }
+class _ImageEntries:
+    """The ``images`` entry of each chosen volume, made (and its file placed) once."""
+
+    def __init__(self, input_folder: InputFolder, output_dir: Path, mode: VolumeMode) -> None:
+        self.input_folder = input_folder
+        self.output_dir = output_dir
+        self.mode = mode
+        self._made: dict[int, dict[str, Any]] = {}
+
+    def entry(self, volume: VolumeEntry) -> dict[str, Any]:
+        made = self._made.get(id(volume))
+        if made is None:
+            made = self._made[id(volume)] = self._make(volume)
+        return made
+
+    def _make(self, volume: VolumeEntry) -> dict[str, Any]:
+        if self.mode == "place":
+            for relative in (volume.path, *data_files(self.input_folder, volume)):
+                place(self.input_folder.file(relative), self.output_dir / relative)
+            path = volume.path
+        else:
+            located = self.input_folder.file(volume.path)
+            path = Path(os.path.relpath(located, self.output_dir)).as_posix()
+        return {
+            "path": path,
+            "format": volume.format,
+            "label": volume.label,
+            "shape": list(volume.shape),
+            "spacing": list(volume.spacing),
+            "orientation": volume.orientation,
+            "dtype": volume.dtype,
+            "channels": volume.channels,
+        }
 
 
-def data_files(input_dir: Path, volume: VolumeEntry) -> list[str]:
+def data_files(input_folder: InputFolder, volume: VolumeEntry) -> list[str]:
     """The files a volume needs beside itself: a MetaImage header's ``ElementDataFile``."""
     if volume.format != "mhd":
         return []
-    header = inside(input_dir, volume.path).read_text(encoding="latin-1")
+    header = input_folder.file(volume.path).read_text(encoding="latin-1")
     for line in header.splitlines():
         key, _, value = line.partition("=")
         if key.strip() == "ElementDataFile":
@@ -94,9 +106,13 @@ def data_files(input_dir: Path, volume: VolumeEntry) -> list[str]:
 
 
 def place(source: Path, target: Path) -> None:
-    """Make ``target`` the same file as ``source``: a hard link where possible, else a copy."""
+    """Make ``target`` the same file as ``source``: a hard link where possible, else a copy.
+
+    A new hard link appears whole or not at all; a copy, or a link replacing another file, is
+    made beside ``target`` and then renamed over it.
+    """
     try:
-        if target.exists() and target.samefile(source):
+        if _linked(source, target):
             return
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".placing-", dir=target.parent) as scratch:
@@ -107,6 +123,17 @@ def place(source: Path, target: Path) -> None:
         raise OutputError(
             f"cannot place {source} at {target}: {error.strerror or error}"
         ) from error
+
+
+def _linked(source: Path, target: Path) -> bool:
+    """Whether ``target`` is, or has just been made, a hard link to ``source``."""
+    try:
+        target.hardlink_to(source)
+    except FileExistsError:
+        return target.exists() and target.samefile(source)
+    except OSError:  # no folder yet, another file system, or links not allowed here
+        return False
+    return True
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -10,7 +10,7 @@ tests check it against ``schemas/selection-explain.schema.json``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,9 @@ from series_selector.matching import (
     Leaf,
     Not,
     Result,
-    Values,
+    ValueCodes,
     actual,
+    leaves,
 )
 from series_selector.rules import Rules
 from series_selector.selection import Outcome, Verdict
@@ -41,14 +42,15 @@ def write_explain(
     """Write ``selection-explain.json``: every selection, every series, every failed condition."""
     ordered = sorted(candidates, key=lambda c: c.order)
     number = {id(c): index for index, c in enumerate(ordered)}
-    columns = _Columns(ordered, sorted(rules.keywords))
+    codes = ValueCodes([c.facts for c in ordered], sorted(rules.keywords))
+    shown = {k: [actual(values) for values in codes.distinct[k]] for k in codes.codes}
     document = {
         "rules": rules.source,
         "series": [
             {
                 **series_identity(candidate),
                 "has_volume": bool(candidate.volumes),
-                "values": columns.shown_values(index),
+                "values": {k: shown[k][codes.codes[k][index]] for k in shown},
             }
             for index, candidate in enumerate(ordered)
         ],
@@ -60,9 +62,9 @@ def write_explain(
                 "order_by": [str(key) for key in outcome.selection.order_by],
                 "conditions": [
                     {"path": leaf.path, "condition": leaf.condition}
-                    for leaf in _leaves(outcome.selection.conditions)
+                    for leaf in leaves(outcome.selection.conditions)
                 ],
-                **_verdicts(outcome, number, columns),
+                **_verdicts(outcome, number, codes),
             }
             for outcome in outcomes
         ],
@@ -76,52 +78,14 @@ def write_explain(
     return target
 
 
-class _Columns:
-    """Each series' values of each keyword as a small number: equal values, equal numbers.
-
-    Series are told apart by their values once per selection; numbers spare hashing the values
-    (nested tuples) again each time, and what Explain shows of a value is worked out once.
-    """
-
-    def __init__(self, ordered: Sequence[Candidate], keywords: Sequence[str]) -> None:
-        self.codes: dict[str, list[int]] = {}
-        self.shown: dict[str, list[Any]] = {}
-        for keyword in keywords:
-            code_of: dict[tuple[Values, ...], int] = {}
-            self.codes[keyword] = [
-                code_of.setdefault(c.facts.values[keyword], len(code_of)) for c in ordered
-            ]
-            self.shown[keyword] = [actual(distinct) for distinct in code_of]
-        planes: dict[frozenset[str], int] = {}
-        self.orientations = [
-            planes.setdefault(c.facts.volume_orientations, len(planes)) for c in ordered
-        ]
-
-    def shown_values(self, index: int) -> dict[str, Any]:
-        """The values of series ``index`` as Explain shows them, by keyword."""
-        return {k: self.shown[k][codes[index]] for k, codes in self.codes.items()}
-
-    def keys(self, keywords: Iterable[str]) -> list[tuple[int, ...]]:
-        """Per series, numbers that are equal when its values of ``keywords`` and its volumes'
-        planes are."""
-        return list(zip(self.orientations, *(self.codes[k] for k in keywords), strict=True))
-
-
-def _leaves(condition: Condition) -> list[Leaf]:
-    if isinstance(condition, Group):
-        return [leaf for child in condition.children for leaf in _leaves(child)]
-    assert isinstance(condition, Leaf)
-    return [condition]
-
-
-def _verdicts(outcome: Outcome, number: dict[int, int], columns: _Columns) -> dict[str, Any]:
+def _verdicts(outcome: Outcome, number: dict[int, int], codes: ValueCodes) -> dict[str, Any]:
     """Ranked and chosen series, and the others grouped by the conditions they fail.
 
     Series with the same values of the selection's keywords fail alike, so the failures are
     worked out once per distinct set of values.
     """
     conditions = outcome.selection.conditions
-    keys = columns.keys(sorted({leaf.keyword for leaf in _leaves(conditions)}))
+    keys = codes.keys(conditions)
     failing: dict[tuple[tuple[str, str], ...], list[int]] = {}
     without_volume: list[int] = []
     group_of: dict[tuple[int, ...], list[int]] = {}

@@ -16,7 +16,7 @@ Modality cost one test, not ten thousand.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -348,3 +348,34 @@ class Not(Group):
         else:
             why = "negated conditions fail"
         return Result(self.path, "not", not nested.passed, None, why, results)
+
+
+def leaves(condition: Condition) -> list[Leaf]:
+    """The conditions on one attribute each, nested in ``condition`` (or itself), in rule order."""
+    if isinstance(condition, Group):
+        return [leaf for child in condition.children for leaf in leaves(child)]
+    assert isinstance(condition, Leaf)
+    return [condition]
+
+
+class ValueCodes:
+    """The facts of many series as small numbers: each distinct value of each keyword, and each
+    distinct set of volume planes, gets one. Series are grouped by these numbers rather than by
+    their values (nested tuples), which would be hashed again for every selection."""
+
+    def __init__(self, facts: Sequence[Facts], keywords: Sequence[str]) -> None:
+        self.codes: dict[str, list[int]] = {}
+        self.distinct: dict[str, list[tuple[Values, ...]]] = {}
+        for keyword in keywords:
+            code_of: dict[tuple[Values, ...], int] = {}
+            self.codes[keyword] = [
+                code_of.setdefault(f.values[keyword], len(code_of)) for f in facts
+            ]
+            self.distinct[keyword] = list(code_of)
+        planes: dict[frozenset[str], int] = {}
+        self.planes = [planes.setdefault(f.volume_orientations, len(planes)) for f in facts]
+
+    def keys(self, condition: Condition) -> list[tuple[int, ...]]:
+        """Per series, a key that is equal for series on which ``condition`` fares alike."""
+        keywords = sorted({leaf.keyword for leaf in leaves(condition)})
+        return list(zip(self.planes, *(self.codes[k] for k in keywords), strict=True))

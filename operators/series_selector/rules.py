@@ -13,7 +13,7 @@ import binascii
 import difflib
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,14 +32,13 @@ from series_selector.matching import (
     AllOf,
     AnyOf,
     Condition,
-    Group,
-    Leaf,
     Members,
     Missing,
     Not,
     Number,
     Orientation,
     Text,
+    leaves,
     member_text,
 )
 
@@ -89,17 +88,8 @@ class Rules:
         """Every DICOM keyword the conditions or sort keys use."""
         used = {k.name for s in self.selections for k in s.order_by} - DERIVED_ORDER_KEYS.keys()
         for selection in self.selections:
-            used.update(_leaf_keywords(selection.conditions))
+            used.update(leaf.keyword for leaf in leaves(selection.conditions))
         return frozenset(used)
-
-
-def _leaf_keywords(condition: Condition) -> Iterator[str]:
-    if isinstance(condition, Group):
-        for child in condition.children:
-            yield from _leaf_keywords(child)
-    else:
-        assert isinstance(condition, Leaf)
-        yield condition.keyword
 
 
 class _BadRuleError(Exception):

@@ -10,7 +10,7 @@ from typing import Any
 
 from operator_common.errors import SelectionError
 from series_selector.inputs import Candidate
-from series_selector.matching import AllOf, Result, as_number
+from series_selector.matching import AllOf, Result, ValueCodes, as_number
 from series_selector.rules import OrderKey, Rules, Selection
 
 
@@ -65,7 +65,8 @@ class Outcome:
 def select(rules: Rules, candidates: Sequence[Candidate]) -> tuple[Outcome, ...]:
     """Apply every selection, in rule order, to every candidate."""
     baseline = sorted(candidates, key=lambda c: c.order)
-    return tuple(_apply(selection, baseline) for selection in rules.selections)
+    codes = ValueCodes([c.facts for c in baseline], sorted(rules.keywords))
+    return tuple(_apply(selection, baseline, codes) for selection in rules.selections)
 
 
 def check_required(outcomes: Sequence[Outcome]) -> None:
@@ -78,18 +79,25 @@ def check_required(outcomes: Sequence[Outcome]) -> None:
         )
 
 
-def _apply(selection: Selection, baseline: Sequence[Candidate]) -> Outcome:
+def _apply(selection: Selection, baseline: Sequence[Candidate], codes: ValueCodes) -> Outcome:
     conditions = selection.conditions
-    ranked = _ordered(
-        [c for c in baseline if c.volumes and conditions.holds(c.facts)], selection.order_by
-    )
+    holds: dict[tuple[int, ...], bool] = {}  # series with equal keys match alike
+    matching = []
+    for candidate, key in zip(baseline, codes.keys(conditions), strict=True):
+        passed = holds.get(key)
+        if passed is None:
+            passed = holds[key] = conditions.holds(candidate.facts)
+        if passed and candidate.volumes:
+            matching.append(candidate)
+    ranked = _ordered(matching, selection.order_by)
     placed = set(map(id, ranked))
     chosen: list[Candidate] = []
     chosen_studies: set[str] = set()
     for candidate in ranked:
-        if selection.all_matched or candidate.study.uid not in chosen_studies:
+        study = candidate.study.uid
+        if selection.all_matched or study not in chosen_studies:
             chosen.append(candidate)
-            chosen_studies.add(candidate.study.uid)
+            chosen_studies.add(study)
     others = tuple(c for c in baseline if id(c) not in placed)
     return Outcome(selection, tuple(ranked), tuple(chosen), others)
 

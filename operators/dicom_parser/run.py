@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import filecmp
 import logging
 import os
@@ -60,6 +62,9 @@ DEFAULT_MAX_SERIES_BYTES = min(8 << 30, usable_memory() // 3)
 """Largest pixel data a series may claim: converting takes about twice that in memory, so at
 most a third of the memory available (and never over 8 GiB)."""
 
+MMAP_THRESHOLD_OPTION = -3  # glibc's M_MMAP_THRESHOLD
+MMAP_THRESHOLD = 128 * 1024
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -100,6 +105,7 @@ def parse_folder(
     """
     input_root, output_root = _check_folders(input_dir, output_dir)
     _remove_scratch(output_root)
+    _return_freed_buffers_at_once()
 
     listed = list(list_files(input_root))
     log.info("found %d files under %s", len(listed), input_dir)
@@ -140,6 +146,20 @@ def parse_folder(
     write_json(output_root / REPORT_FILE, report, "parse-report")
     _prune_volumes(output_root, series_images)
     return ParseSummary(**report["summary"])
+
+
+def _return_freed_buffers_at_once() -> None:
+    """Fix glibc's mmap threshold (for this process and the workers it forks).
+
+    By default glibc raises the threshold after a large block is freed, up to 32 MiB; the
+    half-megabyte slice buffers then come from the heap, which keeps their memory after they
+    are freed, about one series' worth per worker. With a fixed threshold each buffer is
+    returned to the system when freed. Other C libraries are left alone."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt(MMAP_THRESHOLD_OPTION, MMAP_THRESHOLD)
+    except (OSError, AttributeError):
+        pass
 
 
 def _check_folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:

@@ -22,6 +22,8 @@ GZIP_LEVEL = 3
 """ISA-L's level 3 deflates about 4 times faster than zlib-ng level 5 (8 times zlib level 6);
 files are a few percent larger (docs/performance.md)."""
 NIFTI_VOXEL_OFFSET = 352
+GZIP_PIECE = 8 << 20
+"""Voxel bytes are deflated this many at a time, so the compressed copy stays small."""
 
 Writer = Callable[[Path, npt.NDArray[Any], FloatArray, Rescale, bool], list[Path]]
 RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
@@ -69,17 +71,17 @@ def write_nifti(
     header["descrip"] = b"dicom-parser"
     head = io.BytesIO()
     header.write_to(head)  # the 348-byte header, then the extension flag
-    chunks = (
-        head.getvalue().ljust(NIFTI_VOXEL_OFFSET, b"\0"),
-        data.reshape(-1).view(np.uint8).data,
-    )
+    voxel_bytes = data.reshape(-1).view(np.uint8).data
     with path.open("wb") as file:
+        file_head = head.getvalue().ljust(NIFTI_VOXEL_OFFSET, b"\0")
         if path.name.endswith(".gz"):
             # No name and a zero time in the gzip header: reruns write identical bytes.
             with igzip.IGzipFile("", "wb", GZIP_LEVEL, fileobj=file, mtime=0) as gzipped:
-                gzipped.writelines(chunks)
+                gzipped.write(file_head)
+                for start in range(0, len(voxel_bytes), GZIP_PIECE):
+                    gzipped.write(voxel_bytes[start : start + GZIP_PIECE])
         else:
-            file.writelines(chunks)
+            file.writelines((file_head, voxel_bytes))
     return [path]
 
 

@@ -295,6 +295,30 @@ def test_a_symlink_escaping_the_input_folder_is_refused(
     assert not (tmp_path / "out" / "volumes").exists()
 
 
+def test_a_symlinked_folder_escaping_the_input_folder_is_refused(
+    parsed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.nii.gz").write_bytes(b"secret")
+    (parsed / "elsewhere").symlink_to(tmp_path / "outside")
+    replace_path(parsed, "elsewhere/secret.nii.gz")
+    assert run(parsed, tmp_path / "out") == 2
+    assert "lists 'elsewhere/secret.nii.gz', which leads outside" in capsys.readouterr().err
+
+
+def test_a_symlink_staying_inside_the_input_folder_is_followed(
+    parsed: Path, tmp_path: Path
+) -> None:
+    listing = json.loads((parsed / "series-images.json").read_text())
+    original = next(iter(listing.values()))[0]["path"]
+    (parsed / "volumes" / "alias.nii.gz").symlink_to(parsed / original)
+    replace_path(parsed, "volumes/alias.nii.gz")
+    out = tmp_path / "out"
+    assert run(parsed, out) == 0
+    assert "volumes/alias.nii.gz" in image_paths(selected(out))
+    assert (out / "volumes" / "alias.nii.gz").stat().st_ino == (parsed / original).stat().st_ino
+
+
 def test_a_missing_volume_file_is_refused(
     parsed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

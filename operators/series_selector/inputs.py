@@ -102,6 +102,7 @@ class InputFolder:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.root = folder.resolve()
+        self._resolved_folders: dict[Path, Path] = {}
 
     def file(self, relative: str) -> Path:
         """``folder / relative`` if it is a file inside the folder, symlinks resolved; else
@@ -112,7 +113,7 @@ class InputFolder:
                 f"{SERIES_IMAGES_FILE} lists a path outside the input folder: {relative!r}"
             )
         path = self.folder / relative
-        if not path.resolve().is_relative_to(self.root):
+        if not self._resolve(path).is_relative_to(self.root):
             raise InputError(
                 f"{SERIES_IMAGES_FILE} lists {relative!r}, which leads outside {self.folder}"
             )
@@ -121,6 +122,15 @@ class InputFolder:
                 f"{SERIES_IMAGES_FILE} lists {relative!r}, which is not a file in {self.folder}"
             )
         return path
+
+    def _resolve(self, path: Path) -> Path:
+        """``path.resolve()``, resolving each folder once: the volumes share a few folders."""
+        if path.is_symlink():
+            return path.resolve()
+        folder = self._resolved_folders.get(path.parent)
+        if folder is None:
+            folder = self._resolved_folders[path.parent] = path.parent.resolve()
+        return folder / path.name
 
 
 def series_identity(candidate: Candidate) -> dict[str, Any]:

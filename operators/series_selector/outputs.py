@@ -29,12 +29,12 @@ def write_selected_images(
     in the input; ``refer`` points at the volume where it is, by a relative path. A volume
     chosen by several selections is checked and placed once.
     """
-    images = _ImageEntries(InputFolder(input_dir), output_dir, mode)
+    entries = _SeriesEntries(InputFolder(input_dir), output_dir, mode)
     document = {
         "selections": [
             {
                 "name": outcome.selection.name,
-                "series": [_series_entry(c, images) for c in outcome.chosen],
+                "series": [entries.entry(candidate) for candidate in outcome.chosen],
             }
             for outcome in outcomes
         ]
@@ -44,17 +44,9 @@ def write_selected_images(
     return target
 
 
-def _series_entry(candidate: Candidate, images: _ImageEntries) -> dict[str, Any]:
-    return {
-        **series_identity(candidate),
-        "Modality": json_value(candidate.series.attributes, "Modality"),
-        "instance_count": len(candidate.series.instances),
-        "images": [images.entry(volume) for volume in candidate.volumes],
-    }
-
-
-class _ImageEntries:
-    """The ``images`` entry of each chosen volume, made (and its file placed) once."""
+class _SeriesEntries:
+    """The entry of each chosen series, made (and its volumes placed) once however many
+    selections choose it."""
 
     def __init__(self, input_folder: InputFolder, output_dir: Path, mode: VolumeMode) -> None:
         self.input_folder = input_folder
@@ -62,13 +54,18 @@ class _ImageEntries:
         self.mode = mode
         self._made: dict[int, dict[str, Any]] = {}
 
-    def entry(self, volume: VolumeEntry) -> dict[str, Any]:
-        made = self._made.get(id(volume))
+    def entry(self, candidate: Candidate) -> dict[str, Any]:
+        made = self._made.get(id(candidate))
         if made is None:
-            made = self._made[id(volume)] = self._make(volume)
+            made = self._made[id(candidate)] = {
+                **series_identity(candidate),
+                "Modality": json_value(candidate.series.attributes, "Modality"),
+                "instance_count": len(candidate.series.instances),
+                "images": [self._image_entry(volume) for volume in candidate.volumes],
+            }
         return made
 
-    def _make(self, volume: VolumeEntry) -> dict[str, Any]:
+    def _image_entry(self, volume: VolumeEntry) -> dict[str, Any]:
         if self.mode == "place":
             for relative in (volume.path, *data_files(self.input_folder, volume)):
                 place(self.input_folder.file(relative), self.output_dir / relative)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from dicom_parser.frames import Frame
+from dicom_parser.frames import Frame, FrameSource, StoredPixels
 from dicom_parser.geometry import (
     FloatArray,
     affine_lps,
@@ -229,17 +229,21 @@ def _regular_grid(
 
 
 def stack_voxels(
-    plan: PlannedVolume, pixels: dict[tuple[str, int], npt.NDArray[Any]]
+    plan: PlannedVolume, pixels: dict[tuple[str, int], FrameSource]
 ) -> npt.NDArray[Any]:
     """Stored values as an array (k, j, i), or (t, k, j, i) for 4D; colour adds a last axis.
 
-    Each frame's pixels are taken out of ``pixels`` as they are copied, so a series is held
-    about once, not twice.
+    Each frame's pixels are taken out of ``pixels`` as they are copied (or read from their
+    file straight into place), so a series is held about once, not twice.
     """
     first = pixels[plan.frames[0].key]
     voxels = np.empty((len(plan.frames), *first.shape), dtype=first.dtype)
     for slot, frame in enumerate(plan.frames):
-        voxels[slot] = pixels.pop(frame.key)
+        source = pixels.pop(frame.key)
+        if isinstance(source, StoredPixels):
+            source.read_into(voxels[slot])
+        else:
+            voxels[slot] = source
     if plan.time_points > 1:
         slices = len(plan.frames) // plan.time_points
         voxels = voxels.reshape((plan.time_points, slices, *voxels.shape[1:]))

@@ -21,7 +21,7 @@ from dicom_parser.assembly import (
     rescaled_voxels,
     stack_voxels,
 )
-from dicom_parser.frames import Frame, frames_of, read_dataset
+from dicom_parser.frames import Frame, FrameSource, read_frames
 from dicom_parser.geometry import spacing_and_direction
 from dicom_parser.resample import resample_values
 from dicom_parser.writers import WRITERS, publish
@@ -98,11 +98,11 @@ def convert_series(job: SeriesJob) -> SeriesOutcome:
 
 def _convert(job: SeriesJob) -> SeriesOutcome:
     frames: list[Frame] = []
-    pixels: dict[tuple[str, int], npt.NDArray[Any]] = {}
+    pixels: dict[tuple[str, int], FrameSource] = {}
     failed_files: dict[str, list[str]] = defaultdict(list)
     for relative in job.paths:
         try:
-            for frame, frame_pixels in frames_of(read_dataset(job.input_root / relative), relative):
+            for frame, frame_pixels in read_frames(job.input_root / relative, relative):
                 frames.append(frame)
                 pixels[frame.key] = frame_pixels
         except ConversionError as error:

@@ -3,6 +3,7 @@ each with the geometry and the values that decide which volume it belongs to."""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.processing import apply_color_lut
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_parser.mosaic import is_mosaic, mosaic_tiles
 from operator_common.errors import ConversionError
@@ -53,6 +55,59 @@ class Frame:
         return self.source, self.index
 
 
+PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
+NATIVE_LITTLE_ENDIAN = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
+
+
+@dataclass(frozen=True)
+class StoredPixels:
+    """Uncompressed grayscale pixel data left in its file, to be read straight into a volume."""
+
+    path: Path
+    offset: int
+    shape: tuple[int, int]
+    dtype: np.dtype[Any]
+    unused_bits: int
+    """Bits Allocated - Bits Stored: the high bits that do not belong to the value."""
+
+    def read_into(self, out: npt.NDArray[Any]) -> None:
+        """Fill ``out`` (this frame's shape, C-contiguous) as pydicom's pixel_array would."""
+        if out.dtype != self.dtype:  # a frame of another type: cast as numpy assigns
+            out[...] = self.read()
+            return
+        with self.path.open("rb") as file:
+            file.seek(self.offset)
+            if file.readinto(out.data.cast("B")) != out.nbytes:
+                raise ConversionError(f"{self.path.name}: pixel data ends early")
+        if self.unused_bits:  # like pydicom: drop the unused high bits, extending the sign
+            np.left_shift(out, self.unused_bits, out=out)
+            np.right_shift(out, self.unused_bits, out=out)
+
+    def read(self) -> npt.NDArray[Any]:
+        pixels = np.empty(self.shape, self.dtype)
+        self.read_into(pixels)
+        return pixels
+
+
+FrameSource = npt.NDArray[Any] | StoredPixels
+FramePixels = list[tuple["Frame", FrameSource]]
+
+
+def read_frames(path: Path, source: str) -> FramePixels:
+    """The frames of one file with their pixels: uncompressed single-frame grayscale pixels are
+    left in the file (``StoredPixels``); everything else is decoded by pydicom now."""
+    with path.open("rb") as file:
+        try:
+            header = dcmread(file, stop_before_pixels=True)
+        except InvalidDicomError:
+            file.seek(0)
+            header = dcmread(file, stop_before_pixels=True, force=True)
+        stored = _stored_pixels(header, path, file)
+    if stored is None:
+        return frames_of(read_dataset(path), source)
+    return [(_frame(header, source, 0, False, None, None), stored)]
+
+
 def read_dataset(path: Path) -> Dataset:
     """The whole DICOM file, also when it lacks the 128-byte preamble."""
     try:
@@ -61,7 +116,42 @@ def read_dataset(path: Path) -> Dataset:
         return dcmread(path, force=True)
 
 
-FramePixels = list[tuple["Frame", npt.NDArray[Any]]]
+def _stored_pixels(header: Dataset, path: Path, file: Any) -> StoredPixels | None:
+    """Where the pixels of a plain image sit, when its file holds them uncompressed, complete
+    and little-endian; ``None`` otherwise. ``file`` is positioned after the header."""
+    plain = (
+        getattr(header.file_meta, "TransferSyntaxUID", None) in NATIVE_LITTLE_ENDIAN
+        and int(header.get("NumberOfFrames", 1) or 1) == 1
+        and "PerFrameFunctionalGroupsSequence" not in header
+        and "SharedFunctionalGroupsSequence" not in header
+        and _samples(header) == 1
+        and header.get("PhotometricInterpretation") in ("MONOCHROME1", "MONOCHROME2")
+        and header.get("BitsAllocated") in (8, 16, 32)
+        and header.get("PixelRepresentation") in (0, 1)
+        and not is_mosaic(header)
+    )
+    if not plain:
+        return None
+    bits = int(header.BitsAllocated)
+    try:
+        stored_bits = int(header.get("BitsStored") or bits)
+        shape = (int(header.Rows), int(header.Columns))
+    except Exception:  # unreadable values: pydicom's path says what is wrong
+        return None
+    size = shape[0] * shape[1] * bits // 8
+    if not 0 < stored_bits <= bits or size <= 0:
+        return None
+    start = file.tell()
+    head = file.read(12)
+    implicit = header.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    if len(head) < 12 or head[:4] != PIXEL_DATA_TAG:
+        return None
+    length = struct.unpack("<I", head[4:8] if implicit else head[8:12])[0]
+    offset = start + (8 if implicit else 12)
+    if length not in (size, size + 1) or file.seek(0, 2) < offset + size:
+        return None
+    kind = "i" if header.PixelRepresentation == 1 else "u"
+    return StoredPixels(path, offset, shape, np.dtype(f"<{kind}{bits // 8}"), bits - stored_bits)
 
 
 def frames_of(dataset: Dataset, source: str) -> FramePixels:

@@ -1,0 +1,110 @@
+"""Pixels read straight from the file into a volume equal pydicom's ``pixel_array``: on real
+scanner files, the samples, and generated files with awkward bit layouts."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import suppress
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    UID,
+    CTImageStorage,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
+
+from dicom_parser.frames import StoredPixels, read_frames
+from dicom_parser.scan import list_files
+from operator_common.errors import ConversionError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_image(
+    path: Path,
+    syntax: UID,
+    bits_allocated: int,
+    bits_stored: int,
+    signed: bool,
+    shape: tuple[int, int] = (5, 7),
+) -> None:
+    """A one-frame grayscale image whose unused high bits hold noise."""
+    rng = np.random.default_rng(bits_allocated * 100 + bits_stored + signed)
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits_allocated // 8}")
+    values = rng.integers(np.iinfo(dtype).min, np.iinfo(dtype).max, shape, dtype=dtype)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.ImagePositionPatient = [0, 0, 0]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [1, 1]
+    ds.Rows, ds.Columns = shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits_allocated, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = int(signed)
+    big_endian = syntax == ExplicitVRBigEndian
+    ds.PixelData = values.astype(dtype.newbyteorder(">" if big_endian else "<")).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def assert_read_as_pydicom_reads(path: Path) -> bool:
+    """Whether the file's pixels are read directly; either way they equal pixel_array."""
+    frames = read_frames(path, path.name)
+    if len(frames) != 1 or not isinstance(frames[0][1], StoredPixels):
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = dcmread(path).pixel_array
+    got = frames[0][1].read()
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+    return True
+
+
+@pytest.mark.parametrize("syntax", [ImplicitVRLittleEndian, ExplicitVRLittleEndian])
+@pytest.mark.parametrize(
+    ("bits_allocated", "bits_stored"), [(8, 8), (8, 6), (16, 16), (16, 12), (32, 32), (32, 20)]
+)
+@pytest.mark.parametrize("signed", [False, True])
+def test_native_pixels_are_read_directly_as_pydicom_reads_them(
+    tmp_path: Path, syntax: UID, bits_allocated: int, bits_stored: int, signed: bool
+) -> None:
+    path = tmp_path / "image.dcm"
+    write_image(path, syntax, bits_allocated, bits_stored, signed)
+    assert assert_read_as_pydicom_reads(path)
+
+
+def test_big_endian_and_truncated_pixels_go_through_pydicom(tmp_path: Path) -> None:
+    write_image(tmp_path / "big.dcm", ExplicitVRBigEndian, 16, 12, True)
+    assert not assert_read_as_pydicom_reads(tmp_path / "big.dcm")
+    write_image(tmp_path / "cut.dcm", ExplicitVRLittleEndian, 16, 16, False)
+    data = (tmp_path / "cut.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:-10])
+    with pytest.raises(ConversionError, match="pixel data cannot be decoded"):
+        read_frames(tmp_path / "cut.dcm", "cut.dcm")
+
+
+def test_real_files_are_read_as_pydicom_reads_them() -> None:
+    roots = [REPO / "samples", REPO.parent / "shared" / "data"]
+    direct = 0
+    for root in (r for r in roots if r.is_dir()):
+        for relative, problem in list_files(root):
+            if problem is None:
+                with suppress(ConversionError, InvalidDicomError):  # not an image: reported
+                    direct += assert_read_as_pydicom_reads(root / relative)
+    assert direct >= 10

@@ -110,6 +110,35 @@ def test_selected_images_places_volumes_by_hard_link(parsed: Path, tmp_path: Pat
         assert np.array_equal(nib.load(placed).get_fdata(), nib.load(original).get_fdata())
 
 
+def test_selected_images_is_formatted_like_every_json_file(parsed: Path, tmp_path: Path) -> None:
+    rules = rules_json(
+        {"name": 'CT "axial" \u2013 Ünïcode', "conditions": {"Modality": "CT"}},
+        {"name": "nothing", "conditions": {"Modality": "PT"}},
+        {"name": "CT again", "conditions": {"Modality": "CT"}, "all_matched": True},
+    )
+    out = tmp_path / "out"
+    assert run(parsed, out, rules) == 0
+    text = (out / "selected-images.json").read_text(encoding="utf-8")
+    document = json.loads(text)
+    assert text == json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    assert [len(s["series"]) for s in document["selections"]] == [1, 0, 2]
+    assert document["selections"][0]["series"][0] in document["selections"][2]["series"]
+
+
+def test_an_output_breaking_its_schema_is_not_written(
+    parsed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    metadata = json.loads((parsed / "dicom-metadata.json").read_text())
+    for study in metadata["studies"]:
+        for series in study["series"]:  # a valid DICOM JSON element, but no text
+            series["attributes"]["0008103E"] = {"vr": "LO", "Value": [42]}  # SeriesDescription
+    (parsed / "dicom-metadata.json").write_text(json.dumps(metadata))
+    out = tmp_path / "out"
+    assert run(parsed, out) == 5
+    assert "refusing to write selected-images.json" in capsys.readouterr().err
+    assert not (out / "selected-images.json").exists()
+
+
 def test_a_second_run_into_the_same_folder_gives_the_same_result(
     parsed: Path, tmp_path: Path
 ) -> None:

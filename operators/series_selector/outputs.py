@@ -10,12 +10,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from operator_common.errors import InputError, OutputError
-from operator_common.jsonio import write_json
+from operator_common.jsonio import atomic_write_bytes, json_text, schema_errors
 from operator_common.models import VolumeEntry, json_value
 from series_selector.inputs import Candidate, InputFolder, series_identity
 from series_selector.selection import Outcome
 
 SELECTED_IMAGES_FILE = "selected-images.json"
+SCHEMA = "selected-images"
+SERIES_SCHEMA = "/$defs/series"
 VolumeMode = Literal["place", "refer"]
 VOLUME_MODES: tuple[VolumeMode, ...] = ("place", "refer")
 
@@ -26,43 +28,67 @@ def write_selected_images(
     """Write ``selected-images.json``; its image paths resolve relative to ``output_dir``.
 
     ``place`` hard-links (else copies) each chosen volume into ``output_dir`` under its path
-    in the input; ``refer`` points at the volume where it is, by a relative path. A volume
-    chosen by several selections is checked and placed once.
+    in the input; ``refer`` points at the volume where it is, by a relative path. A series
+    chosen by several selections has its volumes checked and placed, and its entry made,
+    checked against the schema and formatted, once.
     """
-    entries = _SeriesEntries(InputFolder(input_dir), output_dir, mode)
-    document = {
-        "selections": [
-            {
-                "name": outcome.selection.name,
-                "series": [entries.entry(candidate) for candidate in outcome.chosen],
-            }
-            for outcome in outcomes
-        ]
-    }
     target = output_dir / SELECTED_IMAGES_FILE
-    write_json(target, document, "selected-images")
+    entries = _SeriesEntries(InputFolder(input_dir), output_dir, mode, target)
+    chosen = [(o.selection.name, [entries.text(c) for c in o.chosen]) for o in outcomes]
+    _check({"selections": [{"name": name, "series": []} for name, _ in chosen]}, "", target)
+    try:
+        atomic_write_bytes(target, _document_text(chosen).encode("utf-8"))
+    except OSError as error:
+        raise OutputError(f"cannot write {target}: {error.strerror or error}") from error
     return target
 
 
-class _SeriesEntries:
-    """The entry of each chosen series, made (and its volumes placed) once however many
-    selections choose it."""
+def _document_text(chosen: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """The document, formatted as ``json_text`` formats it, from each selection's name and the
+    text of each of its series (``json_text`` indented by 4)."""
+    selections = [
+        f'{{\n   "name": {json_text(name)},\n   "series": '
+        + ("[\n    " + ",\n    ".join(series) + "\n   ]" if series else "[]")
+        + "\n  }"
+        for name, series in chosen
+    ]
+    listed = "[\n  " + ",\n  ".join(selections) + "\n ]" if selections else "[]"
+    return f'{{\n "selections": {listed}\n}}\n'
 
-    def __init__(self, input_folder: InputFolder, output_dir: Path, mode: VolumeMode) -> None:
+
+def _check(part: dict[str, Any], schema_part: str, target: Path) -> None:
+    problems = schema_errors(part, SCHEMA, schema_part)
+    if problems:
+        raise OutputError(
+            f"refusing to write {target.name}: it does not match schema {SCHEMA!r}: "
+            + "; ".join(problems[:5])
+        )
+
+
+class _SeriesEntries:
+    """The entry of each chosen series as text, made (its volumes placed, the entry checked
+    against the schema) once however many selections choose it."""
+
+    def __init__(
+        self, input_folder: InputFolder, output_dir: Path, mode: VolumeMode, target: Path
+    ) -> None:
         self.input_folder = input_folder
         self.output_dir = output_dir
         self.mode = mode
-        self._made: dict[int, dict[str, Any]] = {}
+        self.target = target
+        self._made: dict[int, str] = {}
 
-    def entry(self, candidate: Candidate) -> dict[str, Any]:
+    def text(self, candidate: Candidate) -> str:
         made = self._made.get(id(candidate))
         if made is None:
-            made = self._made[id(candidate)] = {
+            entry = {
                 **series_identity(candidate),
                 "Modality": json_value(candidate.series.attributes, "Modality"),
                 "instance_count": len(candidate.series.instances),
                 "images": [self._image_entry(volume) for volume in candidate.volumes],
             }
+            _check(entry, SERIES_SCHEMA, self.target)
+            made = self._made[id(candidate)] = json_text(entry, 4)
         return made
 
     def _image_entry(self, volume: VolumeEntry) -> dict[str, Any]:

@@ -18,8 +18,7 @@ from dicom_parser.hierarchy import (
     common_attributes,
     tier_series,
 )
-from operator_common.errors import OutputError
-from operator_common.jsonio import atomic_file, json_text, schema_errors
+from operator_common.jsonio import atomic_file, check_output, json_text
 
 SCHEMA = "dicom-metadata"
 STUDY_SCHEMA = "/properties/studies/items"
@@ -68,12 +67,12 @@ def write_metadata(path: Path, studies: Sequence[StudyGroup], store: HeaderStore
         for study_index, study in enumerate(studies):
             headers = (store.get(h.path) for series in study.series for h in series.headers)
             study_attributes = common_attributes(headers, only=STUDY_LEVEL_TAGS)
-            _check({"attributes": study_attributes, "series": []}, STUDY_SCHEMA, path)
+            check_output({"attributes": study_attributes, "series": []}, path, SCHEMA, STUDY_SCHEMA)
             opening = ',\n  {\n   "attributes": ' if study_index else '\n  {\n   "attributes": '
             file.write((opening + json_text(study_attributes, 3) + ',\n   "series": [').encode())
             for series_index, series in enumerate(study.series):
                 entry = _series_entry(series, study_attributes, store)
-                _check(entry, SERIES_SCHEMA, path)
+                check_output(entry, path, SCHEMA, SERIES_SCHEMA)
                 separator = ",\n    " if series_index else "\n    "
                 file.write((separator + json_text(entry, 4)).encode())
             file.write(b"\n   ]\n  }")
@@ -92,12 +91,3 @@ def _series_entry(
             for own, header in zip(instances, series.headers, strict=True)
         ],
     }
-
-
-def _check(part: dict[str, Any], schema_part: str, path: Path) -> None:
-    problems = schema_errors(part, SCHEMA, schema_part)
-    if problems:
-        raise OutputError(
-            f"refusing to write {path.name}: it does not match schema {SCHEMA!r}: "
-            + "; ".join(problems[:5])
-        )

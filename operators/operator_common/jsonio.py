@@ -120,14 +120,20 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         handle.write(payload)
 
 
-def write_json(path: Path, data: Any, schema_name: str) -> None:
-    """Validate ``data`` against its schema, then write it atomically with stable formatting."""
-    problems = schema_errors(data, schema_name)
+def check_output(data: Any, path: Path, schema_name: str, part: str = "") -> None:
+    """Raise an ``OutputError`` unless ``data``, to be written to ``path``, matches its schema
+    (or the schema's ``part``, see ``load_schema``)."""
+    problems = schema_errors(data, schema_name, part)
     if problems:
         raise OutputError(
             f"refusing to write {path.name}: it does not match schema {schema_name!r}: "
             + "; ".join(problems[:5])
         )
+
+
+def write_json(path: Path, data: Any, schema_name: str) -> None:
+    """Validate ``data`` against its schema, then write it atomically with stable formatting."""
+    check_output(data, path, schema_name)
     text = json_text(data) + "\n"
     try:
         atomic_write_bytes(path, text.encode("utf-8"))

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import re2
-import yaml
 from pydicom.datadict import dictionary_VR, keyword_dict
 
 from operator_common.errors import RulesError
@@ -163,12 +162,15 @@ def load_rules(rules_file: str | None, environ: Mapping[str, str]) -> Rules:
 
 
 def _load_document(text: str, source: str) -> Any:
-    try:
-        if text.lstrip().startswith("{"):
+    if text.lstrip().startswith("{"):
+        try:
             return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise RulesError(f"{source} is not valid JSON: {error}") from error
+    import yaml  # only YAML rules need it (about 10 ms to import)
+
+    try:
         return yaml.safe_load(text)
-    except json.JSONDecodeError as error:
-        raise RulesError(f"{source} is not valid JSON: {error}") from error
     except yaml.YAMLError as error:
         raise RulesError(f"{source} is not valid YAML: {error}".replace("\n", " ")) from error
 

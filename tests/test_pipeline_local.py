@@ -252,6 +252,16 @@ def test_rules_given_to_the_local_run_decide_the_selection(tmp_path: Path) -> No
     assert selection["series"][0]["SeriesDescription"] == "Portal venous 1.25mm"
 
 
+@needs_operators
+def test_the_log_level_reaches_the_operators(tmp_path: Path) -> None:
+    arguments = ["run", "--input", str(REPO / "samples")]
+    assert main([*arguments, "--output", str(tmp_path / "quiet"), "--log-level", "warning"]) == 0
+    assert main([*arguments, "--output", str(tmp_path / "default")]) == 0
+    for operator in ("dicom-parser", "series-selector"):
+        assert " INFO " not in (tmp_path / "quiet" / f"{operator}.log").read_text()
+        assert " INFO " in (tmp_path / "default" / f"{operator}.log").read_text()
+
+
 def check_selected_volumes(folder: Path) -> None:
     """``selected-images.json`` is valid, selects something, and each volume loads as listed."""
     selected = json.loads((folder / "selected-images.json").read_text())

@@ -11,7 +11,7 @@ from dicom_parser.run import DEFAULT_MAX_SERIES_BYTES, ParseSummary, parse_folde
 from dicom_parser.writers import FORMATS
 from operator_common.cli import run_reporting_errors
 from operator_common.errors import InputError
-from operator_common.logs import LOG_FORMATS, setup_logging
+from operator_common.logs import LOG_OPTIONS, setup_logging
 from operator_common.settings import Option, add_options, resolve
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,7 @@ OPTIONS = (
         "largest pixel data a series may claim before it is refused unread",
         type=int,
     ),
-    Option("--log-format", "LOG_FORMAT", "text", "log line format", choices=LOG_FORMATS),
-    Option("--log-level", "LOG_LEVEL", "INFO", "log level", choices=("DEBUG", "INFO", "WARNING")),
+    *LOG_OPTIONS,
 )
 
 

@@ -8,8 +8,23 @@ import sys
 import time
 from typing import Literal
 
+from operator_common.settings import Option
+
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_OPTIONS = (
+    Option("--log-format", "LOG_FORMAT", "text", "log line format", choices=LOG_FORMATS),
+    Option(
+        "--log-level",
+        "LOG_LEVEL",
+        "INFO",
+        "least severe level logged (any case)",
+        choices=LOG_LEVELS,
+        type=str.upper,
+    ),
+)
+"""The logging options every command takes."""
 
 
 class JsonFormatter(logging.Formatter):

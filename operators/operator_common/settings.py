@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ class Option:
     default: Any
     help: str
     choices: Sequence[str] | None = None
-    type: type = str
+    type: Callable[[str], Any] = str
 
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:

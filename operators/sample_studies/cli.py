@@ -8,7 +8,7 @@ from pathlib import Path
 
 from operator_common.cli import run_reporting_errors
 from operator_common.errors import OutputError
-from operator_common.logs import LOG_FORMATS, setup_logging
+from operator_common.logs import LOG_OPTIONS, setup_logging
 from operator_common.settings import Option, add_options, resolve
 from sample_studies.samples import write_samples
 
@@ -16,8 +16,7 @@ log = logging.getLogger(__name__)
 
 OPTIONS = (
     Option("--output", "SAMPLE_STUDIES_OUTPUT", "samples", "folder to write the studies into"),
-    Option("--log-format", "LOG_FORMAT", "text", "log format", choices=LOG_FORMATS),
-    Option("--log-level", "LOG_LEVEL", "INFO", "log level"),
+    *LOG_OPTIONS,
 )
 
 

@@ -12,8 +12,8 @@ import yaml
 
 from operator_common.cli import run_reporting_errors
 from operator_common.errors import InputError, OutputError
-from operator_common.logs import LOG_FORMATS, setup_logging
-from operator_common.settings import Option, add_options, resolve
+from operator_common.logs import LOG_OPTIONS, setup_logging
+from operator_common.settings import add_options, resolve
 from series_pipeline.argo import workflow_template
 from series_pipeline.definition import load_pipeline
 from series_pipeline.runner import Engine, LocalEngine, run_pipeline
@@ -21,11 +21,6 @@ from series_pipeline.runner import Engine, LocalEngine, run_pipeline
 log = logging.getLogger(__name__)
 
 RULES_VARIABLE = "NVIDIA_CLARA_SELECTION_RULES_BASE64"
-
-LOG_OPTIONS = (
-    Option("--log-format", "LOG_FORMAT", "text", "log format", choices=LOG_FORMATS),
-    Option("--log-level", "LOG_LEVEL", "INFO", "log level"),
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,13 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     logging_settings = resolve(arguments, LOG_OPTIONS)
     setup_logging(logging_settings["log_level"], logging_settings["log_format"])
     if arguments.command == "run":
-        return run_reporting_errors(lambda: _run(arguments))
+        return run_reporting_errors(lambda: _run(arguments, logging_settings["log_level"]))
     return run_reporting_errors(lambda: _export(arguments))
 
 
-def _run(arguments: argparse.Namespace) -> int:
+def _run(arguments: argparse.Namespace, log_level: str) -> int:
     pipeline = load_pipeline(arguments.pipeline)
-    environment = {}
+    environment = {"LOG_LEVEL": log_level}  # the operators log as the pipeline does
     if arguments.rules is not None:
         try:
             rules = arguments.rules.read_bytes()

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from operator_common.errors import InputError, OutputError
-from operator_common.jsonio import atomic_write_bytes, json_text, schema_errors
+from operator_common.jsonio import atomic_write_bytes, check_output, json_text
 from operator_common.models import VolumeEntry, json_value
 from series_selector.inputs import Candidate, InputFolder, series_identity
 from series_selector.selection import Outcome
@@ -35,7 +35,9 @@ def write_selected_images(
     target = output_dir / SELECTED_IMAGES_FILE
     entries = _SeriesEntries(InputFolder(input_dir), output_dir, mode, target)
     chosen = [(o.selection.name, [entries.text(c) for c in o.chosen]) for o in outcomes]
-    _check({"selections": [{"name": name, "series": []} for name, _ in chosen]}, "", target)
+    check_output(
+        {"selections": [{"name": name, "series": []} for name, _ in chosen]}, target, SCHEMA
+    )
     try:
         atomic_write_bytes(target, _document_text(chosen).encode("utf-8"))
     except OSError as error:
@@ -54,15 +56,6 @@ def _document_text(chosen: Sequence[tuple[str, Sequence[str]]]) -> str:
     ]
     listed = "[\n  " + ",\n  ".join(selections) + "\n ]" if selections else "[]"
     return f'{{\n "selections": {listed}\n}}\n'
-
-
-def _check(part: dict[str, Any], schema_part: str, target: Path) -> None:
-    problems = schema_errors(part, SCHEMA, schema_part)
-    if problems:
-        raise OutputError(
-            f"refusing to write {target.name}: it does not match schema {SCHEMA!r}: "
-            + "; ".join(problems[:5])
-        )
 
 
 class _SeriesEntries:
@@ -87,7 +80,7 @@ class _SeriesEntries:
                 "instance_count": len(candidate.series.instances),
                 "images": [self._image_entry(volume) for volume in candidate.volumes],
             }
-            _check(entry, SERIES_SCHEMA, self.target)
+            check_output(entry, self.target, SCHEMA, SERIES_SCHEMA)
             made = self._made[id(candidate)] = json_text(entry, 4)
         return made
 

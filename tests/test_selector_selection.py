@@ -37,7 +37,7 @@ def chosen_numbers(
     if not (folder / "dicom-metadata.json").exists():
         write_parser_output(folder, fixtures)
     rules = parse_rules(rules_json({"name": "s", **selection}), "test")
-    (outcome,) = select(rules, read_parser_output(folder, rules.keywords))
+    (outcome,) = select(rules, read_parser_output(folder, rules.keywords)).outcomes
     return [
         int(c.series.attributes["00200011"]["Value"][0])  # SeriesNumber
         for c in outcome.chosen
@@ -109,7 +109,7 @@ def test_series_without_a_volume_match_but_are_never_chosen(tmp_path: Path) -> N
     fixtures = [ct(1, 1.0, 2, volumes=0), ct(2, 1.0, 1)]
     write_parser_output(tmp_path, fixtures)
     rules = parse_rules(rules_json({"conditions": {"Modality": "CT"}}), "test")
-    (outcome,) = select(rules, read_parser_output(tmp_path, rules.keywords))
+    (outcome,) = select(rules, read_parser_output(tmp_path, rules.keywords)).outcomes
     assert [c.series.uid for c in outcome.chosen] == [outcome.ranked[0].series.uid]
     verdicts = outcome.verdicts()
     assert [(v.matched, v.has_volume, v.rank, v.chosen) for v in verdicts] == [

@@ -87,13 +87,14 @@ def run(settings: dict[str, Any], explain: bool = False) -> int:
     rules = load_rules(settings["rules"], os.environ)
     log.info("rules from %s: %d selection(s)", rules.source, len(rules.selections))
     candidates = read_parser_output(input_dir, rules.keywords)
-    outcomes = select(rules, candidates)
+    selected = select(rules, candidates)
+    outcomes = selected.outcomes
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / SELECTED_IMAGES_FILE).unlink(missing_ok=True)
     except OSError as error:
         raise OutputError(f"cannot use output folder {output_dir}: {error}") from error
-    explained = write_explain(outcomes, rules, candidates, output_dir)
+    explained = write_explain(selected, rules, output_dir)
     if explain:
         sys.stdout.write(explain_table(outcomes, rules.source))
     for outcome in outcomes:

@@ -17,7 +17,7 @@ from typing import Any
 from operator_common.errors import OutputError
 from operator_common.jsonio import atomic_write_bytes
 from operator_common.models import json_value
-from series_selector.inputs import Candidate, series_identity
+from series_selector.inputs import series_identity
 from series_selector.matching import (
     Condition,
     Facts,
@@ -30,19 +30,16 @@ from series_selector.matching import (
     leaves,
 )
 from series_selector.rules import Rules
-from series_selector.selection import Outcome, Verdict
+from series_selector.selection import Outcome, Selected, Verdict
 
 EXPLAIN_FILE = "selection-explain.json"
 CELL_WIDTH = 26
 
 
-def write_explain(
-    outcomes: Sequence[Outcome], rules: Rules, candidates: Sequence[Candidate], output_dir: Path
-) -> Path:
+def write_explain(selected: Selected, rules: Rules, output_dir: Path) -> Path:
     """Write ``selection-explain.json``: every selection, every series, every failed condition."""
-    ordered = sorted(candidates, key=lambda c: c.order)
+    ordered, codes = selected.series, selected.codes
     number = {id(c): index for index, c in enumerate(ordered)}
-    codes = ValueCodes([c.facts for c in ordered], sorted(rules.keywords))
     shown = {k: [actual(values) for values in codes.distinct[k]] for k in codes.codes}
     document = {
         "rules": rules.source,
@@ -66,7 +63,7 @@ def write_explain(
                 ],
                 **_verdicts(outcome, number, codes),
             }
-            for outcome in outcomes
+            for outcome in selected.outcomes
         ],
     }
     target = output_dir / EXPLAIN_FILE

@@ -62,11 +62,22 @@ class Outcome:
         return (*ranked, *others)
 
 
-def select(rules: Rules, candidates: Sequence[Candidate]) -> tuple[Outcome, ...]:
+@dataclass(frozen=True)
+class Selected:
+    """Every selection's outcome, in rule order, and what they were worked out on: the series in
+    the fixed order (by study, then SeriesNumber) and the codes of their values."""
+
+    series: tuple[Candidate, ...]
+    codes: ValueCodes
+    outcomes: tuple[Outcome, ...]
+
+
+def select(rules: Rules, candidates: Sequence[Candidate]) -> Selected:
     """Apply every selection, in rule order, to every candidate."""
-    baseline = sorted(candidates, key=lambda c: c.order)
+    baseline = tuple(sorted(candidates, key=lambda c: c.order))
     codes = ValueCodes([c.facts for c in baseline], sorted(rules.keywords))
-    return tuple(_apply(selection, baseline, codes) for selection in rules.selections)
+    outcomes = tuple(_apply(selection, baseline, codes) for selection in rules.selections)
+    return Selected(baseline, codes, outcomes)
 
 
 def check_required(outcomes: Sequence[Outcome]) -> None:

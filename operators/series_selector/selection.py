@@ -92,24 +92,20 @@ def check_required(outcomes: Sequence[Outcome]) -> None:
 
 def _apply(selection: Selection, baseline: Sequence[Candidate], codes: ValueCodes) -> Outcome:
     conditions = selection.conditions
-    holds: dict[tuple[int, ...], bool] = {}  # series with equal keys match alike
-    matching = []
-    for candidate, key in zip(baseline, codes.keys(conditions), strict=True):
-        passed = holds.get(key)
-        if passed is None:
-            passed = holds[key] = conditions.holds(candidate.facts)
-        if passed and candidate.volumes:
-            matching.append(candidate)
+    keys = codes.keys(conditions)
+    sample = dict(zip(keys, baseline, strict=True))  # series with equal keys match alike
+    passing = {key for key, candidate in sample.items() if conditions.holds(candidate.facts)}
+    matching = [c for c, key in zip(baseline, keys, strict=True) if key in passing and c.volumes]
     ranked = _ordered(matching, selection.order_by)
+    if selection.all_matched:
+        chosen = ranked
+    else:
+        first_of_study: dict[str, Candidate] = {}
+        for candidate in ranked:
+            first_of_study.setdefault(candidate.study.uid, candidate)
+        chosen = list(first_of_study.values())
     placed = set(map(id, ranked))
-    chosen: list[Candidate] = []
-    chosen_studies: set[str] = set()
-    for candidate in ranked:
-        study = candidate.study.uid
-        if selection.all_matched or study not in chosen_studies:
-            chosen.append(candidate)
-            chosen_studies.add(study)
-    others = tuple(c for c in baseline if id(c) not in placed)
+    others = tuple([c for c in baseline if id(c) not in placed])
     return Outcome(selection, tuple(ranked), tuple(chosen), others)
 
 

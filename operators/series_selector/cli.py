@@ -12,7 +12,7 @@ from typing import Any
 
 from operator_common.cli import run_reporting_errors
 from operator_common.errors import OutputError
-from operator_common.logs import LOG_FORMATS, setup_logging
+from operator_common.logs import LOG_OPTIONS, setup_logging
 from operator_common.settings import Option, add_options, resolve
 from series_selector.explain import explain_table, write_explain
 from series_selector.inputs import read_parser_output
@@ -39,8 +39,7 @@ OPTIONS = (
         "refer: point at them in the input folder",
         choices=VOLUME_MODES,
     ),
-    Option("--log-format", "LOG_FORMAT", "text", "log line format", choices=LOG_FORMATS),
-    Option("--log-level", "LOG_LEVEL", "INFO", "least severe level logged"),
+    *LOG_OPTIONS,
 )
 
 

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from dicom_parser.cli import main
 from fidelity.dicom_truth import compare_with_dicom, read_slices
 from fidelity.worldspace import LoadedVolume, compare, load_volume
-from operator_common.jsonio import schema_errors
+from operator_common.jsonio import json_text, schema_errors
 from operator_common.models import json_value
 from sample_studies.synthetic import (
     SeriesSpec,
@@ -284,7 +284,7 @@ def test_metadata_is_written_as_json_dumps_writes_it(tmp_path: Path, studies: in
     run_parser(tmp_path / "in", tmp_path / "out")
     text = (tmp_path / "out" / "dicom-metadata.json").read_text(encoding="utf-8")
     document = json.loads(text)
-    assert text == json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    assert text == json_text(document) + "\n"
     assert len(document["studies"]) == studies
     assert all(len(study["series"]) == 2 for study in document["studies"])
     expected = {"dicom-metadata.json", "series-images.json", "parse-report.json"}

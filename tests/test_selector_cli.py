@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from operator_common.jsonio import schema_errors
+from operator_common.jsonio import json_text, schema_errors
 from selector_support import AXIAL_IOP, CORONAL_IOP, SeriesFixture, rules_json, write_parser_output
 from series_selector.cli import main
 
@@ -120,7 +120,7 @@ def test_selected_images_is_formatted_like_every_json_file(parsed: Path, tmp_pat
     assert run(parsed, out, rules) == 0
     text = (out / "selected-images.json").read_text(encoding="utf-8")
     document = json.loads(text)
-    assert text == json.dumps(document, indent=1, ensure_ascii=False) + "\n"
+    assert text == json_text(document) + "\n"
     assert [len(s["series"]) for s in document["selections"]] == [1, 0, 2]
     assert document["selections"][0]["series"][0] in document["selections"][2]["series"]
 

@@ -63,6 +63,9 @@ def write_metadata(path: Path, studies: Sequence[StudyGroup], store: HeaderStore
     Each study's headers are read twice: once for its own attributes, then series by series.
     """
     with atomic_file(path) as file:
+        if not studies:
+            file.write((json_text({"studies": []}) + "\n").encode())
+            return
         file.write(b'{\n "studies": [')
         for study_index, study in enumerate(studies):
             headers = (store.get(h.path) for series in study.series for h in series.headers)
@@ -76,7 +79,7 @@ def write_metadata(path: Path, studies: Sequence[StudyGroup], store: HeaderStore
                 separator = ",\n    " if series_index else "\n    "
                 file.write((separator + json_text(entry, 4)).encode())
             file.write(b"\n   ]\n  }")
-        file.write(b"\n ]\n}\n" if studies else b"]\n}\n")
+        file.write(b"\n ]\n}\n")
 
 
 def _series_entry(

@@ -43,10 +43,13 @@ def schema_errors(data: Any, schema_name: str, part: str = "") -> list[str]:
     ``path: message`` lines (empty when valid).
 
     Valid data is recognised by the compiled validator; jsonschema then words the problems of
-    data that is not."""
-    if _validator(schema_name, part).is_valid(data):
-        return []
-    import jsonschema  # only for invalid data: the import takes a while
+    data that is not (and judges the rare data the compiled validator cannot read)."""
+    try:
+        if _validator(schema_name, part).is_valid(data):
+            return []
+    except ValueError:  # a value it cannot take, such as a str subclass as a key
+        pass
+    import jsonschema  # only for data it did not pass: the import takes a while
 
     validator = jsonschema.Draft202012Validator(load_schema(schema_name, part))
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
@@ -111,11 +114,40 @@ def write_json(path: Path, data: Any, schema_name: str) -> None:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
 def json_text(data: Any, indent: int = 0) -> str:
-    """``data`` as the JSON files are formatted (one space per level), its lines after the
-    first indented by ``indent`` spaces so it can be placed inside an enclosing document."""
-    text = json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False)
-    return text.replace("\n", "\n" + " " * indent) if indent else text
+    """``data`` as the JSON files are formatted, its lines after the first indented by
+    ``indent`` spaces so it can be placed inside an enclosing document.
+
+    Values at most two levels deep (a DICOM element, a shape, a direction matrix) take one
+    line; deeper objects and arrays list one member per line, one space further in."""
+    if _one_line(data):
+        return _encode(data)
+    inner = "\n" + " " * (indent + 1)
+    if isinstance(data, dict):
+        members = [f"{inner}{_encode(k)}: {json_text(v, indent + 1)}" for k, v in data.items()]
+        return "{" + ",".join(members) + "\n" + " " * indent + "}"
+    items = [inner + json_text(item, indent + 1) for item in data]
+    return "[" + ",".join(items) + "\n" + " " * indent + "]"
+
+
+def _one_line(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_flat(member) for member in value.values())
+    if isinstance(value, list):
+        return all(_flat(item) for item in value)
+    return True
+
+
+def _flat(value: Any) -> bool:
+    """A scalar, or an object or array of scalars."""
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        return True
+    return not any(isinstance(item, dict | list) for item in value)
 
 
 def read_json(path: Path, schema_name: str) -> Any:

@@ -49,13 +49,16 @@ def _document_text(chosen: Sequence[tuple[str, Sequence[str]]]) -> str:
     """The document, formatted as ``json_text`` formats it, from each selection's name and the
     text of each of its series (``json_text`` indented by 4)."""
     selections = [
-        f'{{\n   "name": {json_text(name)},\n   "series": '
-        + ("[\n    " + ",\n    ".join(series) + "\n   ]" if series else "[]")
-        + "\n  }"
+        f'{{\n   "name": {json_text(name)},\n   "series": [\n    '
+        + ",\n    ".join(series)
+        + "\n   ]\n  }"
+        if series
+        else json_text({"name": name, "series": []}, 2)
         for name, series in chosen
     ]
-    listed = "[\n  " + ",\n  ".join(selections) + "\n ]" if selections else "[]"
-    return f'{{\n "selections": {listed}\n}}\n'
+    if not selections:
+        return json_text({"selections": []}) + "\n"
+    return '{\n "selections": [\n  ' + ",\n  ".join(selections) + "\n ]\n}\n"
 
 
 class _SeriesEntries:

@@ -1,0 +1,56 @@
+"""The JSON files' layout: any value reads back unchanged, shallow values take one line."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydicom.uid import UID
+
+from operator_common.jsonio import json_text, schema_errors
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(VALUES, st.integers(min_value=0, max_value=6))
+def test_every_value_reads_back_unchanged(value: Any, indent: int) -> None:
+    text = json_text(value, indent)
+    assert json.loads(text) == value
+    assert "\n" not in text or text.endswith(("\n" + " " * indent + "}", "\n" + " " * indent + "]"))
+
+
+def test_shallow_values_take_one_line_and_deeper_ones_a_line_per_member() -> None:
+    element = {"vr": "DS", "Value": [0.5, 0.5]}
+    assert json_text(element) == '{"vr": "DS", "Value": [0.5, 0.5]}'
+    assert json_text([[1, 0], [0, 1]]) == "[[1, 0], [0, 1]]"
+    assert json_text({"00280030": element, "path": "a/b"}, 2) == (
+        '{\n   "00280030": {"vr": "DS", "Value": [0.5, 0.5]},\n   "path": "a/b"\n  }'
+    )
+    assert json_text({"name": "é", "series": []}) == '{"name": "é", "series": []}'
+
+
+def test_values_json_cannot_hold_are_refused() -> None:
+    with pytest.raises(ValueError, match="Out of range float"):
+        json_text({"vr": "DS", "Value": [math.nan]})
+
+
+def test_str_subclasses_are_validated_too() -> None:
+    """pydicom's UID is a str subclass; as a key the compiled validator cannot read it."""
+    element = {"vr": "UI", "Value": ["1.2.3"]}
+    assert schema_errors({UID("00080018"): element}, "dicom-metadata", "/$defs/dataset") == []
+    assert schema_errors({UID("1.2.3"): element}, "dicom-metadata", "/$defs/dataset") != []

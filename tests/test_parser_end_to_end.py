@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -374,9 +376,23 @@ def test_outputs_are_readable_by_other_users(tmp_path: Path) -> None:
             assert output.stat().st_mode & 0o044 == 0o044, output
 
 
-def test_json_logs_for_containers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    write_series(tmp_path / "in", ct_series(slices=2))
-    run_parser(tmp_path / "in", tmp_path / "out", "--log-format", "json")
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-    assert {"time", "level", "logger", "message"} <= set(lines[0])
+def test_json_logs_for_containers(tmp_path: Path) -> None:
+    """Every line on stderr is a JSON object, also when pydicom warns about odd values, in the
+    parser and in its worker processes."""
+    truth = write_series(tmp_path / "in", ct_series(slices=2))
+    for path in (tmp_path / "in").rglob("*"):
+        if path.is_file():  # an unknown character set, and text it must then guess at
+            dataset = pydicom.dcmread(path)
+            dataset.SpecificCharacterSet = "ISO_IR 999"
+            dataset[0x00081030] = pydicom.DataElement(0x00081030, "LO", "Ünïcode".encode())
+            dataset.SeriesInstanceUID = truth.series_uid + ".x" * 40  # too long for a UI
+            dataset.save_as(path)
+    done = subprocess.run(
+        [sys.executable, "-m", "dicom_parser", "--input", str(tmp_path / "in"), "--output",
+         str(tmp_path / "out"), "--log-format", "json", "--workers", "2"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    assert any(line["logger"] == "py.warnings" for line in lines)
     assert lines[-1]["message"].startswith("done: 1 studies, 1 series, 1 volumes")

@@ -53,3 +53,6 @@ def setup_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Libraries' warnings become log records in the chosen format, never raw lines on stderr.
+    logging.captureWarnings(True)
+    logging.getLogger("pydicom").setLevel(logging.ERROR)  # it logs each warning it also raises

@@ -108,3 +108,15 @@ def test_real_files_are_read_as_pydicom_reads_them() -> None:
                 with suppress(ConversionError, InvalidDicomError):  # not an image: reported
                     direct += assert_read_as_pydicom_reads(root / relative)
     assert direct >= 10
+
+
+def test_a_frame_of_another_type_is_cast_as_numpy_assigns(tmp_path: Path) -> None:
+    """Slices of one volume stored unsigned and signed: the volume keeps the first's type."""
+    write_image(tmp_path / "unsigned.dcm", ExplicitVRLittleEndian, 16, 16, False)
+    ((_, stored),) = read_frames(tmp_path / "unsigned.dcm", "unsigned.dcm")
+    assert isinstance(stored, StoredPixels)
+    volume_slice = np.zeros(stored.shape, dtype=np.int16)
+    stored.read_into(volume_slice)
+    expected = np.zeros(stored.shape, dtype=np.int16)
+    expected[...] = dcmread(tmp_path / "unsigned.dcm").pixel_array
+    np.testing.assert_array_equal(volume_slice, expected)

@@ -119,21 +119,21 @@ def read_dataset(path: Path) -> Dataset:
 def _stored_pixels(header: Dataset, path: Path, file: Any) -> StoredPixels | None:
     """Where the pixels of a plain image sit, when its file holds them uncompressed, complete
     and little-endian; ``None`` otherwise. ``file`` is positioned after the header."""
-    plain = (
-        getattr(header.file_meta, "TransferSyntaxUID", None) in NATIVE_LITTLE_ENDIAN
-        and int(header.get("NumberOfFrames", 1) or 1) == 1
-        and "PerFrameFunctionalGroupsSequence" not in header
-        and "SharedFunctionalGroupsSequence" not in header
-        and _samples(header) == 1
-        and header.get("PhotometricInterpretation") in ("MONOCHROME1", "MONOCHROME2")
-        and header.get("BitsAllocated") in (8, 16, 32)
-        and header.get("PixelRepresentation") in (0, 1)
-        and not is_mosaic(header)
-    )
-    if not plain:
-        return None
-    bits = int(header.BitsAllocated)
     try:
+        plain = (
+            getattr(header.file_meta, "TransferSyntaxUID", None) in NATIVE_LITTLE_ENDIAN
+            and int(header.get("NumberOfFrames", 1) or 1) == 1
+            and "PerFrameFunctionalGroupsSequence" not in header
+            and "SharedFunctionalGroupsSequence" not in header
+            and _samples(header) == 1
+            and header.get("PhotometricInterpretation") in ("MONOCHROME1", "MONOCHROME2")
+            and header.get("BitsAllocated") in (8, 16, 32)
+            and header.get("PixelRepresentation") in (0, 1)
+            and not is_mosaic(header)
+        )
+        if not plain:
+            return None
+        bits = int(header.BitsAllocated)
         stored_bits = int(header.get("BitsStored") or bits)
         shape = (int(header.Rows), int(header.Columns))
     except Exception:  # unreadable values: pydicom's path says what is wrong

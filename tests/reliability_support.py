@@ -49,12 +49,17 @@ def run_parser(
     *flags: str,
     timeout: float = 120,
     memory_limit: int | None = None,
+    file_size_limit: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``dicom-parser`` in a child process (address space capped at ``memory_limit`` bytes)."""
+    """Run ``dicom-parser`` in a child process, its address space capped at ``memory_limit``
+    bytes and the files it writes at ``file_size_limit`` bytes (writing more fails as on a
+    full disk)."""
 
     def limit_memory() -> None:
         if memory_limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+        if file_size_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
     return subprocess.run(
         [*parser_command(source, out), *flags],

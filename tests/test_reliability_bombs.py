@@ -30,6 +30,8 @@ from reliability_support import (
 )
 from sample_studies.synthetic import ct_series, write_series
 
+REPO = Path(__file__).resolve().parent.parent
+
 MEMORY_LIMIT = 2 * 1024**3
 MAX_SERIES_BYTES = MEMORY_LIMIT // 4
 """A series limit (--max-series-bytes) that fits the memory limit."""
@@ -157,3 +159,11 @@ def test_running_out_of_memory_is_named(tmp_path: Path) -> None:
     assert_clean_exit(result)
     (series,) = load_outputs(tmp_path / "out")["parse-report.json"]["series"]
     assert "out of memory" in series["reason"]
+
+
+def test_a_full_disk_is_a_clear_error(tmp_path: Path) -> None:
+    """Writes beyond 64 KiB fail (RLIMIT_FSIZE), as on a full disk: exit code 5, one line."""
+    result = run_parser(REPO / "samples", tmp_path / "out", file_size_limit=64 << 10)
+    assert_clean_exit(result, code=5)
+    (error,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert "cannot keep the headers in a temporary file" in error

@@ -3,6 +3,7 @@ a time, so memory grows with the largest series, not with the number of files.""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -18,6 +19,7 @@ from dicom_parser.hierarchy import (
     common_attributes,
     tier_series,
 )
+from operator_common.errors import OutputError
 from operator_common.jsonio import atomic_file, check_output, json_text
 
 SCHEMA = "dicom-metadata"
@@ -30,7 +32,11 @@ class HeaderStore:
     ``folder``: it disappears when closed, or when the process dies."""
 
     def __init__(self, folder: Path) -> None:
-        self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed on exit
+        self._folder = folder
+        try:
+            self._file = tempfile.TemporaryFile(dir=folder, buffering=0)  # noqa: SIM115 - closed on exit
+        except OSError as error:
+            raise self._error(error) from error
         self._places: dict[str, tuple[int, int]] = {}
         self._end = 0
 
@@ -46,12 +52,20 @@ class HeaderStore:
         self._file.close()
 
     def put(self, path: str, text: bytes) -> None:
-        self._file.write(text)
+        try:
+            if self._file.write(text) != len(text):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as error:  # a full disk, say
+            raise self._error(error) from error
         self._places[path] = (self._end, len(text))
         self._end += len(text)
 
+    def _error(self, error: OSError) -> OutputError:
+        reason = error.strerror or str(error)
+        folder = self._folder
+        return OutputError(f"cannot keep the headers in a temporary file in {folder}: {reason}")
+
     def get(self, path: str) -> dict[str, Any]:
-        self._file.flush()
         offset, length = self._places[path]
         attributes: dict[str, Any] = json.loads(os.pread(self._file.fileno(), length, offset))
         return attributes
@@ -62,6 +76,13 @@ def write_metadata(path: Path, studies: Sequence[StudyGroup], store: HeaderStore
 
     Each study's headers are read twice: once for its own attributes, then series by series.
     """
+    try:
+        _write_studies(path, studies, store)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def _write_studies(path: Path, studies: Sequence[StudyGroup], store: HeaderStore) -> None:
     with atomic_file(path) as file:
         if not studies:
             file.write((json_text({"studies": []}) + "\n").encode())

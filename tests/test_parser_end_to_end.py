@@ -274,6 +274,24 @@ def test_metadata_levels_and_dicom_json(tmp_path: Path) -> None:
     assert numbers == sorted(numbers)
 
 
+def test_uids_are_always_at_their_level(tmp_path: Path) -> None:
+    """One file writes its SeriesInstanceUID with another VR: the series is still one, and its
+    UID (as it groups the files) stays at series level, the study's at study level."""
+    study = StudySpec(study_uid="1.2.3.9")
+    truth = write_series(tmp_path / "in", ct_series(study=study, slices=3), seed=5)
+    odd = truth.files[0]
+    dataset = pydicom.dcmread(odd)
+    dataset[0x0020000E] = pydicom.DataElement(0x0020000E, "LO", truth.series_uid)
+    dataset.save_as(odd)
+    outputs = run_parser(tmp_path / "in", tmp_path / "out")
+    (study_entry,) = outputs["dicom-metadata.json"]["studies"]
+    (series,) = study_entry["series"]
+    assert series["attributes"]["0020000E"] == {"vr": "UI", "Value": [truth.series_uid]}
+    assert json_value(study_entry["attributes"], "StudyInstanceUID") == "1.2.3.9"
+    assert len(series["instances"]) == 3
+    assert [v["instance_count"] for v in outputs["series-images.json"][truth.series_uid]] == [3]
+
+
 @pytest.mark.parametrize("studies", [0, 1, 3])
 def test_metadata_is_written_as_json_dumps_writes_it(tmp_path: Path, studies: int) -> None:
     """dicom-metadata.json is written series by series; the text is what the json module

@@ -36,6 +36,8 @@ STUDY_LEVEL_KEYWORDS = (
 )  # fmt: skip
 STUDY_LEVEL_TAGS = frozenset(tag_key(k) for k in STUDY_LEVEL_KEYWORDS)
 SOP_INSTANCE_UID = tag_key("SOPInstanceUID")
+STUDY_INSTANCE_UID = tag_key("StudyInstanceUID")
+SERIES_INSTANCE_UID = tag_key("SeriesInstanceUID")
 ROWS = tag_key("Rows")
 
 
@@ -164,15 +166,29 @@ def common_attributes(
     return common
 
 
+def study_attributes(datasets: Iterable[JsonDataset], uid: str) -> dict[str, Any]:
+    """The attributes of a study's own level; StudyInstanceUID always among them."""
+    return with_uid(common_attributes(datasets, only=STUDY_LEVEL_TAGS), STUDY_INSTANCE_UID, uid)
+
+
 def tier_series(
-    datasets: Sequence[JsonDataset], study_attributes: JsonDataset
+    datasets: Sequence[JsonDataset], study_attributes: JsonDataset, uid: str
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The attributes of a series' own level, and what is left for each of its instances."""
+    """The attributes of a series' own level (SeriesInstanceUID always among them), and what
+    is left for each of its instances."""
     excluded = set(study_attributes)
     series_attributes = common_attributes(datasets, skip=excluded | {SOP_INSTANCE_UID})
     excluded |= series_attributes.keys()
     instances = [{k: v for k, v in d.items() if k not in excluded} for d in datasets]
-    return series_attributes, instances
+    return with_uid(series_attributes, SERIES_INSTANCE_UID, uid), instances
+
+
+def with_uid(attributes: dict[str, Any], key: str, uid: str) -> dict[str, Any]:
+    """``attributes`` with the UID its files were grouped by: present already, unless the
+    files wrote the same UID differently (another VR, say)."""
+    if key in attributes:
+        return attributes
+    return dict(sorted({**attributes, key: {"vr": "UI", "Value": [uid]}}.items()))
 
 
 def _number(value: Any) -> float:

@@ -13,10 +13,9 @@ from types import TracebackType
 from typing import Any
 
 from dicom_parser.hierarchy import (
-    STUDY_LEVEL_TAGS,
     SeriesGroup,
     StudyGroup,
-    common_attributes,
+    study_attributes,
     tier_series,
 )
 from operator_common.errors import OutputError
@@ -90,12 +89,12 @@ def _write_studies(path: Path, studies: Sequence[StudyGroup], store: HeaderStore
         file.write(b'{\n "studies": [')
         for study_index, study in enumerate(studies):
             headers = (store.get(h.path) for series in study.series for h in series.headers)
-            study_attributes = common_attributes(headers, only=STUDY_LEVEL_TAGS)
-            check_output({"attributes": study_attributes, "series": []}, path, SCHEMA, STUDY_SCHEMA)
+            attributes = study_attributes(headers, study.uid)
+            check_output({"attributes": attributes, "series": []}, path, SCHEMA, STUDY_SCHEMA)
             opening = ',\n  {\n   "attributes": ' if study_index else '\n  {\n   "attributes": '
-            file.write((opening + json_text(study_attributes, 3) + ',\n   "series": [').encode())
+            file.write((opening + json_text(attributes, 3) + ',\n   "series": [').encode())
             for series_index, series in enumerate(study.series):
-                entry = _series_entry(series, study_attributes, store)
+                entry = _series_entry(series, attributes, store)
                 check_output(entry, path, SCHEMA, SERIES_SCHEMA)
                 separator = ",\n    " if series_index else "\n    "
                 file.write((separator + json_text(entry, 4)).encode())
@@ -104,10 +103,10 @@ def _write_studies(path: Path, studies: Sequence[StudyGroup], store: HeaderStore
 
 
 def _series_entry(
-    series: SeriesGroup, study_attributes: dict[str, Any], store: HeaderStore
+    series: SeriesGroup, study_level: dict[str, Any], store: HeaderStore
 ) -> dict[str, Any]:
     datasets = [store.get(header.path) for header in series.headers]
-    attributes, instances = tier_series(datasets, study_attributes)
+    attributes, instances = tier_series(datasets, study_level, series.uid)
     return {
         "attributes": attributes,
         "instances": [

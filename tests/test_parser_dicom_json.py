@@ -18,12 +18,11 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from dicom_parser.dicom_json import BULK_DATA_THRESHOLD, dataset_to_json, lift_functional_groups
-from dicom_parser.raw_json import STRING_VRS, plain_element_json
+from dicom_parser.raw_json import OTHER_VRS, STRING_VRS, plain_element_json
 from dicom_parser.scan import list_files
 
 REPO = Path(__file__).resolve().parent.parent
 NUMBER_VRS = ("US", "SS", "UL", "SL", "UV", "SV", "FL", "FD")
-BINARY_VRS = ("OB", "OD", "OF", "OL", "OV", "OW")
 TAG_OF_VR = {
     "AE": "RetrieveAETitle", "AS": "PatientAge", "CS": "ImageType", "DA": "StudyDate",
     "DT": "AcquisitionDateTime", "TM": "StudyTime", "UI": "SOPInstanceUID",
@@ -90,7 +89,7 @@ def raw_element(vr: str, value: bytes, implicit: bool, little_endian: bool) -> R
 
 @st.composite
 def raw_values(draw: st.DrawFn) -> tuple[str, bytes, bool, bool]:
-    vr = draw(st.sampled_from(sorted(STRING_VRS) + list(NUMBER_VRS) + list(BINARY_VRS)))
+    vr = draw(st.sampled_from(sorted(STRING_VRS) + list(NUMBER_VRS) + sorted(OTHER_VRS)))
     if vr in STRING_VRS:
         value = draw(st.lists(st.sampled_from(list(TEXT_BYTES)), max_size=40).map(bytes))
     else:

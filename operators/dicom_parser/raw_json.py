@@ -24,7 +24,8 @@ from pydicom.tag import BaseTag
 INLINE_BINARY_LIMIT = 768
 """Binary values up to this many bytes are inlined (pydicom's rule for a 1024-byte threshold:
 their base64 text stays within it); longer ones become BulkDataURIs."""
-BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+OTHER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
+"""The O* VRs: bytes kept as they are (UN, whose VR may be known after all, is left out)."""
 NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "UV": "Q", "SV": "q"}
 FLOAT_FORMATS = {"FL": "f", "FD": "d"}
 DECIMAL = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
@@ -43,7 +44,7 @@ def plain_element_json(raw: RawDataElement, uri_path: str) -> dict[str, Any] | N
         return None
     if not value:
         return {"vr": vr}
-    if vr in BINARY_VRS:
+    if vr in OTHER_VRS:
         if len(value) > INLINE_BINARY_LIMIT:
             return {"vr": vr, "BulkDataURI": f"{uri_path}#{raw.tag:08X}"}
         return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import filecmp
 import logging
 import os
@@ -13,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -155,11 +154,8 @@ def _return_freed_buffers_at_once() -> None:
     half-megabyte slice buffers then come from the heap, which keeps their memory after they
     are freed, about one series' worth per worker. With a fixed threshold each buffer is
     returned to the system when freed. Other C libraries are left alone."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
-        libc.mallopt(MMAP_THRESHOLD_OPTION, MMAP_THRESHOLD)
-    except (OSError, AttributeError):
-        pass
+    with suppress(OSError, AttributeError):  # CDLL(None): the C library already loaded
+        ctypes.CDLL(None).mallopt(MMAP_THRESHOLD_OPTION, MMAP_THRESHOLD)
 
 
 def _check_folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:

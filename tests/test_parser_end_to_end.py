@@ -308,7 +308,7 @@ def test_metadata_is_written_as_json_dumps_writes_it(tmp_path: Path, studies: in
     assert len(document["studies"]) == studies
     assert all(len(study["series"]) == 2 for study in document["studies"])
     expected = {"dicom-metadata.json", "series-images.json", "parse-report.json"}
-    expected |= {"volumes"} if studies else set()
+    expected |= {".dicom-parser.manifest"} | ({"volumes"} if studies else set())
     assert {p.name for p in (tmp_path / "out").iterdir()} == expected
 
 
@@ -353,7 +353,7 @@ def test_user_errors_exit_2_without_traceback(
     assert main(["--output", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert "Traceback" not in error
-    assert "does not exist" in error and "must not be inside" in error
+    assert "does not exist" in error and "lies inside the input" in error
 
 
 def test_environment_sets_defaults_and_flags_win(

@@ -12,11 +12,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from operator_common.errors import InputError
+from operator_common.folders import reading
 from reliability_support import (
     OUTPUTS,
     assert_clean_exit,
     load_outputs,
-    load_voxels,
     parser_command,
     parser_environment,
     run_parser,
@@ -44,12 +45,28 @@ def outputs_snapshot(out: Path) -> dict[str, str]:
 
 
 def assert_consistent(out: Path) -> None:
-    """What a killed run left: complete JSON, listed volumes present, no half-written volume."""
-    load_outputs(out, required=False)
+    """What a killed run left: either a publication the next run finishes (which readers
+    refuse), or complete JSON listing exactly the volumes on disk, each loading whole."""
+    if (out / ".dicom-parser.publishing").exists():
+        assert reading_refused(out)
+        return
+    outputs = load_outputs(out, required=False)
+    listed = {
+        volume["path"]
+        for volumes in outputs.get("series-images.json", {}).values()
+        for volume in volumes
+    }
     volumes = out / "volumes"
-    for path in sorted(volumes.iterdir()) if volumes.is_dir() else []:
-        if path.suffix != ".raw":
-            load_voxels(path)
+    on_disk = {f"volumes/{p.name}" for p in volumes.iterdir()} if volumes.is_dir() else set()
+    assert {path for path in on_disk if not path.endswith(".raw")} == listed
+
+
+def reading_refused(out: Path) -> bool:
+    try:
+        with reading(out):
+            return False
+    except InputError as error:
+        return "interrupted" in error.message
 
 
 def kill_after(source: Path, out: Path, seconds: float) -> int | None:
@@ -96,9 +113,10 @@ def test_a_rerun_removes_what_a_killed_run_left(tmp_path: Path) -> None:
     assert_clean_exit(run_parser(source, tmp_path / "clean"))
     out = tmp_path / "out"
     # What SIGKILL leaves when it lands during the volume and the JSON writes:
-    (out / ".partial-k1l2").mkdir(parents=True)
-    (out / ".partial-k1l2" / "half.nii.gz").write_bytes(b"\x1f\x8b\x08")
-    (out / ".series-images.json.k1l2.tmp").write_text('{"1.2.3": [')
+    scratch = out / ".dicom-parser.staging" / ".partial-k1l2"
+    scratch.mkdir(parents=True)
+    (scratch / "half.nii.gz").write_bytes(b"\x1f\x8b\x08")
+    (scratch.parent / ".series-images.json.k1l2.tmp").write_text('{"1.2.3": [')
 
     assert_clean_exit(run_parser(source, out))
 

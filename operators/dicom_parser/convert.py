@@ -25,7 +25,7 @@ from dicom_parser.frames import Frame, FrameSource, read_frames
 from dicom_parser.geometry import spacing_and_direction
 from dicom_parser.resample import resample_values
 from dicom_parser.writers import WRITERS, publish
-from operator_common.errors import ConversionError
+from operator_common.errors import ConversionError, OutputError
 from operator_common.models import Rescale, VolumeEntry
 from operator_common.orientation import plane_of
 
@@ -86,9 +86,11 @@ def _digest(text: str) -> str:
 
 
 def convert_series(job: SeriesJob) -> SeriesOutcome:
-    """Read, split, check and write every volume of one series; never raises."""
+    """Read, split, check and write every volume of one series; raises only ``OutputError``."""
     try:
         return _convert(job)
+    except OutputError:  # the output, not the series, is at fault: the run must fail
+        raise
     except MemoryError:
         problem = "out of memory converting it (give more memory or lower --max-series-bytes)"
     except Exception as error:  # a defect must not cost the other series their volumes
@@ -144,11 +146,16 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any])
     )
     file_name = f"{stem}.{job.format}"
     destination = job.output_root / VOLUMES_FOLDER
-    scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=job.output_root))
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=job.output_root))
+    except OSError as error:
+        raise OutputError(f"cannot write into {job.output_root}: {error.strerror}") from error
     try:
         write = WRITERS[job.format]
         written = write(scratch / file_name, voxels, plan.affine_lps, rescale, colour)
         publish(written, destination)
+    except OSError as error:
+        raise OutputError(f"cannot write {file_name}: {error.strerror or error}") from error
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     spacing, direction = spacing_and_direction(plan.affine_lps)

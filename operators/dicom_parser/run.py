@@ -7,20 +7,15 @@ import filecmp
 import logging
 import os
 import resource
-import shutil
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext, suppress
+from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
-from typing import Any, TypeVar
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from dicom_parser.convert import (
-    SCRATCH_PREFIX,
-    VOLUMES_FOLDER,
     SeriesJob,
     SeriesOutcome,
     convert_series,
@@ -33,8 +28,10 @@ from dicom_parser.hierarchy import (
     group_headers,
 )
 from dicom_parser.metadata import HeaderStore, write_metadata
-from dicom_parser.scan import list_files, scan_file
+from dicom_parser.scan import ScannedFile, list_files, scan_file
+from dicom_parser.workers import Workers
 from operator_common.errors import InputError
+from operator_common.folders import OutputFolder, check_apart
 from operator_common.jsonio import write_json
 
 log = logging.getLogger(__name__)
@@ -42,7 +39,8 @@ log = logging.getLogger(__name__)
 METADATA_FILE = "dicom-metadata.json"
 SERIES_IMAGES_FILE = "series-images.json"
 REPORT_FILE = "parse-report.json"
-PROGRESS_SECONDS = 5.0
+OWNER = "dicom-parser"
+LOST = " (by the out-of-memory killer, say)"
 
 
 def usable_memory() -> int:
@@ -63,9 +61,6 @@ most a third of the memory available (and never over 8 GiB)."""
 
 MMAP_THRESHOLD_OPTION = -3  # glibc's M_MMAP_THRESHOLD
 MMAP_THRESHOLD = 128 * 1024
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -100,35 +95,40 @@ def parse_folder(
     """Run the whole parser from ``input_dir`` into ``output_dir``.
 
     A series whose headers claim more than ``max_series_bytes`` of pixel data is refused
-    before any of it is read.
+    before any of it is read. Outputs are staged and published together at the end.
     """
     input_root, output_root = _check_folders(input_dir, output_dir)
-    _remove_scratch(output_root)
     _return_freed_buffers_at_once()
+    with OutputFolder(output_root, OWNER) as output:
+        summary, published = _parse(input_root, output.staging, fmt, workers, max_series_bytes)
+        output.publish(published)
+    return summary
 
+
+def _parse(
+    input_root: Path, staging: Path, fmt: str, workers: int, max_series_bytes: int
+) -> tuple[ParseSummary, list[str]]:
+    """Write every output into ``staging``; return the summary and the files written."""
     listed = list(list_files(input_root))
-    log.info("found %d files under %s", len(listed), input_dir)
+    log.info("found %d files under %s", len(listed), input_root)
     skipped = {path: problem for path, problem in listed if problem is not None}
     readable = [path for path, problem in listed if problem is None]
     headers: list[HeaderSummary] = []
     # One pool for both stages, its workers forked now, while this process is small: forked
     # later they would inherit (and, as Python touches it, copy) every header read so far.
-    with (
-        ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool,
-        HeaderStore(output_root) as store,
-    ):
+    with Workers(workers) as pool, HeaderStore(staging) as store:
         scan = partial(scan_file, input_root)
-        for scanned in _map(pool, scan, readable, "scanned", chunksize=32):
+        for scanned in pool.map(scan, readable, _scan_lost, "scanned", chunksize=32):
             if scanned.summary is None or scanned.header is None:
                 skipped[scanned.path] = scanned.skip_reason or "unreadable"
             else:
                 headers.append(scanned.summary)
                 store.put(scanned.path, scanned.header)
         studies, duplicates = group_headers(headers)
-        jobs, no_volume = _plan_jobs(studies, input_root, output_root, fmt, max_series_bytes)
-        converted = _map(pool, convert_series, jobs, "series converted")
+        jobs, no_volume = _plan_jobs(studies, input_root, staging, fmt, max_series_bytes)
+        converted = pool.map(convert_series, jobs, _conversion_lost, "series converted")
         log.info("writing %s while the series convert", METADATA_FILE)
-        write_metadata(output_root / METADATA_FILE, studies, store)
+        write_metadata(staging / METADATA_FILE, studies, store)
         outcomes = {(o.study_uid, o.series_uid): o for o in converted}
     for (study_uid, series_uid), reason in no_volume.items():
         outcomes[study_uid, series_uid] = SeriesOutcome(
@@ -141,10 +141,19 @@ def parse_folder(
         if outcome.volumes:
             series_images.setdefault(series.uid, []).extend(v.to_json() for v in outcome.volumes)
     report = _report(listed, skipped, headers, duplicates, studies, outcomes, input_root, fmt)
-    write_json(output_root / SERIES_IMAGES_FILE, series_images, "series-images")
-    write_json(output_root / REPORT_FILE, report, "parse-report")
-    _prune_volumes(output_root, series_images)
-    return ParseSummary(**report["summary"])
+    write_json(staging / SERIES_IMAGES_FILE, series_images, "series-images")
+    write_json(staging / REPORT_FILE, report, "parse-report")
+    published = [METADATA_FILE, SERIES_IMAGES_FILE, REPORT_FILE, *_volume_files(series_images)]
+    return ParseSummary(**report["summary"]), published
+
+
+def _scan_lost(relative: str) -> ScannedFile:
+    return ScannedFile(relative, skip_reason=f"reading it killed the worker process twice{LOST}")
+
+
+def _conversion_lost(job: SeriesJob) -> SeriesOutcome:
+    problem = f"converting it killed the worker process twice{LOST}"
+    return SeriesOutcome(job.study_uid, job.series_uid, problems=(problem,))
 
 
 def _return_freed_buffers_at_once() -> None:
@@ -161,47 +170,8 @@ def _return_freed_buffers_at_once() -> None:
 def _check_folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:
     if not input_dir.is_dir():
         raise InputError(f"input folder {input_dir} does not exist or is not a folder")
-    input_root = input_dir.resolve()
-    output_root = output_dir.resolve()
-    if output_root == input_root or input_root in output_root.parents:
-        raise InputError(f"output folder {output_dir} must not be inside the input {input_dir}")
-    try:
-        output_root.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"cannot create output folder {output_dir}: {error.strerror}") from error
-    return input_root, output_root
-
-
-def _remove_scratch(output_root: Path) -> None:
-    """Drop scratch folders and half-written JSON files a killed earlier run left behind."""
-    for leftover in output_root.glob(f"{SCRATCH_PREFIX}*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    for name in (METADATA_FILE, SERIES_IMAGES_FILE, REPORT_FILE):
-        for leftover in output_root.glob(f".{name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
-
-
-def _map(
-    pool: ProcessPoolExecutor | None,
-    function: Callable[[T], R],
-    items: list[T],
-    done: str,
-    chunksize: int = 1,
-) -> Iterator[R]:
-    """``map`` over the pool (or in this process, without one), logging progress."""
-    if pool is None or len(items) <= 1:
-        return _progress(map(function, items), len(items), done)
-    return _progress(pool.map(function, items, chunksize=chunksize), len(items), done)
-
-
-def _progress(results: Iterable[R], total: int, done: str) -> Iterator[R]:
-    last = time.monotonic()
-    for count, result in enumerate(results, start=1):
-        now = time.monotonic()
-        if now - last >= PROGRESS_SECONDS:
-            log.info("%s: %d/%d", done, count, total)
-            last = now
-        yield result
+    check_apart(input_dir, output_dir)
+    return input_dir.resolve(), output_dir.resolve()
 
 
 def _all_series(studies: Iterable[StudyGroup]) -> Iterator[tuple[StudyGroup, SeriesGroup]]:
@@ -336,15 +306,15 @@ def _report(
     }
 
 
-def _prune_volumes(output_root: Path, series_images: dict[str, list[dict[str, Any]]]) -> None:
-    """Remove volume files of earlier runs that this run's outputs no longer list."""
-    keep = set()
+def _volume_files(series_images: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The files of every listed volume (a MetaImage header and its ``.raw``)."""
+    files = []
     for volumes in series_images.values():
         for volume in volumes:
-            path = output_root / volume["path"]
-            keep |= {path, path.with_suffix(".raw")} if volume["format"] == "mhd" else {path}
-    folder = output_root / VOLUMES_FOLDER
-    if folder.is_dir():
-        for stale in folder.iterdir():
-            if stale not in keep and stale.is_file():
-                stale.unlink()
+            path = PurePosixPath(volume["path"])
+            files += (
+                [str(path), str(path.with_suffix(".raw"))]
+                if volume["format"] == "mhd"
+                else [str(path)]
+            )
+    return files

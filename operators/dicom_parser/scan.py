@@ -44,9 +44,11 @@ def list_files(root: Path) -> Iterator[tuple[str, str | None]]:
     """Every entry under ``root`` that is not a plain folder, sorted, as (relative path, problem).
 
     Symbolic links are never followed (a link may point outside the input or form a loop);
-    they are listed with that as their problem.
+    they are listed with that as their problem, and so is a folder that cannot be read.
     """
-    for folder, dirs, files in os.walk(root, onerror=None, followlinks=False):
+    unreadable: list[OSError] = []
+    for folder, dirs, files in os.walk(root, onerror=unreadable.append, followlinks=False):
+        yield from _unreadable_folders(root, unreadable)
         dirs.sort()
         here = Path(folder)
         for name in sorted(files + [d for d in dirs if (here / d).is_symlink()]):
@@ -58,6 +60,15 @@ def list_files(root: Path) -> Iterator[tuple[str, str | None]]:
                 yield relative, "not a regular file"
             else:
                 yield relative, None
+    yield from _unreadable_folders(root, unreadable)
+
+
+def _unreadable_folders(root: Path, errors: list[OSError]) -> Iterator[tuple[str, str]]:
+    """The folders ``os.walk`` could not list, as (relative path, problem); empties ``errors``."""
+    for error in errors:
+        relative = Path(error.filename).relative_to(root).as_posix()
+        yield relative, f"folder not readable ({error.strerror}): the files in it are not scanned"
+    errors.clear()
 
 
 def scan_file(root: Path, relative: str) -> ScannedFile:

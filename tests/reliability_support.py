@@ -4,6 +4,7 @@ checking everything it left in its output folder, and writing DICOM elements byt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import resource
@@ -105,6 +106,21 @@ def load_voxels(path: Path) -> np.ndarray[Any, Any]:
     if path.name.endswith(".mhd"):
         return np.asarray(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).T
     return np.asarray(nib.load(path).dataobj)  # type: ignore[attr-defined]
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Every entry under ``folder`` by relative path: a file's SHA-256, a link's target, a
+    folder's ``/``."""
+    digests = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            digests[path.relative_to(folder).as_posix()] = f"-> {path.readlink()}"
+        elif path.is_dir():
+            digests[path.relative_to(folder).as_posix()] = "/"
+        else:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            digests[path.relative_to(folder).as_posix()] = digest
+    return digests
 
 
 def entries_on_disk(folder: Path) -> set[str]:

@@ -18,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 
 from operator_common.jsonio import json_text, schema_errors
+from reliability_support import tree_digest
 from selector_support import AXIAL_IOP, CORONAL_IOP, SeriesFixture, rules_json, write_parser_output
 from series_selector.cli import main
 
@@ -160,10 +161,17 @@ def test_a_different_file_where_a_volume_goes_is_replaced(parsed: Path, tmp_path
     assert not [p.name for p in (out / path).parent.iterdir() if p.name.startswith(".")]
 
 
-def test_output_folder_may_be_the_input_folder(parsed: Path) -> None:
-    assert run(parsed, parsed) == 0
-    for path in image_paths(selected(parsed)):
-        assert (parsed / path).is_file()
+@pytest.mark.parametrize("output", [".", "selections", ".."])
+def test_overlapping_input_and_output_folders_are_refused_untouched(
+    parsed: Path, tmp_path: Path, output: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.json"
+    rules.write_text(CT_AXIAL)
+    before = tree_digest(tmp_path)
+    arguments = ["--input", str(parsed), "--output", str(parsed / output), "--rules", str(rules)]
+    assert main(arguments) == 2
+    assert tree_digest(tmp_path) == before
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_volumes_are_copied_where_a_hard_link_is_impossible(tmp_path: Path) -> None:

@@ -45,6 +45,8 @@ def reading(folder: Path) -> Iterator[None]:
     waited for. Refuse a folder whose last publication was interrupted."""
     try:
         descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError) as error:
+        raise InputError(f"input folder {folder} does not exist or is not a folder") from error
     except OSError as error:
         raise InputError(f"cannot open input folder {folder}: {error.strerror}") from error
     try:

@@ -11,16 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from operator_common.cli import run_reporting_errors
-from operator_common.errors import OutputError
+from operator_common.errors import SelectionError
+from operator_common.folders import OutputFolder, check_apart, reading
 from operator_common.logs import LOG_OPTIONS, setup_logging
 from operator_common.settings import Option, add_options, resolve
-from series_selector.explain import explain_table, write_explain
+from series_selector.explain import EXPLAIN_FILE, explain_table, write_explain
 from series_selector.inputs import read_parser_output
 from series_selector.outputs import SELECTED_IMAGES_FILE, VOLUME_MODES, write_selected_images
 from series_selector.rules import RULES_BASE64_ENV, RULES_FILE_ENV, load_rules
 from series_selector.selection import check_required, select
 
 log = logging.getLogger(__name__)
+
+OWNER = "series-selector"
 
 OPTIONS = (
     Option("--input", "SERIES_SELECTOR_INPUT", "/input", "dicom-parser's output folder"),
@@ -85,22 +88,25 @@ def run(settings: dict[str, Any], explain: bool = False) -> int:
     input_dir, output_dir = Path(settings["input"]), Path(settings["output"])
     rules = load_rules(settings["rules"], os.environ)
     log.info("rules from %s: %d selection(s)", rules.source, len(rules.selections))
-    candidates = read_parser_output(input_dir, rules.keywords)
-    selected = select(rules, candidates)
-    outcomes = selected.outcomes
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / SELECTED_IMAGES_FILE).unlink(missing_ok=True)
-    except OSError as error:
-        raise OutputError(f"cannot use output folder {output_dir}: {error}") from error
-    explained = write_explain(selected, rules, output_dir)
-    if explain:
-        sys.stdout.write(explain_table(outcomes, rules.source))
-    for outcome in outcomes:
-        uids = [c.series.uid for c in outcome.chosen]
-        shown = ", ".join(uids[:3]) + (f" and {len(uids) - 3} more" if len(uids) > 3 else "")
-        log.info("selection %r chose %s", outcome.selection.name, shown or "nothing")
-    check_required(outcomes)
-    written = write_selected_images(outcomes, input_dir, output_dir, settings["volumes"])
-    log.info("wrote %s and %s", written, explained)
+    check_apart(input_dir, output_dir)
+    with reading(input_dir), OutputFolder(output_dir, OWNER) as output:
+        candidates = read_parser_output(input_dir, rules.keywords)
+        selected = select(rules, candidates)
+        outcomes = selected.outcomes
+        write_explain(selected, rules, output.staging)
+        if explain:
+            sys.stdout.write(explain_table(outcomes, rules.source))
+        for outcome in outcomes:
+            uids = [c.series.uid for c in outcome.chosen]
+            shown = ", ".join(uids[:3]) + (f" and {len(uids) - 3} more" if len(uids) > 3 else "")
+            log.info("selection %r chose %s", outcome.selection.name, shown or "nothing")
+        try:
+            check_required(outcomes)
+        except SelectionError:
+            output.publish([EXPLAIN_FILE])  # and no selected-images.json
+            raise
+        mode = settings["volumes"]
+        written = write_selected_images(outcomes, input_dir, output_dir, mode, output.staging)
+        output.publish([EXPLAIN_FILE, *written])
+    log.info("wrote %s and %s", output_dir / SELECTED_IMAGES_FILE, output_dir / EXPLAIN_FILE)
     return 0

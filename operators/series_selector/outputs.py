@@ -23,17 +23,23 @@ VOLUME_MODES: tuple[VolumeMode, ...] = ("place", "refer")
 
 
 def write_selected_images(
-    outcomes: Sequence[Outcome], input_dir: Path, output_dir: Path, mode: VolumeMode = "place"
-) -> Path:
-    """Write ``selected-images.json``; its image paths resolve relative to ``output_dir``.
+    outcomes: Sequence[Outcome],
+    input_dir: Path,
+    output_dir: Path,
+    mode: VolumeMode = "place",
+    staging: Path | None = None,
+) -> list[str]:
+    """Write ``selected-images.json`` into ``staging`` (by default ``output_dir``); its image
+    paths resolve relative to ``output_dir``. Returns the files written, relative to ``staging``.
 
-    ``place`` hard-links (else copies) each chosen volume into ``output_dir`` under its path
-    in the input; ``refer`` points at the volume where it is, by a relative path. A series
-    chosen by several selections has its volumes checked and placed, and its entry made,
-    checked against the schema and formatted, once.
+    ``place`` hard-links (else copies) each chosen volume beside it under its path in the
+    input; ``refer`` points at the volume where it is, by a relative path. A series chosen by
+    several selections has its volumes checked and placed, and its entry made, checked against
+    the schema and formatted, once.
     """
-    target = output_dir / SELECTED_IMAGES_FILE
-    entries = _SeriesEntries(InputFolder(input_dir), output_dir, mode, target)
+    staging = staging or output_dir
+    target = staging / SELECTED_IMAGES_FILE
+    entries = _SeriesEntries(InputFolder(input_dir), output_dir, mode, staging)
     chosen = [(o.selection.name, [entries.text(c) for c in o.chosen]) for o in outcomes]
     check_output(
         {"selections": [{"name": name, "series": []} for name, _ in chosen]}, target, SCHEMA
@@ -42,7 +48,7 @@ def write_selected_images(
         atomic_write_bytes(target, _document_text(chosen).encode("utf-8"))
     except OSError as error:
         raise OutputError(f"cannot write {target}: {error.strerror or error}") from error
-    return target
+    return [SELECTED_IMAGES_FILE, *entries.placed]
 
 
 def _document_text(chosen: Sequence[tuple[str, Sequence[str]]]) -> str:
@@ -66,12 +72,14 @@ class _SeriesEntries:
     against the schema) once however many selections choose it."""
 
     def __init__(
-        self, input_folder: InputFolder, output_dir: Path, mode: VolumeMode, target: Path
+        self, input_folder: InputFolder, output_dir: Path, mode: VolumeMode, staging: Path
     ) -> None:
         self.input_folder = input_folder
         self.output_dir = output_dir
         self.mode = mode
-        self.target = target
+        self.staging = staging
+        self.target = staging / SELECTED_IMAGES_FILE
+        self.placed: list[str] = []
         self._made: dict[int, str] = {}
 
     def text(self, candidate: Candidate) -> str:
@@ -90,7 +98,8 @@ class _SeriesEntries:
     def _image_entry(self, volume: VolumeEntry) -> dict[str, Any]:
         if self.mode == "place":
             for relative in (volume.path, *data_files(self.input_folder, volume)):
-                place(self.input_folder.file(relative), self.output_dir / relative)
+                place(self.input_folder.file(relative), self.staging / relative)
+                self.placed.append(relative)
             path = volume.path
         else:
             located = self.input_folder.file(volume.path)
@@ -130,6 +139,7 @@ def place(source: Path, target: Path) -> None:
     A new hard link appears whole or not at all; a copy, or a link replacing another file, is
     made beside ``target`` and then renamed over it.
     """
+    source = source.resolve()  # link the file itself: a link to a symbolic link is one too
     try:
         if _linked(source, target):
             return

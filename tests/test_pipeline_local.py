@@ -19,6 +19,7 @@ import SimpleITK
 import yaml
 
 from operator_common.jsonio import schema_errors
+from reliability_support import tree_digest
 from series_pipeline.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,30 +120,46 @@ def test_folders_and_variables_are_wired_as_the_definition_says(
     ]
 
 
-def test_a_new_run_leaves_nothing_of_the_previous_one(tmp_path: Path) -> None:
+def test_a_new_run_keeps_the_files_no_operator_published(tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run(tmp_path, two_operators(WRITE_LISTING)) == 0
-    (out / "first/stale.nii.gz").write_bytes(b"old")
-    (out / "second/results/stale.nii.gz").write_bytes(b"old")
+    (out / "first/mine.nii.gz").write_bytes(b"a user's file")
     (out / "unrelated.txt").write_text("kept")
 
     assert run(tmp_path, two_operators(WRITE_LISTING)) == 0
-    assert sorted(p.name for p in (out / "first").iterdir()) == ["lists"]
-    assert sorted(p.name for p in (out / "second/results").iterdir()) == ["copy.txt"]
+    assert (out / "first/mine.nii.gz").read_bytes() == b"a user's file"
     assert (out / "unrelated.txt").read_text() == "kept"
 
 
-def test_an_input_inside_an_output_folder_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("job_input", "output"),
+    [("job", "job"), ("job", "job/out"), ("out/first/dicom", "out"), ("out/job", "out")],
+)
+def test_overlapping_input_and_output_are_refused_before_anything_is_written(
+    tmp_path: Path, job_input: str, output: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     definition_file = tmp_path / "pipeline.yaml"
     definition_file.write_text(yaml.safe_dump(two_operators(WRITE_LISTING)))
-    job_input = tmp_path / "out/first/dicom"
-    job_input.mkdir(parents=True)
-    arguments = ["run", "--pipeline", str(definition_file), "--input", str(job_input)]
-    assert main([*arguments, "--output", str(tmp_path / "out")]) == 2
-    assert "lies inside an operator output folder" in capsys.readouterr().err
-    assert job_input.is_dir()
+    (tmp_path / job_input).mkdir(parents=True)
+    (tmp_path / job_input / "a.dcm").write_bytes(b"DICM")
+    before = tree_digest(tmp_path)
+    arguments = ["run", "--pipeline", str(definition_file), "--input", str(tmp_path / job_input)]
+    assert main([*arguments, "--output", str(tmp_path / output)]) == 2
+    assert "lies inside" in capsys.readouterr().err or output == job_input
+    assert tree_digest(tmp_path) == before
+
+
+def test_an_operator_folder_that_is_a_symbolic_link_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("kept")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/first").symlink_to(elsewhere)
+    assert run(tmp_path, two_operators(WRITE_LISTING)) == 5
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["precious.txt"]
 
 
 def test_a_failing_operator_stops_the_run_with_its_exit_code_and_log(
@@ -260,6 +277,21 @@ def test_the_log_level_reaches_the_operators(tmp_path: Path) -> None:
     for operator in ("dicom-parser", "series-selector"):
         assert " INFO " not in (tmp_path / "quiet" / f"{operator}.log").read_text()
         assert " INFO " in (tmp_path / "default" / f"{operator}.log").read_text()
+
+
+@needs_operators
+def test_a_failed_run_leaves_no_selection_of_the_previous_run(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    arguments = ["run", "--input", str(REPO / "samples"), "--output", str(out)]
+    assert main(arguments) == 0
+    impossible = tmp_path / "rules.yaml"
+    impossible.write_text("selections: [{conditions: {Modality: PET}, required: true}]\n")
+    assert main([*arguments, "--rules", str(impossible)]) == 4
+    selections = out / "series-selector/selections"
+    assert sorted(p.name for p in selections.iterdir()) == [
+        ".series-selector.manifest",
+        "selection-explain.json",
+    ]
 
 
 def check_selected_volumes(folder: Path) -> None:

@@ -176,6 +176,13 @@ class OutputFolder:
             self._descriptor = None
 
 
+def withdraw(folder: Path) -> None:
+    """Delete every output an operator published in ``folder`` (nothing else)."""
+    for manifest in sorted(folder.glob(".*.manifest")) if folder.is_dir() else []:
+        with OutputFolder(folder, manifest.name[1 : -len(".manifest")]) as output:
+            output.publish([])
+
+
 def _lock(descriptor: int, kind: int, folder: Path) -> None:
     """Take the lock, saying so when another process makes us wait."""
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from operator_common.errors import InputError, OutputError, PipelineError
+from operator_common.folders import check_apart, withdraw
 from operator_common.jsonio import write_json
 from series_pipeline.definition import Operator, Output, Pipeline
 
@@ -103,10 +104,11 @@ def run_pipeline(
     """
     if not job_input.is_dir():
         raise InputError(f"input folder {job_input} does not exist or is not a folder")
+    check_apart(job_input, run_output)
     job_input, run_output = job_input.resolve(), run_output.resolve()
     for operator in pipeline.operators:
         engine.check(operator)
-    _clear_previous_run(pipeline, job_input, run_output)
+    _clear_previous_run(pipeline, run_output)
     started = _now()
     reports: list[dict[str, Any]] = []
     failure: OperatorError | None = None
@@ -148,19 +150,29 @@ def run_pipeline(
     return summary
 
 
-def _clear_previous_run(pipeline: Pipeline, job_input: Path, run_output: Path) -> None:
-    """Remove what an earlier run left in ``run_output``, so that no stale file survives."""
-    stale = [run_output / op.name for op in pipeline.operators]
-    if any(job_input.is_relative_to(folder) for folder in stale):
-        raise InputError(f"the input folder {job_input} lies inside an operator output folder")
+def _clear_previous_run(pipeline: Pipeline, run_output: Path) -> None:
+    """Withdraw what operators published in ``run_output`` in an earlier run, and our logs, so
+    that no stale output survives a failed run. Other files are left alone."""
+    folders = [
+        output_folder(run_output, op.name, o) for op in pipeline.operators for o in op.outputs
+    ]
+    logs = [run_output / f"{op.name}.log" for op in pipeline.operators]
+    for path in [*folders, *logs]:
+        for inside in (path, *path.parents):
+            if inside == run_output:
+                break
+            if inside.is_symlink():
+                raise OutputError(
+                    f"{inside} is a symbolic link: outputs are never written through one"
+                )
     try:
         run_output.mkdir(parents=True, exist_ok=True)
-        for operator in pipeline.operators:
-            if (run_output / operator.name).exists():
-                shutil.rmtree(run_output / operator.name)
-            (run_output / f"{operator.name}.log").unlink(missing_ok=True)
+        for log_file in logs:
+            log_file.unlink(missing_ok=True)
     except OSError as error:
         raise OutputError(f"cannot clear the previous run in {run_output}: {error}") from error
+    for folder in folders:
+        withdraw(folder)
 
 
 def _report(

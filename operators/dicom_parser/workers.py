@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -84,7 +85,7 @@ class Workers:
 def _alone(function: Callable[[T], R], item: T, lost: Callable[[T], R]) -> R:
     """Run ``function(item)`` in a process of its own: the job whose worker died, or one that
     was running beside it."""
-    with ProcessPoolExecutor(1, initializer=_die_with_parent) as pool:
+    with _start(1) as pool:
         try:
             return pool.submit(function, item).result()
         except BrokenProcessPool:
@@ -93,13 +94,16 @@ def _alone(function: Callable[[T], R], item: T, lost: Callable[[T], R]) -> R:
 
 
 def _start(count: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(count, initializer=_die_with_parent)
+    return ProcessPoolExecutor(count, initializer=_die_with_parent, initargs=(os.getpid(),))
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this worker when the parser ends, however it ends."""
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this worker when the parser ends, however it ends (and end now if it
+    already has)."""
     with suppress(OSError, AttributeError):  # CDLL(None): the C library already loaded
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _progress(results: Iterable[R], total: int, done: str) -> Iterator[R]:

@@ -28,11 +28,12 @@ KILLS = 3
 SEED = 20240611
 
 
-def write_input(source: Path) -> None:
-    """Eight series of 60 slices (about 3 s of work on two CPUs)."""
+def write_input(source: Path, slices: int = 60) -> None:
+    """Eight series of 60 slices (about 3 s of work on two CPUs); other ``slices`` give the same
+    UIDs, and so the same volume names, with other shapes."""
     for number in range(8):
         make = ct_series if number % 2 else mr_series
-        spec = make(slices=60, rows=128, columns=128, series_number=number + 1)
+        spec = make(slices=slices, rows=128, columns=128, series_number=number + 1)
         write_series(source / f"series-{number}", spec, seed=number)
 
 
@@ -88,8 +89,10 @@ def kill_after(source: Path, out: Path, seconds: float) -> int | None:
 
 
 def test_killed_runs_leave_consistent_outputs_and_reruns_recover(tmp_path: Path) -> None:
-    source = tmp_path / "in"
+    """Each run is killed while it replaces the outputs of a run on changed input."""
+    source, changed = tmp_path / "in", tmp_path / "changed"
     write_input(source)
+    write_input(changed, slices=30)
     started = time.monotonic()
     assert_clean_exit(run_parser(source, tmp_path / "clean", "--workers", "2"))
     duration = time.monotonic() - started
@@ -99,6 +102,7 @@ def test_killed_runs_leave_consistent_outputs_and_reruns_recover(tmp_path: Path)
     moments = random.Random(SEED)
     killed = 0
     for _ in range(KILLS):
+        assert_clean_exit(run_parser(changed, out, "--workers", "2"))
         if kill_after(source, out, moments.uniform(0.3 * duration, duration)) is None:
             killed += 1
         assert_consistent(out)

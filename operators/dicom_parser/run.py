@@ -5,8 +5,6 @@ from __future__ import annotations
 import ctypes
 import filecmp
 import logging
-import os
-import resource
 import shutil
 import time
 from collections import Counter
@@ -18,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dicom_parser.bounds import DEFAULT_MAX_SERIES_BYTES, size_text
 from dicom_parser.convert import (
     SCRATCH_PREFIX,
     VOLUMES_FOLDER,
@@ -44,22 +43,6 @@ SERIES_IMAGES_FILE = "series-images.json"
 REPORT_FILE = "parse-report.json"
 PROGRESS_SECONDS = 5.0
 
-
-def usable_memory() -> int:
-    """Bytes this process may use: physical memory, or less under a cgroup or rlimit cap."""
-    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
-    cgroup = Path("/sys/fs/cgroup/memory.max")
-    if cgroup.is_file() and cgroup.read_text().strip().isdigit():
-        limits.append(int(cgroup.read_text()))
-    address_space, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if address_space != resource.RLIM_INFINITY:
-        limits.append(address_space)
-    return min(limits)
-
-
-DEFAULT_MAX_SERIES_BYTES = min(8 << 30, usable_memory() // 3)
-"""Largest pixel data a series may claim: converting takes about twice that in memory, so at
-most a third of the memory available (and never over 8 GiB)."""
 
 MMAP_THRESHOLD_OPTION = -3  # glibc's M_MMAP_THRESHOLD
 MMAP_THRESHOLD = 128 * 1024
@@ -223,8 +206,8 @@ def _plan_jobs(
         claimed = sum(header.pixel_bytes for header in series.headers)
         if claimed > max_bytes:
             no_volume[study.uid, series.uid] = (
-                f"its headers claim {_size(claimed)} of pixel data, over the "
-                f"{_size(max_bytes)} limit set by the memory available (--max-series-bytes): "
+                f"its headers claim {size_text(claimed)} of pixel data, over the "
+                f"{size_text(max_bytes)} limit set by the memory available (--max-series-bytes): "
                 "not read"
             )
             continue
@@ -238,18 +221,6 @@ def _plan_jobs(
         shared = uses[series.uid] > 1
         jobs.append(SeriesJob(input_root, output_root, fmt, study.uid, series.uid, paths, shared))
     return jobs, no_volume
-
-
-def _size(count: int) -> str:
-    """A byte count for people: 512 bytes, 24.0 KiB, 8.0 GiB."""
-    if count < 1024:
-        return f"{count} bytes"
-    size = count / 1024
-    for unit in ("KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
 
 
 def _log_outcome(series: SeriesGroup, outcome: SeriesOutcome) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from hypothesis import given, settings
@@ -28,6 +30,7 @@ from pydicom.uid import (
     JPEG2000,
     UID,
     AllTransferSyntaxes,
+    DeflatedExplicitVRLittleEndian,
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
     JPEG2000Lossless,
@@ -42,6 +45,7 @@ from pydicom.uid import (
 )
 
 from dicom_parser.bounds import codestream_problem
+from dicom_parser.scan import scan_file
 from reliability_support import (
     PIXEL_DATA,
     assert_clean_exit,
@@ -116,11 +120,30 @@ def compressed_huge_frames(donor: Path, path: Path) -> None:
     path.write_bytes(encoded(dataset))
 
 
+def deflated_zeros(donor: Path, path: Path) -> None:
+    """A deflated data set of 4 MB holding a private value of 4,000 MiB of zeros."""
+    dataset = bomb_dataset(donor, path.name)
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    data = encoded(dataset)
+    meta_end = 144 + struct.unpack_from("<I", data, 140)[0]  # preamble, DICM, group length
+    body = zlib.decompress(data[meta_end:], -zlib.MAX_WBITS)
+    pixels = body.rindex(struct.pack("<HH", *PIXEL_DATA))
+    megabytes = 4000
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    value = explicit_element((0x0029, 0x1010), b"OB", b"", megabytes << 20)
+    # After a full flush the deflater starts afresh: one deflated megabyte of zeros repeats.
+    head = deflater.compress(body[:pixels] + value) + deflater.flush(zlib.Z_FULL_FLUSH)
+    zeros = deflater.compress(bytes(1 << 20)) + deflater.flush(zlib.Z_FULL_FLUSH)
+    tail = deflater.compress(body[pixels:]) + deflater.flush()
+    path.write_bytes(data[:meta_end] + head + zeros * megabytes + tail)
+
+
 BOMBS: dict[str, tuple[Callable[[Path, Path], None], str | None]] = {
     "matrix-65535-million-frames": (huge_matrix_claim, None),
     "value-length-4GB": (four_gigabyte_value, None),
     "sparse-image-3GB": (sparse_huge_image, None),
     "jpeg-frames-16GiB": (compressed_huge_frames, None),
+    "deflated-4MB-to-4GB": (deflated_zeros, None),
 }
 
 
@@ -337,3 +360,36 @@ def test_an_rle_frame_is_decoded_only_with_the_segments_its_image_needs(segments
     dataset.PixelData = encapsulate([struct.pack("<I", segments) + frame[4:]])
     problem = codestream_problem(dataset, RLELossless)
     assert (problem is None) == (segments == 2), problem
+
+
+INFLATE_LIMIT = 64 << 10
+
+
+@settings(max_examples=50, deadline=None)
+@given(size=st.integers(0, 4 * INFLATE_LIMIT), seed=st.integers(0, 2**32 - 1))
+def test_a_deflated_file_is_read_only_when_it_inflates_within_the_limit(
+    tmp_path_factory: pytest.TempPathFactory, size: int, seed: int
+) -> None:
+    """A deflated file holding ``size`` bytes of a private value (zeros, text-like or random)
+    is scanned when its data set inflates to at most the limit, refused otherwise."""
+    folder = tmp_path_factory.mktemp("deflated")
+    donor = write_series(folder / "donor", ct_series(rows=8, columns=8, slices=1), seed=22)
+    dataset = bomb_dataset(donor.files[0], "deflated")
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    alphabet = np.random.default_rng(seed).integers(1, 256)
+    value = np.random.default_rng(seed).integers(0, alphabet, size, dtype=np.uint8)
+    dataset.add_new((0x0029, 0x1010), "OB", value.tobytes())
+    data = encoded(dataset)
+    meta_end = 144 + struct.unpack_from("<I", data, 140)[0]
+    inflated = len(zlib.decompress(data[meta_end:], -zlib.MAX_WBITS))
+    (folder / "deflated").write_bytes(data)
+
+    scanned = scan_file(folder, "deflated", max_bytes=INFLATE_LIMIT)
+
+    if inflated <= INFLATE_LIMIT:
+        assert scanned.summary is not None, scanned.skip_reason
+    else:
+        assert scanned.skip_reason == (
+            "deflated data set inflates to more than 64.0 KiB, the limit set by the memory "
+            "available (--max-series-bytes): not read"
+        )

@@ -1,8 +1,8 @@
-"""Bounds on what one input may cost, checked before anything is decoded.
+"""Bounds on what one input may cost, checked before anything is inflated or decoded.
 
 A series may claim at most ``--max-series-bytes`` of pixel data (checked on its headers). A
-decoder, though, allocates what each frame's own codestream declares: that is checked here
-against the DICOM header first.
+decoder, though, allocates what each frame's own codestream declares, and pydicom inflates a
+deflated data set whole: both are checked here against the DICOM header and the bound first.
 """
 
 from __future__ import annotations
@@ -13,17 +13,20 @@ import struct
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+from isal import isal_zlib
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels.decoders.base import LOGGER as DECODER_LOG
 from pydicom.pixels.decoders.rle import _rle_parse_header
 from pydicom.pixels.utils import _get_jpg_parameters, as_pixel_options
 from pydicom.uid import (
     UID,
+    DeflatedExplicitVRLittleEndian,
     JPEG2000TransferSyntaxes,
     JPEGLSTransferSyntaxes,
     JPEGTransferSyntaxes,
@@ -32,6 +35,7 @@ from pydicom.uid import (
 
 from operator_common.errors import ConversionError
 
+INFLATE_CHUNK = 1 << 20
 JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 J2K_START = b"\xff\x4f\xff\x51"  # SOC, then SIZ
 DECODING: dict[str, Any] = {"decoding_plugin": "pylibjpeg", "allow_excess_frames": False}
@@ -70,6 +74,32 @@ def size_text(count: int) -> str:
             return f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GiB"
+
+
+def inflated_size(file: BinaryIO, limit: int) -> int | None:
+    """The size the deflated data set in ``file`` inflates to, counted no further than just
+    past ``limit`` (pydicom inflates it whole, in memory; here it is inflated a chunk at a time);
+    ``None`` when the file is not deflated. The file is left where it was."""
+    start = file.tell()
+    try:
+        try:
+            read_preamble(file, True)
+            syntax = _read_file_meta_info(file).get("TransferSyntaxUID")
+        except Exception:  # not a readable file meta group: pydicom says what is wrong
+            return None
+        if syntax != DeflatedExplicitVRLittleEndian:
+            return None
+        inflater = isal_zlib.decompressobj(-isal_zlib.MAX_WBITS)  # ISA-L: about 4x zlib's speed
+        size = 0
+        while not inflater.eof and size <= limit:
+            data = inflater.unconsumed_tail or file.read(INFLATE_CHUNK)
+            inflated = len(inflater.decompress(data, INFLATE_CHUNK))
+            if not data and not inflated:
+                break
+            size += inflated
+        return size
+    finally:
+        file.seek(start)
 
 
 class Declared(NamedTuple):

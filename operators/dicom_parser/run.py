@@ -100,7 +100,7 @@ def parse_folder(
         ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool,
         HeaderStore(output_root) as store,
     ):
-        scan = partial(scan_file, input_root)
+        scan = partial(scan_file, input_root, max_bytes=max_series_bytes)
         for scanned in _map(pool, scan, readable, "scanned", chunksize=32):
             if scanned.summary is None or scanned.header is None:
                 skipped[scanned.path] = scanned.skip_reason or "unreadable"

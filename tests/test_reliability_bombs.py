@@ -393,3 +393,21 @@ def test_a_deflated_file_is_read_only_when_it_inflates_within_the_limit(
             "deflated data set inflates to more than 64.0 KiB, the limit set by the memory "
             "available (--max-series-bytes): not read"
         )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a process limit root cannot escape needs root")
+@pytest.mark.parametrize("limit", [2, 4, 5])
+def test_workers_the_process_limit_refuses_are_done_without(tmp_path: Path, limit: int) -> None:
+    """``--workers 4`` under a limit of ``limit`` processes and threads, fewer than the parser,
+    four workers and the pool's two threads: the run goes on with those that started, and
+    says so, in any of the places the system may refuse (a fork, a thread of the pool)."""
+    result = run_parser(
+        REPO / "samples", tmp_path / "out", "--workers", "4", process_limit=limit, timeout=120
+    )
+
+    assert_clean_exit(result)
+    report = load_outputs(tmp_path / "out")["parse-report.json"]
+    assert report["summary"]["volumes"] == 8
+    warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    assert warnings
+    assert all("cannot run" in line and "worker processes" in line for line in warnings)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import ctypes
 import filecmp
 import logging
+import multiprocessing
+import os
 import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -94,10 +97,8 @@ def parse_folder(
     skipped = {path: problem for path, problem in listed if problem is not None}
     readable = [path for path, problem in listed if problem is None]
     headers: list[HeaderSummary] = []
-    # One pool for both stages, its workers forked now, while this process is small: forked
-    # later they would inherit (and, as Python touches it, copy) every header read so far.
     with (
-        ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool,
+        _start_workers(workers) or nullcontext() as pool,
         HeaderStore(output_root) as store,
     ):
         scan = partial(scan_file, input_root, max_bytes=max_series_bytes)
@@ -139,6 +140,62 @@ def _return_freed_buffers_at_once() -> None:
     returned to the system when freed. Other C libraries are left alone."""
     with suppress(OSError, AttributeError):  # CDLL(None): the C library already loaded
         ctypes.CDLL(None).mallopt(MMAP_THRESHOLD_OPTION, MMAP_THRESHOLD)
+
+
+def _start_workers(workers: int) -> ProcessPoolExecutor | None:
+    """One pool for both stages, its ``workers`` processes forked now, while this process is
+    small: forked later they would inherit (and, as Python touches it, copy) every header read
+    so far. When the system refuses some (a process limit), the run goes on with those that
+    started, and says so; with one or none, in this process."""
+    while workers > 1:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        try:
+            _wait_started(pool)
+            return pool
+        except (OSError, RuntimeError) as error:  # fork or thread ("can't start new thread")
+            started = _end_children()
+            pool.shutdown(wait=False)
+            going_on = min(started, workers - 1)
+            log.warning(
+                "cannot run %d worker processes (%s, after %d started): going on %s",
+                workers,
+                error,
+                started,
+                f"with {going_on}" if going_on > 1 else "in this process",
+            )
+            workers = going_on
+    return None
+
+
+def _wait_started(pool: ProcessPoolExecutor) -> None:
+    """Fork every worker of ``pool`` (the fork context starts them all at once) and start its
+    threads; raise what stopped any of them, also inside the pool's own thread."""
+    settled = threading.Event()
+    failures: list[BaseException | None] = []
+
+    def thread_failed(args: threading.ExceptHookArgs) -> None:
+        failures.append(args.exc_value)
+        settled.set()
+
+    previous, threading.excepthook = threading.excepthook, thread_failed
+    try:
+        probe = pool.submit(os.getpid)
+        probe.add_done_callback(lambda _: settled.set())
+        settled.wait()
+    finally:
+        threading.excepthook = previous
+    if failures:
+        raise RuntimeError(str(failures[0]))
+    probe.result()
+
+
+def _end_children() -> int:
+    """End the workers of a pool that could not start whole; how many there were."""
+    children = multiprocessing.active_children()
+    for child in children:
+        child.kill()
+        child.join()
+    return len(children)
 
 
 def _check_folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:

@@ -4,6 +4,7 @@ checking everything it left in its output folder, and writing DICOM elements byt
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -31,6 +32,8 @@ LONG_LENGTH_VRS = frozenset(
     ["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]
 )
 """VRs whose explicit-VR length field has 4 bytes (after 2 reserved ones)."""
+PR_CAPBSET_DROP, CAP_SYS_ADMIN, CAP_SYS_RESOURCE = 24, 21, 24  # <linux/prctl.h>, capability.h
+UNUSED_UID = 0x7FFF_FFF0
 
 
 def parser_command(source: Path, out: Path) -> list[str]:
@@ -51,16 +54,19 @@ def run_parser(
     timeout: float = 120,
     memory_limit: int | None = None,
     file_size_limit: int | None = None,
+    process_limit: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``dicom-parser`` in a child process, its address space capped at ``memory_limit``
-    bytes and the files it writes at ``file_size_limit`` bytes (writing more fails as on a
-    full disk)."""
+    bytes, the files it writes at ``file_size_limit`` bytes (writing more fails as on a
+    full disk) and its processes and threads at ``process_limit`` (``limit_processes``)."""
 
     def limit_memory() -> None:
         if memory_limit is not None:
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
         if file_size_limit is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+        if process_limit is not None:
+            limit_processes(process_limit)
 
     return subprocess.run(
         [*parser_command(source, out), *flags],
@@ -71,6 +77,19 @@ def run_parser(
         preexec_fn=limit_memory,
         check=False,
     )
+
+
+def limit_processes(count: int) -> None:
+    """Let this process (a child about to exec, as root) and its descendants run at most
+    ``count`` processes and threads (RLIMIT_NPROC). Root is exempt from that limit, so the
+    child gives up CAP_SYS_ADMIN and CAP_SYS_RESOURCE and takes a real user ID no other process
+    has; its effective user ID stays root's, so it reads and writes what root does."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_SYS_ADMIN, CAP_SYS_RESOURCE):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+    os.setresuid(UNUSED_UID, 0, 0)
+    resource.setrlimit(resource.RLIMIT_NPROC, (count, count))
 
 
 def assert_clean_exit(result: subprocess.CompletedProcess[str], code: int = 0) -> None:

@@ -10,15 +10,42 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
-from pydicom.encaps import encapsulate
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydicom.data import get_testdata_file
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filebase import DicomBytesIO
-from pydicom.uid import UID, JPEGBaseline8Bit
+from pydicom.pixels import get_decoder
+from pydicom.pixels.utils import _SOF as JPEG_SOF
+from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
+    UID,
+    AllTransferSyntaxes,
+    DeflatedExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
+    JPEG2000Lossless,
+    JPEG2000TransferSyntaxes,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 
+from dicom_parser.bounds import codestream_problem
+from dicom_parser.scan import scan_file
 from reliability_support import (
     PIXEL_DATA,
     assert_clean_exit,
@@ -93,11 +120,30 @@ def compressed_huge_frames(donor: Path, path: Path) -> None:
     path.write_bytes(encoded(dataset))
 
 
+def deflated_zeros(donor: Path, path: Path) -> None:
+    """A deflated data set of 4 MB holding a private value of 4,000 MiB of zeros."""
+    dataset = bomb_dataset(donor, path.name)
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    data = encoded(dataset)
+    meta_end = 144 + struct.unpack_from("<I", data, 140)[0]  # preamble, DICM, group length
+    body = zlib.decompress(data[meta_end:], -zlib.MAX_WBITS)
+    pixels = body.rindex(struct.pack("<HH", *PIXEL_DATA))
+    megabytes = 4000
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    value = explicit_element((0x0029, 0x1010), b"OB", b"", megabytes << 20)
+    # After a full flush the deflater starts afresh: one deflated megabyte of zeros repeats.
+    head = deflater.compress(body[:pixels] + value) + deflater.flush(zlib.Z_FULL_FLUSH)
+    zeros = deflater.compress(bytes(1 << 20)) + deflater.flush(zlib.Z_FULL_FLUSH)
+    tail = deflater.compress(body[pixels:]) + deflater.flush()
+    path.write_bytes(data[:meta_end] + head + zeros * megabytes + tail)
+
+
 BOMBS: dict[str, tuple[Callable[[Path, Path], None], str | None]] = {
     "matrix-65535-million-frames": (huge_matrix_claim, None),
     "value-length-4GB": (four_gigabyte_value, None),
     "sparse-image-3GB": (sparse_huge_image, None),
     "jpeg-frames-16GiB": (compressed_huge_frames, None),
+    "deflated-4MB-to-4GB": (deflated_zeros, None),
 }
 
 
@@ -167,3 +213,201 @@ def test_a_full_disk_is_a_clear_error(tmp_path: Path) -> None:
     assert_clean_exit(result, code=5)
     (error,) = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert "cannot keep the headers in a temporary file" in error
+
+
+def decodable_encapsulated_syntaxes() -> set[UID]:
+    """Every compressed transfer syntax the installed pydicom and its plugins decode."""
+    syntaxes = set()
+    for syntax in AllTransferSyntaxes:
+        with suppress(NotImplementedError):
+            if syntax.is_encapsulated and get_decoder(syntax).is_available:
+                syntaxes.add(syntax)
+    return syntaxes
+
+
+CODESTREAM_DONORS = {
+    JPEGBaseline8Bit: "SC_rgb_jpeg_dcmtk.dcm",
+    JPEGExtended12Bit: "JPGExtended.dcm",
+    JPEGLossless: "SC_rgb_jpeg_gdcm.dcm",  # selection value 1 is one of process 14's
+    JPEGLosslessSV1: "SC_rgb_jpeg_gdcm.dcm",
+    JPEGLSLossless: "MR_small_jpeg_ls_lossless.dcm",
+    JPEGLSNearLossless: "JPEGLSNearLossless_16.dcm",
+    JPEG2000Lossless: "MR_small_jp2klossless.dcm",
+    JPEG2000: "SC_rgb_gdcm_KY.dcm",
+    # openjpeg decodes part 1 codestreams under the HTJ2K syntaxes too: their headers are alike
+    HTJ2KLossless: "MR_small_jp2klossless.dcm",
+    HTJ2KLosslessRPCL: "MR_small_jp2klossless.dcm",
+    HTJ2K: "JPEG2000.dcm",
+    RLELossless: "MR_small_RLE.dcm",
+}
+"""A real frame of each compressed transfer syntax: files that come with pydicom."""
+PIXEL_MODULE = (
+    "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "PlanarConfiguration",
+    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+)  # fmt: skip
+COMPRESSED = sorted(CODESTREAM_DONORS)
+
+
+def test_every_compressed_syntax_pydicom_decodes_has_a_donor() -> None:
+    assert set(CODESTREAM_DONORS) == decodable_encapsulated_syntaxes()
+
+
+def donor_image(syntax: UID) -> tuple[pydicom.Dataset, bytes]:
+    """The donor file of ``syntax`` and its first frame."""
+    dataset = pydicom.dcmread(get_testdata_file(CODESTREAM_DONORS[syntax]))
+    frames = generate_frames(dataset.PixelData, number_of_frames=1)
+    return dataset, next(frames)
+
+
+def compressed_image(donor: Path, path: Path, syntax: UID, frame: Callable[[bytes], bytes]) -> None:
+    """The donor slice, as a series of its own, with the image of ``syntax``'s donor file and
+    that file's first frame passed through ``frame``."""
+    dataset = bomb_dataset(donor, path.name)
+    source, codestream = donor_image(syntax)
+    for keyword in PIXEL_MODULE:
+        if keyword in source:
+            setattr(dataset, keyword, source[keyword].value)
+    dataset.file_meta.TransferSyntaxUID = syntax
+    dataset.PixelData = encapsulate([frame(codestream)])
+    dataset["PixelData"].VR = "OB"
+    path.write_bytes(encoded(dataset))
+
+
+def declaring(rows: int, columns: int, syntax: UID) -> Callable[[bytes], bytes]:
+    """A frame whose codestream header declares ``rows`` x ``columns`` pixels instead."""
+
+    def patch(frame: bytes) -> bytes:
+        if syntax in JPEG2000TransferSyntaxes:  # SIZ after SOC: Xsiz, Ysiz, XOsiz, YOsiz
+            left, top = struct.unpack_from(">2I", frame, 16)
+            return frame[:8] + struct.pack(">2I", left + columns, top + rows) + frame[16:]
+        at = 2  # JPEG and JPEG-LS: past the segments before SOF (length, precision, Y, X)
+        while frame[at : at + 2] not in JPEG_SOF:
+            at += 2 + struct.unpack_from(">H", frame, at + 2)[0]
+        return frame[: at + 5] + struct.pack(">2H", rows, columns) + frame[at + 9 :]
+
+    return patch
+
+
+def rle_expanding(frame: bytes) -> bytes:
+    """Two RLE segments: the low bytes, which pydicom's own decoder expands first, are 20
+    million runs of 128 zeros (2.5 GB); the high bytes end after one byte."""
+    low, high = b"\x81\x00" * 20_000_000, b"\x00\x00"
+    return struct.pack("<16I", 2, 64, 64 + len(high), *[0] * 13) + high + low
+
+
+@pytest.mark.parametrize("syntax", COMPRESSED, ids=lambda syntax: syntax.name)
+def test_compressed_frames_are_decoded_only_at_their_dicom_size(
+    tmp_path: Path, syntax: UID
+) -> None:
+    """Beside a good series and a good image of the same syntax, a frame whose codestream
+    declares 40000 x 40000 pixels (6.4 GB as JPEG 2000 decodes it) over an image the DICOM
+    header calls small; for RLE, a frame pydicom's own decoder would expand to 2.5 GB."""
+    source = tmp_path / "in"
+    good = write_series(source / "good", ct_series(slices=3), seed=21)
+    donor = write_series(tmp_path / "donor", ct_series(rows=8, columns=8, slices=1), seed=22)
+    compressed_image(donor.files[0], source / "compressed", syntax, lambda frame: frame)
+    hostile = rle_expanding if syntax == RLELossless else declaring(40000, 40000, syntax)
+    compressed_image(donor.files[0], source / "bomb", syntax, hostile)
+
+    result = run_parser(
+        source,
+        tmp_path / "out",
+        *("--workers", "2", "--max-series-bytes", str(MAX_SERIES_BYTES)),
+        memory_limit=MEMORY_LIMIT,
+        timeout=300,
+    )
+
+    assert_clean_exit(result)
+    outputs = load_outputs(tmp_path / "out")
+    report = outputs["parse-report.json"]
+    files = assert_every_file_accounted_for(report, source)
+    assert {files[name]["status"] for name in ("compressed", "bomb")} == {"used"}
+    series = {s["SeriesInstanceUID"]: s for s in report["series"]}
+    compressed, bomb = (
+        files[name]["SOPInstanceUID"].removesuffix(".1") for name in ("compressed", "bomb")
+    )
+    assert {uid: s["volumes"] for uid, s in series.items()} == {
+        good.series_uid: 1,
+        compressed: 1,
+        bomb: 0,
+    }
+    reason = series[bomb]["reason"]
+    assert not any(failure in reason for failure in ALLOCATION_FAILURES), reason
+    if syntax != RLELossless:
+        assert "codestream declares 40000 x 40000 pixels" in reason, reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    syntax=st.sampled_from([s for s in COMPRESSED if s != RLELossless]),
+    size=st.none() | st.tuples(st.integers(1, 65535), st.integers(1, 65535)),
+)
+def test_a_codestream_is_decoded_only_when_it_declares_the_dicom_size(
+    syntax: UID, size: tuple[int, int] | None
+) -> None:
+    """Any size a JPEG, JPEG-LS or JPEG 2000 codestream header may declare (``None``: the
+    DICOM header's) is refused unless it is the DICOM header's, before any decoder runs."""
+    dataset, frame = donor_image(syntax)
+    rows, columns = size or (dataset.Rows, dataset.Columns)
+    dataset.PixelData = encapsulate([declaring(rows, columns, syntax)(frame)])
+    problem = codestream_problem(dataset, syntax)
+    assert (problem is None) == ((rows, columns) == (dataset.Rows, dataset.Columns)), problem
+
+
+@given(segments=st.integers(0, 15))
+def test_an_rle_frame_is_decoded_only_with_the_segments_its_image_needs(segments: int) -> None:
+    dataset, frame = donor_image(RLELossless)  # 16-bit grayscale: two segments
+    dataset.PixelData = encapsulate([struct.pack("<I", segments) + frame[4:]])
+    problem = codestream_problem(dataset, RLELossless)
+    assert (problem is None) == (segments == 2), problem
+
+
+INFLATE_LIMIT = 64 << 10
+
+
+@settings(max_examples=50, deadline=None)
+@given(size=st.integers(0, 4 * INFLATE_LIMIT), seed=st.integers(0, 2**32 - 1))
+def test_a_deflated_file_is_read_only_when_it_inflates_within_the_limit(
+    tmp_path_factory: pytest.TempPathFactory, size: int, seed: int
+) -> None:
+    """A deflated file holding ``size`` bytes of a private value (zeros, text-like or random)
+    is scanned when its data set inflates to at most the limit, refused otherwise."""
+    folder = tmp_path_factory.mktemp("deflated")
+    donor = write_series(folder / "donor", ct_series(rows=8, columns=8, slices=1), seed=22)
+    dataset = bomb_dataset(donor.files[0], "deflated")
+    dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    alphabet = np.random.default_rng(seed).integers(1, 256)
+    value = np.random.default_rng(seed).integers(0, alphabet, size, dtype=np.uint8)
+    dataset.add_new((0x0029, 0x1010), "OB", value.tobytes())
+    data = encoded(dataset)
+    meta_end = 144 + struct.unpack_from("<I", data, 140)[0]
+    inflated = len(zlib.decompress(data[meta_end:], -zlib.MAX_WBITS))
+    (folder / "deflated").write_bytes(data)
+
+    scanned = scan_file(folder, "deflated", max_bytes=INFLATE_LIMIT)
+
+    if inflated <= INFLATE_LIMIT:
+        assert scanned.summary is not None, scanned.skip_reason
+    else:
+        assert scanned.skip_reason == (
+            "deflated data set inflates to more than 64.0 KiB, the limit set by the memory "
+            "available (--max-series-bytes): not read"
+        )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a process limit root cannot escape needs root")
+@pytest.mark.parametrize("limit", [2, 4, 5])
+def test_workers_the_process_limit_refuses_are_done_without(tmp_path: Path, limit: int) -> None:
+    """``--workers 4`` under a limit of ``limit`` processes and threads, fewer than the parser,
+    four workers and the pool's two threads: the run goes on with those that started, and
+    says so, in any of the places the system may refuse (a fork, a thread of the pool)."""
+    result = run_parser(
+        REPO / "samples", tmp_path / "out", "--workers", "4", process_limit=limit, timeout=120
+    )
+
+    assert_clean_exit(result)
+    report = load_outputs(tmp_path / "out")["parse-report.json"]
+    assert report["summary"]["volumes"] == 8
+    warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    assert warnings
+    assert all("cannot run" in line and "worker processes" in line for line in warnings)

@@ -166,7 +166,7 @@ def test_a_killed_worker_costs_no_series(tmp_path: Path) -> None:
     write_input(tmp_path / "in", slices=80)
     out = tmp_path / "out"
     parser = Parser(tmp_path / "in", out)
-    wait_for(lambda: len(children(parser.pid)) >= 2, "the worker processes")
+    wait_for(lambda: (out / STAGING / "volumes").exists(), "the first volume")
     parser.pause()
     os.kill(children(parser.pid)[0], signal.SIGKILL)
     parser.resume()

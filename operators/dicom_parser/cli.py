@@ -7,7 +7,8 @@ import logging
 import os
 from pathlib import Path
 
-from dicom_parser.run import DEFAULT_MAX_SERIES_BYTES, ParseSummary, parse_folder
+from dicom_parser.bounds import DEFAULT_MAX_SERIES_BYTES
+from dicom_parser.run import ParseSummary, parse_folder
 from dicom_parser.writers import FORMATS
 from operator_common.cli import run_reporting_errors
 from operator_common.errors import InputError

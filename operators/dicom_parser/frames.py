@@ -16,6 +16,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.processing import apply_color_lut
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from dicom_parser.bounds import decoded_pixels
 from dicom_parser.mosaic import is_mosaic, mosaic_tiles
 from operator_common.errors import ConversionError
 
@@ -161,9 +162,11 @@ def frames_of(dataset: Dataset, source: str) -> FramePixels:
     if problem:
         raise ConversionError(problem)
     try:
-        pixels = dataset.pixel_array
+        pixels = decoded_pixels(dataset)
         if _is_palette(dataset):
             pixels = apply_color_lut(pixels, dataset)
+    except ConversionError:
+        raise
     except Exception as error:
         raise ConversionError(f"pixel data cannot be decoded: {error}") from error
     colour = _samples(dataset) == 3 or _is_palette(dataset)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import ctypes
 import filecmp
 import logging
-import os
-import resource
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import suppress
@@ -15,6 +13,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from dicom_parser.bounds import DEFAULT_MAX_SERIES_BYTES, size_text
 from dicom_parser.convert import (
     SeriesJob,
     SeriesOutcome,
@@ -42,22 +41,6 @@ REPORT_FILE = "parse-report.json"
 OWNER = "dicom-parser"
 LOST = " (by the out-of-memory killer, say)"
 
-
-def usable_memory() -> int:
-    """Bytes this process may use: physical memory, or less under a cgroup or rlimit cap."""
-    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
-    cgroup = Path("/sys/fs/cgroup/memory.max")
-    if cgroup.is_file() and cgroup.read_text().strip().isdigit():
-        limits.append(int(cgroup.read_text()))
-    address_space, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if address_space != resource.RLIM_INFINITY:
-        limits.append(address_space)
-    return min(limits)
-
-
-DEFAULT_MAX_SERIES_BYTES = min(8 << 30, usable_memory() // 3)
-"""Largest pixel data a series may claim: converting takes about twice that in memory, so at
-most a third of the memory available (and never over 8 GiB)."""
 
 MMAP_THRESHOLD_OPTION = -3  # glibc's M_MMAP_THRESHOLD
 MMAP_THRESHOLD = 128 * 1024
@@ -117,7 +100,7 @@ def _parse(
     # One pool for both stages, its workers forked now, while this process is small: forked
     # later they would inherit (and, as Python touches it, copy) every header read so far.
     with Workers(workers) as pool, HeaderStore(staging) as store:
-        scan = partial(scan_file, input_root)
+        scan = partial(scan_file, input_root, max_bytes=max_series_bytes)
         for scanned in pool.map(scan, readable, _scan_lost, "scanned", chunksize=32):
             if scanned.summary is None or scanned.header is None:
                 skipped[scanned.path] = scanned.skip_reason or "unreadable"
@@ -193,8 +176,8 @@ def _plan_jobs(
         claimed = sum(header.pixel_bytes for header in series.headers)
         if claimed > max_bytes:
             no_volume[study.uid, series.uid] = (
-                f"its headers claim {_size(claimed)} of pixel data, over the "
-                f"{_size(max_bytes)} limit set by the memory available (--max-series-bytes): "
+                f"its headers claim {size_text(claimed)} of pixel data, over the "
+                f"{size_text(max_bytes)} limit set by the memory available (--max-series-bytes): "
                 "not read"
             )
             continue
@@ -208,18 +191,6 @@ def _plan_jobs(
         shared = uses[series.uid] > 1
         jobs.append(SeriesJob(input_root, output_root, fmt, study.uid, series.uid, paths, shared))
     return jobs, no_volume
-
-
-def _size(count: int) -> str:
-    """A byte count for people: 512 bytes, 24.0 KiB, 8.0 GiB."""
-    if count < 1024:
-        return f"{count} bytes"
-    size = count / 1024
-    for unit in ("KiB", "MiB"):
-        if size < 1024:
-            return f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
 
 
 def _log_outcome(series: SeriesGroup, outcome: SeriesOutcome) -> None:

@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from dicom_parser.bounds import DEFAULT_MAX_SERIES_BYTES, inflated_size, size_text
 from dicom_parser.dicom_json import BULK_DATA_THRESHOLD, dataset_to_json, deferred_element
 from dicom_parser.hierarchy import HeaderSummary
 from operator_common.models import JsonDataset, json_value
@@ -71,17 +72,21 @@ def _unreadable_folders(root: Path, errors: list[OSError]) -> Iterator[tuple[str
     errors.clear()
 
 
-def scan_file(root: Path, relative: str) -> ScannedFile:
-    """Read the header of ``root/relative`` without its pixel data."""
+def scan_file(root: Path, relative: str, max_bytes: int = DEFAULT_MAX_SERIES_BYTES) -> ScannedFile:
+    """Read the header of ``root/relative`` without its pixel data; a deflated file is read only
+    when it inflates to at most ``max_bytes``."""
     path = root / relative
     try:
         size = path.stat().st_size
         if size == 0:
             return ScannedFile(relative, skip_reason="empty file")
         with path.open("rb") as handle:
+            inflated = inflated_size(handle, max_bytes)
+            if inflated is not None and inflated > max_bytes:
+                return ScannedFile(relative, skip_reason=_too_inflated(max_bytes))
             dataset = _read_header(handle)
             pixel_data_offset = handle.tell()
-        problem = _structure_problem(dataset, size)
+        problem = _structure_problem(dataset, size if inflated is None else inflated)
         attributes = {} if problem else dataset_to_json(dataset, relative)
         problem = problem or _content_problem(dataset, attributes, size - pixel_data_offset)
         if problem:
@@ -111,8 +116,16 @@ def _read_header(handle: Any) -> Dataset:
         return dcmread(handle, stop_before_pixels=True, force=True, defer_size=BULK_DATA_THRESHOLD)
 
 
+def _too_inflated(limit: int) -> str:
+    return (
+        f"deflated data set inflates to more than {size_text(limit)}, the limit set by the "
+        "memory available (--max-series-bytes): not read"
+    )
+
+
 def _structure_problem(dataset: Dataset, file_size: int) -> str | None:
-    """Why the header cannot be used, from its structure alone (no value is decoded)."""
+    """Why the header cannot be used, from its structure alone (no value is decoded).
+    ``file_size`` is that of the data the header was read from (inflated, if deflated)."""
     if DIRECTORY_RECORD_SEQUENCE in dataset:
         return DICOMDIR
     for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements

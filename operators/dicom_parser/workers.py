@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -35,9 +37,32 @@ class Workers:
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> Workers:
-        if self.count > 1:
-            self._pool = _start(self.count)
+        self._pool = self._start_all()
         return self
+
+    def _start_all(self) -> ProcessPoolExecutor | None:
+        """Fork every worker now, while this process is small: forked later they would inherit
+        (and, as Python touches it, copy) everything read so far. When the system refuses some
+        (a process limit), go on with those that started, and say so; with one, in this
+        process."""
+        while self.count > 1:
+            pool = _start(self.count)
+            try:
+                _wait_started(pool)
+                return pool
+            except (OSError, RuntimeError) as error:  # fork or thread ("can't start new thread")
+                started = _end_children()
+                pool.shutdown(wait=False)
+                going_on = min(started, self.count - 1)
+                log.warning(
+                    "cannot run %d worker processes (%s, after %d started): going on %s",
+                    self.count,
+                    error,
+                    started,
+                    f"with {going_on}" if going_on > 1 else "in this process",
+                )
+                self.count = going_on
+        return None
 
     def __exit__(
         self,
@@ -94,7 +119,43 @@ def _alone(function: Callable[[T], R], item: T, lost: Callable[[T], R]) -> R:
 
 
 def _start(count: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(count, initializer=_die_with_parent, initargs=(os.getpid(),))
+    return ProcessPoolExecutor(
+        count,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_die_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
+def _wait_started(pool: ProcessPoolExecutor) -> None:
+    """Fork every worker of ``pool`` (the fork context starts them all at once) and start its
+    threads; raise what stopped any of them, also inside the pool's own thread."""
+    settled = threading.Event()
+    failures: list[BaseException | None] = []
+
+    def thread_failed(args: threading.ExceptHookArgs) -> None:
+        failures.append(args.exc_value)
+        settled.set()
+
+    previous, threading.excepthook = threading.excepthook, thread_failed
+    try:
+        probe = pool.submit(os.getpid)
+        probe.add_done_callback(lambda _: settled.set())
+        settled.wait()
+    finally:
+        threading.excepthook = previous
+    if failures:
+        raise RuntimeError(str(failures[0]))
+    probe.result()
+
+
+def _end_children() -> int:
+    """End the workers of a pool that could not start whole; how many there were."""
+    children = multiprocessing.active_children()
+    for child in children:
+        child.kill()
+        child.join()
+    return len(children)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -151,12 +152,19 @@ def _flat(value: Any) -> bool:
 
 
 def read_json(path: Path, schema_name: str) -> Any:
-    """Load a JSON file and check it against its schema; problems become an ``InputError``."""
+    """Load a JSON file and check it against its schema; problems become an ``InputError``.
+
+    Numbers must be finite: ``NaN``, ``Infinity`` and numbers beyond the float range are refused
+    (no output could hold them), as are integers of more digits than Python converts."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(
+            path.read_text(encoding="utf-8"), parse_float=_finite, parse_constant=_no_constant
+        )
     except FileNotFoundError as error:
         raise InputError(f"{path} does not exist") from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise InputError(f"{path} is nested too deeply to read") from None
+    except (OSError, ValueError) as error:  # ValueError: also bad UTF-8 and bad numbers
         raise InputError(f"{path} is not readable JSON: {error}") from error
     problems = schema_errors(data, schema_name)
     if problems:
@@ -164,3 +172,14 @@ def read_json(path: Path, schema_name: str) -> Any:
             f"{path} does not match schema {schema_name!r}: " + "; ".join(problems[:5])
         )
     return data
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"number {text[:30]} is beyond the float range")
+    return number
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,12 +111,24 @@ def write_json(path: Path, data: Any, schema_name: str) -> None:
     check_output(data, path, schema_name)
     text = json_text(data) + "\n"
     try:
-        atomic_write_bytes(path, text.encode("utf-8"))
+        atomic_write_bytes(path, json_bytes(text))
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def json_bytes(text: str) -> bytes:
+    """JSON text as UTF-8. A byte of a file name that is not UTF-8 (which Python reads as a
+    lone surrogate, PEP 383) is written as the four characters ``\\xHH``, as Python's
+    ``backslashreplace`` shows it."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = _UNDECODED_BYTE.sub(lambda byte: f"\\\\x{ord(byte[0]) - 0xDC00:02x}", text)
+        return shown.encode("utf-8", "backslashreplace")
 
 
 def json_text(data: Any, indent: int = 0) -> str:

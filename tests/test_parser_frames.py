@@ -95,7 +95,9 @@ def test_big_endian_and_truncated_pixels_go_through_pydicom(tmp_path: Path) -> N
     write_image(tmp_path / "cut.dcm", ExplicitVRLittleEndian, 16, 16, False)
     data = (tmp_path / "cut.dcm").read_bytes()
     (tmp_path / "cut.dcm").write_bytes(data[:-10])
-    with pytest.raises(ConversionError, match="pixel data cannot be decoded"):
+    with pytest.raises(
+        ConversionError, match="pixel data holds 60 bytes where its header describes 70"
+    ):
         read_frames(tmp_path / "cut.dcm", "cut.dcm")
 
 

@@ -96,7 +96,10 @@ def _labels(
     for key in keys:
         for keyword, value in key:
             observed[keyword].add(value)
-    varying = [k for k, v in observed.items() if len(v) > 1]
+    # A value some groups lack varies too: else a group without it would share another's label.
+    varying = [
+        k for k, v in observed.items() if len(v) > 1 or any(k not in dict(key) for key in keys)
+    ]
     ranks = {k: sorted(observed[k], key=repr) for k in ("EffectiveEchoTime",)}
     geometries = sorted({_geometry(key) for key in keys}, key=repr)
     result = []
@@ -263,11 +266,14 @@ def rescaled_voxels(
     if np.all(slopes == slope) and np.all(intercepts == intercept):
         if slope == 1.0 and intercept == 0.0:
             return stored, Rescale(1.0, 0.0, "identity")
-        if slope.is_integer() and intercept.is_integer():
+        integer_type = None
+        if slope.is_integer() and intercept.is_integer() and stored.dtype.kind in "iu":
             ends = sorted(
                 int(v) * int(slope) + int(intercept) for v in (stored.min(), stored.max())
             )
-            values = stored.astype(_integer_type(ends[0], ends[1], stored.dtype), copy=False)
+            integer_type = _integer_type(ends[0], ends[1], stored.dtype)
+        if integer_type is not None:
+            values = stored.astype(integer_type, copy=False)
             if slope != 1:
                 values *= int(slope)
             if intercept != 0:
@@ -284,16 +290,15 @@ def rescaled_voxels(
 
 def _exact_float(values: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
     """float32 when it holds every value exactly, else float64."""
-    narrow = values.astype(np.float32)
+    with np.errstate(over="ignore"):  # a value float32 cannot hold is then kept in float64
+        narrow = values.astype(np.float32)
     return narrow if np.array_equal(narrow.astype(np.float64), values) else values
 
 
-def _integer_type(low: int, high: int, stored: np.dtype[Any]) -> np.dtype[Any]:
-    """The stored type if it holds [low, high], else the narrowest signed type that does."""
-    for candidate in (stored, np.dtype(np.int16), np.dtype(np.int32)):
-        if (
-            candidate.kind in "iu"
-            and np.iinfo(candidate).min <= low <= high <= np.iinfo(candidate).max
-        ):
+def _integer_type(low: int, high: int, stored: np.dtype[Any]) -> np.dtype[Any] | None:
+    """The stored type if it holds [low, high], else the narrowest signed type that does;
+    ``None`` when not even 64 bits do."""
+    for candidate in (stored, np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.int64)):
+        if np.iinfo(candidate).min <= low <= high <= np.iinfo(candidate).max:
             return candidate
-    return np.dtype(np.int64)
+    return None

@@ -32,6 +32,7 @@ from operator_common.orientation import plane_of
 VOLUMES_FOLDER = "volumes"
 MAX_NAME_LENGTH = 96
 MAX_UID_LENGTH = 64
+MAX_LABEL_LENGTH = 64
 WELL_FORMED_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 SCRATCH_PREFIX = ".partial-"
 
@@ -68,7 +69,8 @@ def safe_file_stem(series_uid: str, label: str, study_uid: str | None = None) ->
     A well-formed UID (digits and dots, at most 64 characters) is used as it is. Anything else
     keeps only ``[A-Za-z0-9.-]`` (others become ``_``), is cut to a sane length, and gets a
     hash of the original; as a well-formed UID has no ``_``, no two series can share a stem.
-    ``study_uid`` (for a series UID reused in several studies) adds ``_study-<hash>``.
+    ``study_uid`` (for a series UID reused in several studies) adds ``_study-<hash>``. A label
+    over ``MAX_LABEL_LENGTH`` (a SeriesNumber of hundreds of digits, say) is cut and hashed too.
     """
     if len(series_uid) <= MAX_UID_LENGTH and WELL_FORMED_UID.fullmatch(series_uid):
         stem = series_uid
@@ -78,6 +80,8 @@ def safe_file_stem(series_uid: str, label: str, study_uid: str | None = None) ->
         stem = f"{cleaned}_{digest}" if cleaned else digest
     if study_uid is not None:
         stem += f"_study-{_digest(study_uid)[:12]}"
+    if len(label) > MAX_LABEL_LENGTH:
+        label = f"{label[:MAX_LABEL_LENGTH]}_{_digest(label)[:16]}"
     return f"{stem}_{label}" if label else stem
 
 
@@ -111,6 +115,8 @@ def _convert(job: SeriesJob) -> SeriesOutcome:
             failed_files[error.message].append(relative)
         except MemoryError:
             failed_files["out of memory reading it"].append(relative)
+        except OSError as error:  # gone, say: the reason, not the full path it names
+            failed_files[f"unreadable: {error.strerror or error}"].append(relative)
         except Exception as error:  # an unreadable file must not stop the series
             failed_files[f"unreadable: {str(error).strip()[:200] or type(error).__name__}"].append(
                 relative

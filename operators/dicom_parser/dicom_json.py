@@ -17,6 +17,10 @@ from dicom_parser.raw_json import plain_element_json
 BULK_DATA_THRESHOLD = 1024
 """Binary values longer than this many bytes are referenced by BulkDataURI, not inlined."""
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+MAX_SEQUENCE_DEPTH = 64
+"""Sequences nested deeper make the header refused: no DICOM object nests nearly so deep, and
+every level costs the JSON writers and readers of the metadata a level of recursion."""
+TOO_DEEP = f"sequences nested more than {MAX_SEQUENCE_DEPTH} deep"
 
 LIFTED_FROM_FUNCTIONAL_GROUPS = (
     ("PixelMeasuresSequence", ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices")),
@@ -35,10 +39,16 @@ def dataset_to_json(dataset: Dataset, relative_path: str) -> dict[str, Any]:
     A value pydicom cannot encode is kept as its raw bytes (``InlineBinary``) rather than lost.
     """
     lift_functional_groups(dataset)
-    return _encode(dataset, quote(relative_path))
+    return _encode(dataset, quote(relative_path, errors="surrogateescape"))
 
 
-def _encode(dataset: Dataset, uri_path: str) -> dict[str, Any]:
+class NestingError(ValueError):
+    """Sequences nested deeper than ``MAX_SEQUENCE_DEPTH``."""
+
+
+def _encode(dataset: Dataset, uri_path: str, depth: int = 0) -> dict[str, Any]:
+    if depth > MAX_SEQUENCE_DEPTH:
+        raise NestingError(TOO_DEEP)
     result: dict[str, Any] = {}
     for tag in dataset.keys():  # noqa: SIM118 - iterating a Dataset yields elements
         key = f"{tag:08X}"
@@ -54,11 +64,11 @@ def _encode(dataset: Dataset, uri_path: str) -> dict[str, Any]:
                 if plain is not None:
                     result[key] = plain
                     continue
-        result[key] = _element_json(dataset, tag, uri_path)
+        result[key] = _element_json(dataset, tag, uri_path, depth)
     return result
 
 
-def _element_json(dataset: Dataset, tag: BaseTag, uri_path: str) -> dict[str, Any]:
+def _element_json(dataset: Dataset, tag: BaseTag, uri_path: str, depth: int) -> dict[str, Any]:
     """An element as pydicom encodes it; sequence items go through ``_encode`` again."""
 
     def bulk_data_uri(element: DataElement) -> str:
@@ -67,8 +77,11 @@ def _element_json(dataset: Dataset, tag: BaseTag, uri_path: str) -> dict[str, An
     try:
         element = dataset[tag]
         if element.VR == "SQ":
-            return {"vr": "SQ", "Value": [_encode(item, uri_path) for item in element.value]}
+            items = [_encode(item, uri_path, depth + 1) for item in element.value]
+            return {"vr": "SQ", "Value": items}
         encoded = element.to_json_dict(bulk_data_uri, BULK_DATA_THRESHOLD)
+    except NestingError:
+        raise
     except Exception:  # any value pydicom cannot decode is kept raw below
         encoded = None
     return encoded if encoded is not None and _finite(encoded) else _raw_json(dataset, tag)

@@ -3,6 +3,7 @@ each with the geometry and the values that decide which volume it belongs to."""
 
 from __future__ import annotations
 
+import reprlib
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,12 +15,17 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.processing import apply_color_lut
+from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicom_parser.bounds import decoded_pixels
+from dicom_parser.geometry import MAX_MM, MIN_SPACING_MM
 from dicom_parser.mosaic import is_mosaic, mosaic_tiles
 from operator_common.errors import ConversionError
 
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The range of magnitudes NIfTI's 32-bit scl_slope and scl_inter hold (0 aside)."""
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 """Prefix of the Secondary Capture SOP classes (screen captures, scanned documents)."""
 COMPLEX_COMPONENTS = {
@@ -57,6 +63,7 @@ class Frame:
 
 
 PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
+PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 NATIVE_LITTLE_ENDIAN = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
 
 
@@ -198,7 +205,7 @@ def frames_of(dataset: Dataset, source: str) -> FramePixels:
 
 def unsupported_reason(dataset: Dataset) -> str | None:
     """Why this instance cannot be part of a grayscale volume, or ``None``."""
-    if "PixelData" not in dataset and "FloatPixelData" not in dataset:
+    if not any(keyword in dataset for keyword in PIXEL_DATA_KEYWORDS):
         return "no pixel data"
     for keyword in ("Rows", "Columns", "BitsAllocated"):
         try:
@@ -207,6 +214,18 @@ def unsupported_reason(dataset: Dataset) -> str | None:
             return f"{keyword} is missing or unreadable"
     if _samples(dataset) not in (1, 3):
         return f"{_samples(dataset)} samples per pixel: neither grayscale nor colour"
+    return _length_problem(dataset)
+
+
+def _length_problem(dataset: Dataset) -> str | None:
+    """Why uncompressed pixel data does not fit the image its header describes, or ``None``."""
+    try:
+        native = not dataset.file_meta.TransferSyntaxUID.is_encapsulated
+        length, expected = len(dataset.PixelData), get_expected_length(dataset)
+    except Exception:  # no PixelData, no transfer syntax, unreadable values: pydicom says
+        return None
+    if native and length not in (expected, expected + 1):  # + 1: padded to an even length
+        return f"pixel data holds {length} bytes where its header describes {expected}"
     return None
 
 
@@ -255,11 +274,11 @@ def _frame(
         rows=int(dataset.Rows),
         photometric=str(dataset.get("PhotometricInterpretation", "")),
         columns=int(dataset.Columns),
-        slope=_number(slope, 1.0),
-        intercept=_number(intercept, 0.0),
+        slope=_rescale(slope, 1.0, "RescaleSlope", FLOAT32_TINY),
+        intercept=_rescale(intercept, 0.0, "RescaleIntercept", 0.0),
         split=_split_values(dataset, lookup),
         order=_time_order(dataset, lookup, index),
-        thickness=_number(thickness, 0.0) or None,
+        thickness=_length(thickness),
         secondary_capture=str(dataset.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE),
         colour=colour,
     )
@@ -329,18 +348,40 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _floats(value: Any, source: str, keyword: str) -> tuple[float, ...]:
+    """Geometry values in mm, each within ``MAX_MM`` of zero."""
+    shown = reprlib.repr(", ".join(str(v) for v in _as_list(value)))
     try:
         numbers = tuple(float(v) for v in _as_list(value))
-    except (TypeError, ValueError) as error:
-        raise ConversionError(f"{keyword} is not numeric: {value!r}") from error
-    if not all(np.isfinite(numbers)):
-        raise ConversionError(f"{keyword} holds non-finite values: {value!r}")
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ConversionError(f"{keyword} is not numeric: {shown}") from error
+    if not all(abs(number) <= MAX_MM for number in numbers):  # also false for NaN
+        raise ConversionError(
+            f"{keyword} is out of range (not finite, or beyond {MAX_MM:g} mm): {shown}"
+        )
     return numbers
 
 
 def _number(value: Any, default: float) -> float:
     try:
         number = float(_as_list(value)[0]) if _as_list(value) else default
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return default
     return number if np.isfinite(number) else default
+
+
+def _rescale(value: Any, default: float, keyword: str, least: float) -> float:
+    """A rescale value whose magnitude, from ``least`` up, fits a 32-bit float (as NIfTI
+    stores it); a value that is no finite number counts as absent."""
+    number = _number(value, default)
+    if not least <= abs(number) <= FLOAT32_MAX:
+        raise ConversionError(
+            f"{keyword} {number:g} is out of range: its magnitude must lie between {least:g} "
+            f"and {FLOAT32_MAX:g}"
+        )
+    return number
+
+
+def _length(value: Any) -> float | None:
+    """A length in mm, ``None`` when missing or out of the range geometry accepts."""
+    number = _number(value, 0.0)
+    return number if MIN_SPACING_MM <= number <= MAX_MM else None

@@ -24,6 +24,11 @@ POSITION_TOLERANCE_MM = 0.05
 RELATIVE_POSITION_TOLERANCE = 0.01
 """...or this fraction of the slice spacing, whichever is larger."""
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+MAX_MM = 1e6
+"""Largest coordinate or spacing accepted, in mm (a kilometre): no scanner writes more, and
+arithmetic on values this size cannot overflow."""
+MIN_SPACING_MM = 1e-6
+"""Smallest pixel spacing accepted (a nanometre; microscopes write about 2.5e-4 mm)."""
 
 
 def _vector(values: Sequence[float] | FloatArray, size: int, name: str) -> FloatArray:
@@ -136,8 +141,10 @@ def affine_lps(
     """
     row, column = orientation_axes(image_orientation)
     row_spacing, column_spacing = _vector(pixel_spacing, 2, "PixelSpacing")
-    if row_spacing <= 0 or column_spacing <= 0:
-        raise ConversionError(f"PixelSpacing must be positive, got {list(pixel_spacing)}")
+    if min(row_spacing, column_spacing) < MIN_SPACING_MM:
+        raise ConversionError(
+            f"PixelSpacing must be at least {MIN_SPACING_MM:g} mm, got {list(pixel_spacing)}"
+        )
     affine = np.eye(4)
     affine[:3, 0] = row * column_spacing
     affine[:3, 1] = column * row_spacing

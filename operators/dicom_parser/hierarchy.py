@@ -194,7 +194,7 @@ def with_uid(attributes: dict[str, Any], key: str, uid: str) -> dict[str, Any]:
 def _number(value: Any) -> float:
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return math.inf
     return number if not math.isnan(number) else math.inf
 

@@ -19,7 +19,7 @@ from dicom_parser.hierarchy import (
     tier_series,
 )
 from operator_common.errors import OutputError
-from operator_common.jsonio import atomic_file, check_output, json_text
+from operator_common.jsonio import atomic_file, check_output, json_bytes, json_text
 
 SCHEMA = "dicom-metadata"
 STUDY_SCHEMA = "/properties/studies/items"
@@ -84,7 +84,7 @@ def write_metadata(path: Path, studies: Sequence[StudyGroup], store: HeaderStore
 def _write_studies(path: Path, studies: Sequence[StudyGroup], store: HeaderStore) -> None:
     with atomic_file(path) as file:
         if not studies:
-            file.write((json_text({"studies": []}) + "\n").encode())
+            file.write(json_bytes(json_text({"studies": []}) + "\n"))
             return
         file.write(b'{\n "studies": [')
         for study_index, study in enumerate(studies):
@@ -92,12 +92,12 @@ def _write_studies(path: Path, studies: Sequence[StudyGroup], store: HeaderStore
             attributes = study_attributes(headers, study.uid)
             check_output({"attributes": attributes, "series": []}, path, SCHEMA, STUDY_SCHEMA)
             opening = ',\n  {\n   "attributes": ' if study_index else '\n  {\n   "attributes": '
-            file.write((opening + json_text(attributes, 3) + ',\n   "series": [').encode())
+            file.write(json_bytes(opening + json_text(attributes, 3) + ',\n   "series": ['))
             for series_index, series in enumerate(study.series):
                 entry = _series_entry(series, attributes, store)
                 check_output(entry, path, SCHEMA, SERIES_SCHEMA)
                 separator = ",\n    " if series_index else "\n    "
-                file.write((separator + json_text(entry, 4)).encode())
+                file.write(json_bytes(separator + json_text(entry, 4)))
             file.write(b"\n   ]\n  }")
         file.write(b"\n ]\n}\n")
 

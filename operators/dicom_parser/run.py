@@ -226,13 +226,12 @@ def _report(
             files.append({"path": path, "status": "skipped", "reason": reason})
         elif path in duplicate_of:
             duplicate = duplicate_of[path]
-            same = filecmp.cmp(input_root / path, input_root / duplicate.kept, shallow=False)
             files.append(
                 {
                     "path": path,
                     "status": "duplicate",
                     "reason": "same SOPInstanceUID as the kept file, "
-                    + ("byte-identical" if same else "different content"),
+                    + _compared(input_root / path, input_root / duplicate.kept),
                     "SOPInstanceUID": duplicate.sop_instance_uid,
                     "duplicate_of": duplicate.kept,
                 }
@@ -275,6 +274,14 @@ def _report(
         "files": files,
         "series": series_entries,
     }
+
+
+def _compared(path: Path, kept: Path) -> str:
+    """How a duplicate's content compares with the kept file's (either may have vanished)."""
+    try:
+        return "byte-identical" if filecmp.cmp(path, kept, shallow=False) else "different content"
+    except OSError as error:
+        return f"content not compared: {error.strerror or error}"
 
 
 def _volume_files(series_images: dict[str, list[dict[str, Any]]]) -> list[str]:

@@ -16,7 +16,12 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from dicom_parser.bounds import DEFAULT_MAX_SERIES_BYTES, inflated_size, size_text
-from dicom_parser.dicom_json import BULK_DATA_THRESHOLD, dataset_to_json, deferred_element
+from dicom_parser.dicom_json import (
+    BULK_DATA_THRESHOLD,
+    TOO_DEEP,
+    dataset_to_json,
+    deferred_element,
+)
 from dicom_parser.hierarchy import HeaderSummary
 from operator_common.models import JsonDataset, json_value
 
@@ -97,8 +102,11 @@ def scan_file(root: Path, relative: str, max_bytes: int = DEFAULT_MAX_SERIES_BYT
         return ScannedFile(relative, skip_reason="not DICOM")
     except PermissionError:
         return ScannedFile(relative, skip_reason="unreadable: permission denied")
-    except (OSError, EOFError) as error:
-        return ScannedFile(relative, skip_reason=f"unreadable or truncated header: {error}")
+    except (OSError, EOFError) as error:  # the reason, not the full path OSError names
+        reason = getattr(error, "strerror", None) or _short(error)
+        return ScannedFile(relative, skip_reason=f"unreadable or truncated header: {reason}")
+    except RecursionError:  # pydicom reads nested sequences recursively
+        return ScannedFile(relative, skip_reason=f"malformed DICOM header: {TOO_DEEP}")
     except Exception as error:  # a malformed header must never stop the run
         return ScannedFile(relative, skip_reason=f"malformed DICOM header: {_short(error)}")
 

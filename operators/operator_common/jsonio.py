@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,12 +111,24 @@ def write_json(path: Path, data: Any, schema_name: str) -> None:
     check_output(data, path, schema_name)
     text = json_text(data) + "\n"
     try:
-        atomic_write_bytes(path, text.encode("utf-8"))
+        atomic_write_bytes(path, json_bytes(text))
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def json_bytes(text: str) -> bytes:
+    """JSON text as UTF-8. A byte of a file name that is not UTF-8 (which Python reads as a
+    lone surrogate, PEP 383) is written as the four characters ``\\xHH``, as Python's
+    ``backslashreplace`` shows it."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = _UNDECODED_BYTE.sub(lambda byte: f"\\\\x{ord(byte[0]) - 0xDC00:02x}", text)
+        return shown.encode("utf-8", "backslashreplace")
 
 
 def json_text(data: Any, indent: int = 0) -> str:
@@ -151,12 +165,19 @@ def _flat(value: Any) -> bool:
 
 
 def read_json(path: Path, schema_name: str) -> Any:
-    """Load a JSON file and check it against its schema; problems become an ``InputError``."""
+    """Load a JSON file and check it against its schema; problems become an ``InputError``.
+
+    Numbers must be finite: ``NaN``, ``Infinity`` and numbers beyond the float range are refused
+    (no output could hold them), as are integers of more digits than Python converts."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(
+            path.read_text(encoding="utf-8"), parse_float=_finite, parse_constant=_no_constant
+        )
     except FileNotFoundError as error:
         raise InputError(f"{path} does not exist") from error
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise InputError(f"{path} is nested too deeply to read") from None
+    except (OSError, ValueError) as error:  # ValueError: also bad UTF-8 and bad numbers
         raise InputError(f"{path} is not readable JSON: {error}") from error
     problems = schema_errors(data, schema_name)
     if problems:
@@ -164,3 +185,14 @@ def read_json(path: Path, schema_name: str) -> Any:
             f"{path} does not match schema {schema_name!r}: " + "; ".join(problems[:5])
         )
     return data
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"number {text[:30]} is beyond the float range")
+    return number
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")

@@ -15,6 +15,7 @@ Modality cost one test, not ten thousand.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,7 +88,10 @@ def as_number(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the float range
+            return math.inf if value > 0 else -math.inf
     if isinstance(value, str):
         try:
             return float(value)
@@ -98,7 +102,9 @@ def as_number(value: Any) -> float | None:
 
 def number_text(value: float) -> str:
     """A number as DICOM writes it: ``3`` rather than ``3.0``."""
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    if isinstance(value, int):
+        return str(value)
+    return str(int(value)) if value.is_integer() else repr(float(value))
 
 
 def plane_of(iop: Values) -> tuple[str, float] | None:
@@ -174,7 +180,7 @@ class Text(Leaf):
         number = as_number(self.expected)
         for value in values:
             if isinstance(value, int | float) and not isinstance(value, bool):
-                if number is not None and float(value) == number:
+                if number is not None and as_number(value) == number:
                     return True, "equal"
                 if self.regex.fullmatch(number_text(value).encode()):
                     return True, "regular expression matches the number"

@@ -12,7 +12,10 @@ import base64
 import binascii
 import difflib
 import json
+import math
+import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -51,6 +54,13 @@ DERIVED_ORDER_KEYS = {
     "slice_spacing": "distance between slices of the series' first volume, in mm",
 }
 UNMATCHABLE_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+MAX_RULES_BYTES = 1 << 20
+"""Rules take a few kilobytes: a rules file over 1 MiB is refused, and no more is read."""
+MAX_RULES_DEPTH = 64
+"""How deep lists and mappings may nest (real rules: under ten levels)."""
+MAX_RULES_VALUES = 100_000
+"""Values (numbers, texts, lists, mappings) a rules document may hold, each use of a YAML alias
+counted again: a few aliases nested in each other would otherwise stand for billions."""
 
 
 @dataclass(frozen=True)
@@ -117,13 +127,29 @@ def read_rules_text(
         return text, RULES_BASE64_ENV
     if rules_file:
         path = Path(rules_file)
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except (OSError, UnicodeDecodeError) as error:
-            reason = getattr(error, "strerror", None) or error
-            raise RulesError(f"cannot read rules file {path}: {reason}") from error
+        return _read_rules_file(path), str(path)
     shipped = resources.files("series_selector").joinpath(f"rules/{DEFAULT_RULES}")
     return shipped.read_text(encoding="utf-8"), f"default rules ({DEFAULT_RULES})"
+
+
+def _read_rules_file(path: Path) -> str:
+    """The UTF-8 text of a regular file of at most ``MAX_RULES_BYTES``.
+
+    Opened without blocking, so a FIFO or a device is refused rather than waited on or read
+    without end."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise RulesError(f"rules file {path} is not a regular file")
+        with os.fdopen(descriptor, "rb") as file:
+            data = file.read(MAX_RULES_BYTES + 1)
+        if len(data) > MAX_RULES_BYTES:
+            raise RulesError(f"rules file {path} is larger than {MAX_RULES_BYTES >> 20} MiB")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or error
+        raise RulesError(f"cannot read rules file {path}: {reason}") from error
 
 
 def parse_rules(text: str, source: str) -> Rules:
@@ -162,17 +188,57 @@ def load_rules(rules_file: str | None, environ: Mapping[str, str]) -> Rules:
 
 
 def _load_document(text: str, source: str) -> Any:
-    if text.lstrip().startswith("{"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
-            raise RulesError(f"{source} is not valid JSON: {error}") from error
+    """The JSON or YAML document, checked to be plain data of a sane size (see ``_size``)."""
+    kind = "JSON" if text.lstrip().startswith("{") else "YAML"
+    try:
+        document = json.loads(text) if kind == "JSON" else _load_yaml(text)
+    except RecursionError:
+        raise RulesError(f"{source}: nested deeper than {MAX_RULES_DEPTH} levels") from None
+    except ValueError as error:  # also a number of more digits than Python converts
+        raise RulesError(f"{source} is not valid {kind}: {error}".replace("\n", " ")) from None
+    _size(document, source, 0, {})
+    return document
+
+
+def _load_yaml(text: str) -> Any:
     import yaml  # only YAML rules need it (about 10 ms to import)
 
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise RulesError(f"{source} is not valid YAML: {error}".replace("\n", " ")) from error
+        raise ValueError(str(error)) from error
+
+
+def _size(node: Any, source: str, depth: int, seen: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """How many values ``node`` holds and how deep they nest, a shared value (a YAML alias)
+    counted each time it is used; ``seen`` remembers both for each list and mapping.
+
+    ``RulesError`` when the values pass ``MAX_RULES_VALUES``, when they nest deeper than
+    ``MAX_RULES_DEPTH`` (as an alias inside its own anchor does), or for a number that is not
+    finite or beyond the float range."""
+    if depth > MAX_RULES_DEPTH:
+        raise RulesError(f"{source}: nested deeper than {MAX_RULES_DEPTH} levels")
+    if isinstance(node, int | float) and not isinstance(node, bool):
+        try:
+            finite = math.isfinite(node)
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise RulesError(f"{source}: a number is out of range (not finite, or over 1e308)")
+    if not isinstance(node, dict | list):
+        return 1, 0
+    if id(node) not in seen:
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        sizes = [_size(child, source, depth + 1, seen) for child in children]
+        seen[id(node)] = (1 + sum(n for n, _ in sizes), 1 + max((h for _, h in sizes), default=0))
+    count, height = seen[id(node)]
+    if depth + height > MAX_RULES_DEPTH:
+        raise RulesError(f"{source}: nested deeper than {MAX_RULES_DEPTH} levels")
+    if count > MAX_RULES_VALUES:
+        raise RulesError(
+            f"{source}: more than {MAX_RULES_VALUES} values (each use of a YAML alias counts)"
+        )
+    return count, height
 
 
 def _locate(document: Any, problem: str) -> str:

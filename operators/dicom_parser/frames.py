@@ -252,8 +252,8 @@ def _frame(
         rows=int(dataset.Rows),
         photometric=str(dataset.get("PhotometricInterpretation", "")),
         columns=int(dataset.Columns),
-        slope=_number(slope, 1.0),
-        intercept=_number(intercept, 0.0),
+        slope=_rescale(slope, "RescaleSlope", 1.0),
+        intercept=_rescale(intercept, "RescaleIntercept", 0.0),
         split=_split_values(dataset, lookup),
         order=_time_order(dataset, lookup, index),
         thickness=_number(thickness, 0.0) or None,
@@ -333,6 +333,20 @@ def _floats(value: Any, source: str, keyword: str) -> tuple[float, ...]:
     if not all(np.isfinite(numbers)):
         raise ConversionError(f"{keyword} holds non-finite values: {value!r}")
     return numbers
+
+
+def _rescale(value: Any, keyword: str, default: float) -> float:
+    """A RescaleSlope or RescaleIntercept, ``default`` when absent; refused when it is not a
+    finite number, or a slope of 0 (every voxel would be the intercept)."""
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return default
+    number = _number(value, float("nan"))
+    if not np.isfinite(number):
+        raise ConversionError(f"{keyword} {text[:40]} is not a finite number")
+    if number == 0 and keyword == "RescaleSlope":
+        raise ConversionError(f"{keyword} {text[:40]}: every voxel would be the intercept")
+    return number
 
 
 def _number(value: Any, default: float) -> float:

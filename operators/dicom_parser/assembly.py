@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -303,9 +304,10 @@ def _value_range(
 
 
 def _unholdable(low: float, high: float) -> ConversionError:
+    low_text, high_text = (f"{Decimal(end):.6g}" for end in (low, high))  # ints beyond float too
     return ConversionError(
-        f"rescaled values (RescaleSlope * stored + RescaleIntercept) run from {low:.6g} to "
-        f"{high:.6g}: no type holds them exactly"
+        f"rescaled values (RescaleSlope * stored + RescaleIntercept) run from {low_text} to "
+        f"{high_text}: no type holds them exactly"
     )
 
 

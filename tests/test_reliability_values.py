@@ -189,7 +189,7 @@ def test_rescaled_values_are_exact_or_refused(
     ],
 )
 @pytest.mark.parametrize("fmt", ["nii.gz", "mhd"])
-def test_rescale_from_the_issue(
+def test_rescale_edge_cases(
     tmp_path: Path, stored: npt.NDArray[Any], slope: str, intercept: str, fmt: str
 ) -> None:
     planes = np.resize(stored, (SLICES, ROWS, COLUMNS)).astype(stored.dtype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -256,48 +257,104 @@ def stack_voxels(
 def rescaled_voxels(
     stored: npt.NDArray[Any], slopes: FloatArray, intercepts: FloatArray, keep_scaling: bool
 ) -> tuple[npt.NDArray[Any], Rescale]:
-    """Apply the modality rescale exactly, in the smallest type that holds every value.
+    """Apply the modality rescale exactly, in the narrowest type that holds every value.
 
-    ``stored`` may be rescaled in place. ``slopes`` and ``intercepts`` hold one value per
-    frame, in storage order. With ``keep_scaling`` (NIfTI) a rescale shared by all frames is
-    not applied but returned as ``nifti_scl``, for the writer to store in scl_slope/scl_inter.
+    ``slopes`` (finite, non-zero) and ``intercepts`` (finite) hold one value per frame, in
+    storage order; ``stored`` may be rescaled in place. Whole-number rescales of integers give
+    integers: the stored type, else int16, int32 or int64, the first holding every value.
+    Others give float32 where it holds every value exactly, else float64; with
+    ``keep_scaling`` (NIfTI) a rescale shared by all frames whose numbers float32 holds is not
+    applied but returned as ``nifti_scl``, for the writer's scl_slope/scl_inter. Values that
+    no type holds exactly raise ``ConversionError``.
     """
     slope, intercept = float(slopes[0]), float(intercepts[0])
-    if np.all(slopes == slope) and np.all(intercepts == intercept):
-        if slope == 1.0 and intercept == 0.0:
-            return stored, Rescale(1.0, 0.0, "identity")
-        integer_type = None
-        if slope.is_integer() and intercept.is_integer() and stored.dtype.kind in "iu":
-            ends = sorted(
-                int(v) * int(slope) + int(intercept) for v in (stored.min(), stored.max())
-            )
-            integer_type = _integer_type(ends[0], ends[1], stored.dtype)
-        if integer_type is not None:
-            values = stored.astype(integer_type, copy=False)
-            if slope != 1:
-                values *= int(slope)
-            if intercept != 0:
-                values += int(intercept)
-            return values, Rescale(slope, intercept, "applied")
-        if keep_scaling:
+    shared = bool(np.all(slopes == slope) and np.all(intercepts == intercept))
+    if shared and slope == 1.0 and intercept == 0.0:
+        return stored, Rescale(1.0, 0.0, "identity")
+    applied = Rescale(slope, intercept, "applied") if shared else Rescale(None, None, "applied")
+    integers = stored.dtype.kind in "iu"
+    if integers and all(float(v).is_integer() for v in (*slopes, *intercepts)):
+        low, high = _value_range(stored, slopes, intercepts, int)
+        target = _integer_type(low, high, stored.dtype)
+        if target is None:
+            raise _unholdable(low, high)
+        return _whole_rescale(stored, slopes, intercepts, target), applied
+    if integers:
+        low, high = _value_range(stored, slopes, intercepts, float)
+        if not np.isfinite([low, high]).all():
+            raise _unholdable(low, high)
+        if keep_scaling and shared and all(map(_float32_holds, (slope, intercept, low, high))):
             return stored, Rescale(slope, intercept, "nifti_scl")
-        scaled = stored.astype(np.float64) * slope + intercept
-        return _exact_float(scaled), Rescale(slope, intercept, "applied")
     per_frame = (*stored.shape[:-2], 1, 1)
     values = stored.astype(np.float64) * slopes.reshape(per_frame) + intercepts.reshape(per_frame)
-    return _exact_float(values), Rescale(None, None, "applied")
+    return _exact_float(values), applied
+
+
+def _value_range(
+    stored: npt.NDArray[Any], slopes: FloatArray, intercepts: FloatArray, number: type
+) -> tuple[Any, Any]:
+    """The lowest and highest ``slope * stored + intercept``, frame by frame, in Python
+    integers or floats (``number``)."""
+    frames = stored.reshape(len(slopes), -1)
+    ends = [
+        number(slope) * number(value) + number(intercept)
+        for slope, intercept, low, high in zip(
+            slopes, intercepts, frames.min(axis=1), frames.max(axis=1), strict=True
+        )
+        for value in (low, high)
+    ]
+    return min(ends), max(ends)
+
+
+def _unholdable(low: float, high: float) -> ConversionError:
+    low_text, high_text = (f"{Decimal(end):.6g}" for end in (low, high))  # ints beyond float too
+    return ConversionError(
+        f"rescaled values (RescaleSlope * stored + RescaleIntercept) run from {low_text} to "
+        f"{high_text}: no type holds them exactly"
+    )
+
+
+def _whole_rescale(
+    stored: npt.NDArray[Any], slopes: FloatArray, intercepts: FloatArray, target: np.dtype[Any]
+) -> npt.NDArray[Any]:
+    """``stored * slope + intercept`` in ``target``, which holds every result.
+
+    Computed modulo 2**bits in the unsigned type of ``target``'s size, where numpy's integers
+    wrap around by definition: intermediate values may wrap, the results come out exact.
+    """
+    unsigned = np.dtype(f"u{target.itemsize}")
+    same_size = stored.dtype.itemsize == target.itemsize
+    values = stored.view(unsigned) if same_size else stored.astype(unsigned)
+
+    def residues(numbers: FloatArray) -> npt.NDArray[Any]:
+        modulus = 1 << 8 * target.itemsize
+        per_frame = (*stored.shape[:-2], 1, 1)
+        return np.array([int(n) % modulus for n in numbers], unsigned).reshape(per_frame)
+
+    if np.any(slopes != 1):
+        np.multiply(values, residues(slopes), out=values)
+    if np.any(intercepts != 0):
+        np.add(values, residues(intercepts), out=values)
+    return values.view(target)
+
+
+FLOAT32 = np.finfo(np.float32)
+
+
+def _float32_holds(value: float) -> bool:
+    """float32 keeps ``value`` to its own precision: zero, or within its normal range."""
+    return value == 0 or float(FLOAT32.smallest_normal) <= abs(value) <= float(FLOAT32.max)
 
 
 def _exact_float(values: npt.NDArray[np.float64]) -> npt.NDArray[Any]:
     """float32 when it holds every value exactly, else float64."""
-    with np.errstate(over="ignore"):  # a value float32 cannot hold is then kept in float64
+    with np.errstate(over="ignore"):  # beyond float32: not equal, so float64
         narrow = values.astype(np.float32)
     return narrow if np.array_equal(narrow.astype(np.float64), values) else values
 
 
 def _integer_type(low: int, high: int, stored: np.dtype[Any]) -> np.dtype[Any] | None:
-    """The stored type if it holds [low, high], else the narrowest signed type that does;
-    ``None`` when not even 64 bits do."""
+    """The stored type if it holds [low, high], else the narrowest signed type that does."""
     for candidate in (stored, np.dtype(np.int16), np.dtype(np.int32), np.dtype(np.int64)):
         if np.iinfo(candidate).min <= low <= high <= np.iinfo(candidate).max:
             return candidate

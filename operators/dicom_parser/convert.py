@@ -127,11 +127,14 @@ def _convert(job: SeriesJob) -> SeriesOutcome:
 
     volumes: list[VolumeEntry] = []
     for plan in plan_volumes(frames):
-        if isinstance(plan, RefusedVolume):
-            name = f"{plan.label}: " if plan.label else ""
-            problems.append(f"{name}{plan.reason} ({plan.frame_count} frames not converted)")
-            continue
-        volumes.append(_write_volume(job, plan, stack_voxels(plan, pixels)))
+        if isinstance(plan, PlannedVolume):
+            try:
+                volumes.append(_write_volume(job, plan, stack_voxels(plan, pixels)))
+                continue
+            except ConversionError as error:
+                plan = RefusedVolume(plan.label, error.message, len(plan.frames))
+        name = f"{plan.label}: " if plan.label else ""
+        problems.append(f"{name}{plan.reason} ({plan.frame_count} frames not converted)")
     return SeriesOutcome(job.study_uid, job.series_uid, tuple(volumes), tuple(problems))
 
 

@@ -23,9 +23,6 @@ from dicom_parser.geometry import MAX_MM, MIN_SPACING_MM
 from dicom_parser.mosaic import is_mosaic, mosaic_tiles
 from operator_common.errors import ConversionError
 
-FLOAT32_TINY = float(np.finfo(np.float32).tiny)
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-"""The range of magnitudes NIfTI's 32-bit scl_slope and scl_inter hold (0 aside)."""
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 """Prefix of the Secondary Capture SOP classes (screen captures, scanned documents)."""
 COMPLEX_COMPONENTS = {
@@ -274,8 +271,8 @@ def _frame(
         rows=int(dataset.Rows),
         photometric=str(dataset.get("PhotometricInterpretation", "")),
         columns=int(dataset.Columns),
-        slope=_rescale(slope, 1.0, "RescaleSlope", FLOAT32_TINY),
-        intercept=_rescale(intercept, 0.0, "RescaleIntercept", 0.0),
+        slope=_rescale(slope, "RescaleSlope", 1.0),
+        intercept=_rescale(intercept, "RescaleIntercept", 0.0),
         split=_split_values(dataset, lookup),
         order=_time_order(dataset, lookup, index),
         thickness=_length(thickness),
@@ -361,24 +358,26 @@ def _floats(value: Any, source: str, keyword: str) -> tuple[float, ...]:
     return numbers
 
 
+def _rescale(value: Any, keyword: str, default: float) -> float:
+    """A RescaleSlope or RescaleIntercept, ``default`` when absent; refused when it is not a
+    finite number, or a slope of 0 (every voxel would be the intercept)."""
+    text = str(value if value is not None else "").strip()
+    if not text:
+        return default
+    number = _number(value, float("nan"))
+    if not np.isfinite(number):
+        raise ConversionError(f"{keyword} {text[:40]} is not a finite number")
+    if number == 0 and keyword == "RescaleSlope":
+        raise ConversionError(f"{keyword} {text[:40]}: every voxel would be the intercept")
+    return number
+
+
 def _number(value: Any, default: float) -> float:
     try:
         number = float(_as_list(value)[0]) if _as_list(value) else default
     except (TypeError, ValueError, OverflowError):
         return default
     return number if np.isfinite(number) else default
-
-
-def _rescale(value: Any, default: float, keyword: str, least: float) -> float:
-    """A rescale value whose magnitude, from ``least`` up, fits a 32-bit float (as NIfTI
-    stores it); a value that is no finite number counts as absent."""
-    number = _number(value, default)
-    if not least <= abs(number) <= FLOAT32_MAX:
-        raise ConversionError(
-            f"{keyword} {number:g} is out of range: its magnitude must lie between {least:g} "
-            f"and {FLOAT32_MAX:g}"
-        )
-    return number
 
 
 def _length(value: Any) -> float | None:

@@ -31,7 +31,7 @@ COMPLEX_COMPONENTS = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Frame:
     """One 2D image and everything needed to place it in a volume."""
 
@@ -64,7 +64,7 @@ PIXEL_DATA_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 NATIVE_LITTLE_ENDIAN = (ImplicitVRLittleEndian, ExplicitVRLittleEndian)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredPixels:
     """Uncompressed grayscale pixel data left in its file, to be read straight into a volume."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,16 +171,14 @@ def study_attributes(datasets: Iterable[JsonDataset], uid: str) -> dict[str, Any
     return with_uid(common_attributes(datasets, only=STUDY_LEVEL_TAGS), STUDY_INSTANCE_UID, uid)
 
 
-def tier_series(
-    datasets: Sequence[JsonDataset], study_attributes: JsonDataset, uid: str
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The attributes of a series' own level (SeriesInstanceUID always among them), and what
-    is left for each of its instances."""
+def series_attributes(
+    datasets: Iterable[JsonDataset], study_attributes: JsonDataset, uid: str
+) -> tuple[dict[str, Any], set[str]]:
+    """The attributes of a series' own level (SeriesInstanceUID always among them), and the
+    keys its instances leave out: those of the study and series levels."""
     excluded = set(study_attributes)
-    series_attributes = common_attributes(datasets, skip=excluded | {SOP_INSTANCE_UID})
-    excluded |= series_attributes.keys()
-    instances = [{k: v for k, v in d.items() if k not in excluded} for d in datasets]
-    return with_uid(series_attributes, SERIES_INSTANCE_UID, uid), instances
+    common = common_attributes(datasets, skip=excluded | {SOP_INSTANCE_UID})
+    return with_uid(common, SERIES_INSTANCE_UID, uid), excluded | common.keys()
 
 
 def with_uid(attributes: dict[str, Any], key: str, uid: str) -> dict[str, Any]:

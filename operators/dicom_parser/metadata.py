@@ -10,20 +10,23 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 from dicom_parser.hierarchy import (
     SeriesGroup,
     StudyGroup,
+    series_attributes,
     study_attributes,
-    tier_series,
 )
 from operator_common.errors import OutputError
 from operator_common.jsonio import atomic_file, check_output, json_bytes, json_text
+from operator_common.models import JsonDataset
 
 SCHEMA = "dicom-metadata"
 STUDY_SCHEMA = "/properties/studies/items"
 SERIES_SCHEMA = f"{STUDY_SCHEMA}/properties/series/items"
+SERIES_ATTRIBUTES_SCHEMA = f"{SERIES_SCHEMA}/properties/attributes"
+INSTANCE_SCHEMA = f"{SERIES_SCHEMA}/properties/instances/items"
 
 
 class HeaderStore:
@@ -94,23 +97,26 @@ def _write_studies(path: Path, studies: Sequence[StudyGroup], store: HeaderStore
             opening = ',\n  {\n   "attributes": ' if study_index else '\n  {\n   "attributes": '
             file.write(json_bytes(opening + json_text(attributes, 3) + ',\n   "series": ['))
             for series_index, series in enumerate(study.series):
-                entry = _series_entry(series, attributes, store)
-                check_output(entry, path, SCHEMA, SERIES_SCHEMA)
-                separator = ",\n    " if series_index else "\n    "
-                file.write(json_bytes(separator + json_text(entry, 4)))
+                file.write(b",\n    " if series_index else b"\n    ")
+                _write_series(file, path, series, attributes, store)
             file.write(b"\n   ]\n  }")
         file.write(b"\n ]\n}\n")
 
 
-def _series_entry(
-    series: SeriesGroup, study_level: dict[str, Any], store: HeaderStore
-) -> dict[str, Any]:
-    datasets = [store.get(header.path) for header in series.headers]
-    attributes, instances = tier_series(datasets, study_level, series.uid)
-    return {
-        "attributes": attributes,
-        "instances": [
-            {"attributes": own, "path": header.path}
-            for own, header in zip(instances, series.headers, strict=True)
-        ],
-    }
+def _write_series(
+    file: BinaryIO, path: Path, series: SeriesGroup, study_level: JsonDataset, store: HeaderStore
+) -> None:
+    """Write one series entry, formatted as ``json_text(entry, 4)`` formats it, one instance at
+    a time: the series' headers are read twice, never all held at once."""
+    headers = (store.get(header.path) for header in series.headers)
+    attributes, excluded = series_attributes(headers, study_level, series.uid)
+    check_output(attributes, path, SCHEMA, SERIES_ATTRIBUTES_SCHEMA)
+    file.write(
+        ('{\n     "attributes": ' + json_text(attributes, 5) + ',\n     "instances": [').encode()
+    )
+    for index, header in enumerate(series.headers):
+        own = {k: v for k, v in store.get(header.path).items() if k not in excluded}
+        instance = {"attributes": own, "path": header.path}
+        check_output(instance, path, SCHEMA, INSTANCE_SCHEMA)
+        file.write(json_bytes((",\n      " if index else "\n      ") + json_text(instance, 6)))
+    file.write(b"\n     ]\n    }")

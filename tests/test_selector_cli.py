@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -439,3 +440,31 @@ def test_a_series_uid_reused_in_two_studies_keeps_each_its_own_volume(tmp_path: 
     chosen = document["selections"][0]["series"]
     slices = {s["StudyInstanceUID"][-1]: [i["shape"][2] for i in s["images"]] for s in chosen}
     assert slices == {"1": [3], "2": [5]}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    ["volumes", ".series-selector.staging", ".series-selector.manifest", "selected-images.json"],
+)
+def test_a_symbolic_link_in_the_output_leads_nowhere(
+    parsed: Path, tmp_path: Path, entry: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert run(parsed, out) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.nii.gz").write_bytes(b"not ours")
+    target = out / entry
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink(missing_ok=True)
+    target.symlink_to(elsewhere if entry == "volumes" else elsewhere / "precious.nii.gz")
+    before = tree_digest(tmp_path)
+    code = run(parsed, out)
+    assert "Traceback" not in capsys.readouterr().err
+    assert code in (0, 5)
+    after = tree_digest(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("out/")} == {
+        k: v for k, v in before.items() if not k.startswith("out/")
+    }

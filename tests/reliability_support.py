@@ -9,10 +9,14 @@ import hashlib
 import json
 import os
 import resource
+import signal
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import nibabel as nib
@@ -195,3 +199,21 @@ def replace_value(data: bytes, tag: tuple[int, int], value: bytes) -> bytes:
     (old_length,) = struct.unpack_from("<H", data, at + 6)
     vr = data[at + 4 : at + 6]
     return data[:at] + explicit_element(tag, vr, value) + data[at + 8 + old_length :]
+
+
+class HangError(Exception):
+    """The code under test ran past its time limit."""
+
+
+@contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise HangError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -63,6 +63,7 @@ def header_files() -> list[tuple[Path, str]]:
 
 
 @pytest.mark.filterwarnings("ignore")
+@pytest.mark.slow
 def test_real_headers_encode_as_pydicom_encodes_them() -> None:
     compared = 0
     for root, relative in header_files():
@@ -97,6 +98,7 @@ def raw_values(draw: st.DrawFn) -> tuple[str, bytes, bool, bool]:
     return vr, value, draw(st.booleans()), draw(st.booleans())
 
 
+@pytest.mark.slow
 @given(raw_values())
 @settings(max_examples=3000, deadline=None)
 def test_plain_values_encode_as_pydicom_encodes_them(

@@ -101,6 +101,7 @@ def test_big_endian_and_truncated_pixels_go_through_pydicom(tmp_path: Path) -> N
         read_frames(tmp_path / "cut.dcm", "cut.dcm")
 
 
+@pytest.mark.slow
 def test_real_files_are_read_as_pydicom_reads_them() -> None:
     roots = [REPO / "samples", REPO.parent / "shared" / "data"]
     direct = 0

@@ -23,7 +23,7 @@ from docker.errors import DockerException
 from series_pipeline.cli import main
 from test_pipeline_local import check_selected_volumes
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker/compose.yaml"

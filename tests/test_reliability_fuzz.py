@@ -8,15 +8,11 @@ Bounded for CI; ``RELIABILITY_FUZZ_EXAMPLES=5000`` runs a longer campaign (see d
 from __future__ import annotations
 
 import os
-import signal
 import struct
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import pydicom
@@ -27,7 +23,7 @@ from pydicom.dataelem import RawDataElement
 
 from dicom_parser.run import parse_folder
 from dicom_parser.scan import scan_file
-from reliability_support import LONG_LENGTH_VRS, OUTPUTS, PIXEL_DATA
+from reliability_support import LONG_LENGTH_VRS, OUTPUTS, PIXEL_DATA, time_limit
 from sample_studies.synthetic import ct_series, mr_series, write_series
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -121,24 +117,6 @@ def mutated_files(draw: st.DrawFn) -> bytes:
                 length = draw(st.integers(0, 256**element.length_size - 1))
                 data[element.length_at : element.value_at] = struct.pack(fmt, length)
     return bytes(data)
-
-
-class HangError(Exception):
-    """The code under test ran past its time limit."""
-
-
-@contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def expire(signum: int, frame: FrameType | None) -> None:
-        raise HangError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def fuzz_settings(default_examples: int) -> settings:

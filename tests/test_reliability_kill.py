@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from operator_common.errors import InputError
 from operator_common.folders import reading
 from reliability_support import (
@@ -88,6 +90,7 @@ def kill_after(source: Path, out: Path, seconds: float) -> int | None:
         return None
 
 
+@pytest.mark.slow
 def test_killed_runs_leave_consistent_outputs_and_reruns_recover(tmp_path: Path) -> None:
     """Each run is killed while it replaces the outputs of a run on changed input."""
     source, changed = tmp_path / "in", tmp_path / "changed"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from operator_common.errors import RulesError
+from reliability_support import time_limit
 from selector_support import SeriesFixture, judge
 from series_selector.cli import main
 from series_selector.rules import (
@@ -136,10 +136,10 @@ def test_backtracking_constructs_are_refused_because_matching_is_linear_time() -
 
 
 def test_hostile_regex_runs_in_linear_time() -> None:
+    """A backtracking engine would take years; the limit only keeps a failure from hanging."""
     fixture = SeriesFixture(series={"TextValue": "a" * 30000 + "!"})
-    started = time.perf_counter()
-    assert not judge({"TextValue": "^(a+)+$"}, fixture).passed
-    assert time.perf_counter() - started < 1.0  # a backtracking engine takes years
+    with time_limit(30):
+        assert not judge({"TextValue": "^(a+)+$"}, fixture).passed
 
 
 def test_unknown_operator() -> None:

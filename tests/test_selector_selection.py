@@ -155,9 +155,12 @@ def test_a_required_selection_that_matches_nothing_fails_with_exit_code_4(
         )
     )
     out = tmp_path / "out"
-    (out).mkdir()
-    (out / "selected-images.json").write_text("{}")  # from an earlier run: must not survive
-    code = main(["--input", str(tmp_path / "in"), "--output", str(out), "--rules", str(rules)])
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(rules_json({"name": "CT", "conditions": {"Modality": "CT"}}))
+    arguments = ["--input", str(tmp_path / "in"), "--output", str(out), "--rules"]
+    assert main([*arguments, str(earlier)]) == 0  # its selected-images.json must not survive
+    capsys.readouterr()
+    code = main([*arguments, str(rules)])
     assert code == 4
     err = capsys.readouterr().err
     assert "Traceback" not in err

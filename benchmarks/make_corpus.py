@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from sample_studies.synthetic import (
+from series_selection_tools.samples.synthetic import (
     SeriesSpec,
     StudySpec,
     ct_series,

@@ -28,7 +28,7 @@ from make_corpus import DEFAULT_ROOT, Corpus, make_corpus
 from measure import CommandError, Summary, measure
 from selector_bench import SELECTOR_TARGET_SECONDS, bench_selector
 
-from dicom_parser.scan import list_files, scan_file
+from series_selection.parser.scan import list_files, scan_file
 
 FORMATS = ("nii", "nii.gz", "mhd")
 PARTS = ("tools", "scan", "scaling", "selector")

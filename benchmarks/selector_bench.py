@@ -21,8 +21,8 @@ from measure import measure
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from operator_common.jsonio import write_json
-from operator_common.models import Rescale, VolumeEntry
+from series_selection.common.jsonio import write_json
+from series_selection.common.models import Rescale, VolumeEntry
 
 SERIES_COUNT = 10_000
 SERIES_PER_STUDY = 5

@@ -23,9 +23,10 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from operator_common.jsonio import schema_errors
+from series_selection.common.jsonio import schema_errors
 
-OPERATORS = Path(__file__).resolve().parent.parent / "operators"
+REPOSITORY = Path(__file__).resolve().parent.parent
+SOURCE_ROOTS = (REPOSITORY / "operators", REPOSITORY / "tools")
 OUTPUTS = {
     "dicom-metadata.json": "dicom-metadata",
     "series-images.json": "series-images",
@@ -42,12 +43,21 @@ UNUSED_UID = 0x7FFF_FFF0
 
 def parser_command(source: Path, out: Path) -> list[str]:
     """The command line of the installed parser (``python -m``: no PATH lookup needed)."""
-    return [sys.executable, "-m", "dicom_parser", "--input", str(source), "--output", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "series_selection.parser",
+        "--input",
+        str(source),
+        "--output",
+        str(out),
+    ]
 
 
 def parser_environment() -> dict[str, str]:
     """The caller's environment with ``operators/`` importable, also without an installed copy."""
-    path = os.pathsep.join(p for p in (str(OPERATORS), os.environ.get("PYTHONPATH")) if p)
+    roots = [*map(str, SOURCE_ROOTS), os.environ.get("PYTHONPATH")]
+    path = os.pathsep.join(p for p in roots if p)
     return {**os.environ, "PYTHONPATH": path}
 
 

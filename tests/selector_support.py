@@ -14,11 +14,11 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 
-from operator_common.jsonio import write_json
-from operator_common.models import Instance, Series, Study, VolumeEntry, hierarchy_to_json
-from series_selector.inputs import facts_of
-from series_selector.matching import Result
-from series_selector.rules import parse_rules
+from series_selection.common.jsonio import write_json
+from series_selection.common.models import Instance, Series, Study, VolumeEntry, hierarchy_to_json
+from series_selection.selector.inputs import facts_of
+from series_selection.selector.matching import Result
+from series_selection.selector.rules import parse_rules
 
 AXIAL_IOP = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
 CORONAL_IOP = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dicom_parser.geometry import (
+from series_selection.common.errors import ConversionError
+from series_selection.common.orientation import plane_of
+from series_selection.parser.geometry import (
     affine_lps,
     distances_along,
     in_plane_drift,
@@ -15,8 +17,6 @@ from dicom_parser.geometry import (
     slice_normal,
     spacing_and_direction,
 )
-from operator_common.errors import ConversionError
-from operator_common.orientation import plane_of
 
 AXIAL = (1, 0, 0, 0, 1, 0)
 CORONAL = (1, 0, 0, 0, 0, -1)

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydicom.uid import UID
 
-from operator_common.jsonio import json_text, schema_errors
+from series_selection.common.jsonio import json_text, schema_errors
 
 SCALARS = (
     st.none()

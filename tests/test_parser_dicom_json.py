@@ -17,9 +17,13 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from dicom_parser.dicom_json import BULK_DATA_THRESHOLD, dataset_to_json, lift_functional_groups
-from dicom_parser.raw_json import OTHER_VRS, STRING_VRS, plain_element_json
-from dicom_parser.scan import list_files
+from series_selection.parser.dicom_json import (
+    BULK_DATA_THRESHOLD,
+    dataset_to_json,
+    lift_functional_groups,
+)
+from series_selection.parser.raw_json import OTHER_VRS, STRING_VRS, plain_element_json
+from series_selection.parser.scan import list_files
 
 REPO = Path(__file__).resolve().parent.parent
 NUMBER_VRS = ("US", "SS", "UL", "SL", "UV", "SV", "FL", "FD")

@@ -13,9 +13,9 @@ import pytest
 from pydicom.pixels import convert_color_space
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
-from dicom_parser.cli import main
-from fidelity.worldspace import load_volume
-from sample_studies.synthetic import ct_series, write_series
+from series_selection.parser.cli import main
+from series_selection_tools.fidelity.worldspace import load_volume
+from series_selection_tools.samples.synthetic import ct_series, write_series
 
 
 def parse(source: Path, out: Path, fmt: str = "nii") -> list[dict[str, Any]]:

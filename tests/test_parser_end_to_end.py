@@ -18,12 +18,12 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 
-from dicom_parser.cli import main
-from fidelity.dicom_truth import compare_with_dicom, read_slices
-from fidelity.worldspace import LoadedVolume, compare, load_volume
-from operator_common.jsonio import json_text, schema_errors
-from operator_common.models import json_value
-from sample_studies.synthetic import (
+from series_selection.common.jsonio import json_text, schema_errors
+from series_selection.common.models import json_value
+from series_selection.parser.cli import main
+from series_selection_tools.fidelity.dicom_truth import compare_with_dicom, read_slices
+from series_selection_tools.fidelity.worldspace import LoadedVolume, compare, load_volume
+from series_selection_tools.samples.synthetic import (
     SeriesSpec,
     SeriesTruth,
     StudySpec,
@@ -406,8 +406,8 @@ def test_json_logs_for_containers(tmp_path: Path) -> None:
             dataset.SeriesInstanceUID = truth.series_uid + ".x" * 40  # too long for a UI
             dataset.save_as(path)
     done = subprocess.run(
-        [sys.executable, "-m", "dicom_parser", "--input", str(tmp_path / "in"), "--output",
-         str(tmp_path / "out"), "--log-format", "json", "--workers", "2"],
+        [sys.executable, "-m", "series_selection.parser", "--input", str(tmp_path / "in"),
+         "--output", str(tmp_path / "out"), "--log-format", "json", "--workers", "2"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     lines = [json.loads(line) for line in done.stderr.splitlines()]

@@ -21,9 +21,9 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from dicom_parser.frames import StoredPixels, read_frames
-from dicom_parser.scan import list_files
-from operator_common.errors import ConversionError
+from series_selection.common.errors import ConversionError
+from series_selection.parser.frames import StoredPixels, read_frames
+from series_selection.parser.scan import list_files
 
 REPO = Path(__file__).resolve().parent.parent
 

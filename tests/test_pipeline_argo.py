@@ -12,11 +12,11 @@ import jsonschema
 import pytest
 import yaml
 
-from operator_common.errors import InputError
-from operator_common.jsonio import schema_errors
-from series_pipeline.argo import workflow_template
-from series_pipeline.cli import main
-from series_pipeline.definition import load_pipeline, parse_pipeline
+from series_selection.common.errors import InputError
+from series_selection.common.jsonio import schema_errors
+from series_selection.pipeline.argo import workflow_template
+from series_selection.pipeline.cli import main
+from series_selection.pipeline.definition import load_pipeline, parse_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 ARGO_SCHEMA = REPO.parent / "shared/argo/workflow-schema.json"

@@ -8,9 +8,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operator_common.errors import InputError
-from series_pipeline.cli import main
-from series_pipeline.definition import Container, Input, Output, load_pipeline, parse_pipeline
+from series_selection.common.errors import InputError
+from series_selection.pipeline.cli import main
+from series_selection.pipeline.definition import (
+    Container,
+    Input,
+    Output,
+    load_pipeline,
+    parse_pipeline,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ import yaml
 from docker.client import DockerClient
 from docker.errors import DockerException
 
-from series_pipeline.cli import main
+from series_selection.pipeline.cli import main
 from test_pipeline_local import check_selected_volumes
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -187,7 +187,7 @@ def test_the_docker_engine_runner_runs_the_pipeline_on_the_sample_studies(
 
     summary = json.loads((out / "pipeline-run.json").read_text())
     assert (summary["engine"], summary["status"]) == ("docker", "succeeded")
-    assert "dicom_parser" in (out / "dicom-parser.log").read_text()
+    assert "series_selection.parser" in (out / "dicom-parser.log").read_text()
     check_selected_volumes(out / "series-selector/selections")
 
 

@@ -18,9 +18,9 @@ import pytest
 import SimpleITK
 import yaml
 
-from operator_common.jsonio import schema_errors
 from reliability_support import tree_digest
-from series_pipeline.cli import main
+from series_selection.common.jsonio import schema_errors
+from series_selection.pipeline.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 

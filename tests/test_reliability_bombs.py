@@ -44,8 +44,6 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicom_parser.bounds import codestream_problem
-from dicom_parser.scan import scan_file
 from reliability_support import (
     PIXEL_DATA,
     assert_clean_exit,
@@ -55,7 +53,9 @@ from reliability_support import (
     load_outputs,
     run_parser,
 )
-from sample_studies.synthetic import ct_series, write_series
+from series_selection.parser.bounds import codestream_problem
+from series_selection.parser.scan import scan_file
+from series_selection_tools.samples.synthetic import ct_series, write_series
 
 REPO = Path(__file__).resolve().parent.parent
 

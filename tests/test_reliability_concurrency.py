@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from dicom_parser.workers import Workers
 from reliability_support import (
     assert_clean_exit,
     load_outputs,
     parser_command,
     parser_environment,
 )
-from sample_studies.synthetic import ct_series, mr_series, write_series
+from series_selection.parser.workers import Workers
+from series_selection_tools.samples.synthetic import ct_series, mr_series, write_series
 
 STAGING = ".dicom-parser.staging"
 
@@ -106,7 +106,7 @@ def test_a_reader_sees_all_of_one_run(tmp_path: Path) -> None:
     rerun = Parser(tmp_path / "new", out)
     wait_for(lambda: (out / STAGING).exists(), "the rerun to take the output folder")
     rerun.pause()
-    command = [sys.executable, "-m", "series_selector", "--input", str(out)]
+    command = [sys.executable, "-m", "series_selection.selector", "--input", str(out)]
     command += ["--output", str(tmp_path / "selected"), "--rules", str(rules)]
     with (tmp_path / "selector.log").open("w") as log:
         selector = subprocess.Popen(command, env=parser_environment(), stderr=log)

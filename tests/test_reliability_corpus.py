@@ -17,7 +17,6 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from dicom_parser.cli import main
 from reliability_support import (
     assert_clean_exit,
     assert_every_file_accounted_for,
@@ -28,7 +27,14 @@ from reliability_support import (
     replace_value,
     run_parser,
 )
-from sample_studies.synthetic import SeriesTruth, StudySpec, ct_series, mr_series, write_series
+from series_selection.parser.cli import main
+from series_selection_tools.samples.synthetic import (
+    SeriesTruth,
+    StudySpec,
+    ct_series,
+    mr_series,
+    write_series,
+)
 
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = (0xFFFE, 0xE000), (0xFFFE, 0xE00D), (0xFFFE, 0xE0DD)

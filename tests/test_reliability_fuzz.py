@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.dataelem import RawDataElement
 
-from dicom_parser.run import parse_folder
-from dicom_parser.scan import scan_file
 from reliability_support import LONG_LENGTH_VRS, OUTPUTS, PIXEL_DATA, time_limit
-from sample_studies.synthetic import ct_series, mr_series, write_series
+from series_selection.parser.run import parse_folder
+from series_selection.parser.scan import scan_file
+from series_selection_tools.samples.synthetic import ct_series, mr_series, write_series
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 SHARED_FILES = (

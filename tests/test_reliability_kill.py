@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from operator_common.errors import InputError
-from operator_common.folders import reading
 from reliability_support import (
     OUTPUTS,
     assert_clean_exit,
@@ -24,7 +22,9 @@ from reliability_support import (
     parser_environment,
     run_parser,
 )
-from sample_studies.synthetic import ct_series, mr_series, write_series
+from series_selection.common.errors import InputError
+from series_selection.common.folders import reading
+from series_selection_tools.samples.synthetic import ct_series, mr_series, write_series
 
 KILLS = 3
 SEED = 20240611

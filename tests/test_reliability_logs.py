@@ -18,11 +18,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from operator_common.logs import JsonFormatter, TextFormatter
 from reliability_support import parser_command, parser_environment, replace_value
-from sample_studies.synthetic import ct_series, write_series
+from series_selection.common.logs import JsonFormatter, TextFormatter
+from series_selection_tools.samples.synthetic import ct_series, write_series
 
-FORGED_ASCII = "\n1999-01-01 00:00:00,000 ERROR   dicom_parser.run: forged\r\x1b[31mred\x7f"
+FORGED_ASCII = (
+    "\n1999-01-01 00:00:00,000 ERROR   series_selection.parser.run: forged\r\x1b[31mred\x7f"
+)
 """A line break, then what looks like a record, then a terminal colour."""
 FORGED = f"{FORGED_ASCII}\u2028\u2029\x85"
 """And the Unicode line breaks, for text in a character set that holds them."""
@@ -126,7 +128,7 @@ def test_parser_and_selector_logs_cannot_be_forged(
     assert "forged" in parser.stderr and "py.warnings" in parser.stderr
     assert "RescaleSlope 1" in parser.stderr
     selector = subprocess.run(
-        [sys.executable, "-m", "series_selector", "--input", str(parsed), "--output",
+        [sys.executable, "-m", "series_selection.selector", "--input", str(parsed), "--output",
          str(selected), "--log-format", log_format],
         env=parser_environment(), capture_output=True, text=True, check=True,
     )  # fmt: skip

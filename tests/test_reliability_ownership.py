@@ -19,7 +19,7 @@ from reliability_support import (
     run_parser,
     tree_digest,
 )
-from sample_studies.synthetic import ct_series, mr_series, write_series
+from series_selection_tools.samples.synthetic import ct_series, mr_series, write_series
 
 MANIFEST = ".dicom-parser.manifest"
 

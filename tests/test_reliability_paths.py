@@ -18,7 +18,7 @@ from reliability_support import (
     replace_value,
     run_parser,
 )
-from sample_studies.synthetic import SeriesTruth, StudySpec, ct_series, write_series
+from series_selection_tools.samples.synthetic import SeriesTruth, StudySpec, ct_series, write_series
 
 SERIES_INSTANCE_UID = (0x0020, 0x000E)
 SERIES_DESCRIPTION = (0x0008, 0x103E)

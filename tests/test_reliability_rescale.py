@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dicom_parser.cli import main
 from reliability_support import assert_every_file_accounted_for, load_outputs, replace_value
-from sample_studies.synthetic import SeriesTruth, ct_series, write_series
+from series_selection.parser.cli import main
+from series_selection_tools.samples.synthetic import SeriesTruth, ct_series, write_series
 
 SLICES, ROWS, COLUMNS = 3, 2, 3
 RESCALE_SLOPE, RESCALE_INTERCEPT = (0x0028, 0x1053), (0x0028, 0x1052)

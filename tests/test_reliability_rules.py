@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from operator_common.errors import RulesError
 from reliability_support import parser_environment
 from selector_support import SeriesFixture, rules_json, write_parser_output
-from series_selector.cli import main
-from series_selector.rules import MAX_RULES_BYTES, parse_rules
+from series_selection.common.errors import RulesError
+from series_selection.selector.cli import main
+from series_selection.selector.rules import MAX_RULES_BYTES, parse_rules
 
 SERIES = SeriesFixture(
     series={"Modality": "CT", "SeriesNumber": 2, "SliceThickness": "2.5"},
@@ -30,7 +30,7 @@ def run_selector(
     input_dir: Path, output_dir: Path, rules: Path | str
 ) -> subprocess.CompletedProcess[str]:
     """The real ``series-selector`` in a child process (a blocking read would hang this one)."""
-    command = [sys.executable, "-m", "series_selector", "--input", str(input_dir)]
+    command = [sys.executable, "-m", "series_selection.selector", "--input", str(input_dir)]
     command += ["--output", str(output_dir), "--rules", str(rules)]
     return subprocess.run(
         command, env=parser_environment(), capture_output=True, text=True, timeout=60, check=False

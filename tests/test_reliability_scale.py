@@ -18,7 +18,7 @@ from reliability_support import (
     parser_command,
     parser_environment,
 )
-from sample_studies.synthetic import StudySpec, ct_series, write_series
+from series_selection_tools.samples.synthetic import StudySpec, ct_series, write_series
 
 STUDIES = 50
 SERIES_PER_STUDY = 4

@@ -19,8 +19,6 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from dicom_parser.cli import main
-from dicom_parser.dicom_json import MAX_SEQUENCE_DEPTH, TOO_DEEP
 from reliability_support import (
     assert_every_file_accounted_for,
     entries_on_disk,
@@ -28,9 +26,11 @@ from reliability_support import (
     load_outputs,
     replace_value,
 )
-from sample_studies.synthetic import ct_series, write_series
-from series_pipeline.cli import main as pipeline
-from series_selector.cli import main as selector
+from series_selection.parser.cli import main
+from series_selection.parser.dicom_json import MAX_SEQUENCE_DEPTH, TOO_DEEP
+from series_selection.pipeline.cli import main as pipeline
+from series_selection.selector.cli import main as selector
+from series_selection_tools.samples.synthetic import ct_series, write_series
 from test_reliability_corpus import nested_sequences
 
 SLICES = 3
@@ -242,11 +242,11 @@ def test_a_file_that_vanishes_during_the_run_is_reported(
         "the kept file of a duplicate": "0.dcm",
     }
     handler = DeleteAt(stage, [source / vanishing[which]])
-    logging.getLogger("dicom_parser").addHandler(handler)
+    logging.getLogger("series_selection.parser").addHandler(handler)
     try:
         code = main(["--input", str(source), "--output", str(tmp_path / "out"), "--workers", "1"])
     finally:
-        logging.getLogger("dicom_parser").removeHandler(handler)
+        logging.getLogger("series_selection.parser").removeHandler(handler)
 
     assert "Traceback" not in capsys.readouterr().err
     assert code == 0

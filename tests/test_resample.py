@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dicom_parser.resample import (
+from series_selection.parser.resample import (
     Resampling,
     even_planes,
     in_plane_grid,

@@ -22,8 +22,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.pixels import apply_rescale
 
-from sample_studies.cli import main
-from sample_studies.synthetic import (
+from series_selection_tools.samples.cli import main
+from series_selection_tools.samples.synthetic import (
     SeriesSpec,
     SeriesTruth,
     StudySpec,

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from operator_common.jsonio import json_text, schema_errors
 from reliability_support import tree_digest
 from selector_support import AXIAL_IOP, CORONAL_IOP, SeriesFixture, rules_json, write_parser_output
-from series_selector.cli import main
+from series_selection.common.jsonio import json_text, schema_errors
+from series_selection.selector.cli import main
 
 OPERATORS = Path(__file__).resolve().parent.parent / "operators"
 
@@ -403,7 +403,7 @@ def test_python_dash_m_with_environment_settings(parsed: Path, tmp_path: Path) -
         "LOG_FORMAT": "json",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "series_selector"],
+        [sys.executable, "-m", "series_selection.selector"],
         env=env,
         capture_output=True,
         text=True,
@@ -418,9 +418,9 @@ def test_python_dash_m_with_environment_settings(parsed: Path, tmp_path: Path) -
 def test_a_series_uid_reused_in_two_studies_keeps_each_its_own_volume(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from dicom_parser.cli import main as parse
-    from sample_studies.synthetic import StudySpec, ct_series, write_series
-    from series_selector.cli import main as select
+    from series_selection.parser.cli import main as parse
+    from series_selection.selector.cli import main as select
+    from series_selection_tools.samples.synthetic import StudySpec, ct_series, write_series
 
     reused = "1.2.826.0.1.3680043.8.498.777"
     for number, slices in ((1, 3), (2, 5)):

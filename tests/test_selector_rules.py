@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from operator_common.errors import RulesError
 from reliability_support import time_limit
 from selector_support import SeriesFixture, judge
-from series_selector.cli import main
-from series_selector.rules import (
+from series_selection.common.errors import RulesError
+from series_selection.selector.cli import main
+from series_selection.selector.rules import (
     RULES_BASE64_ENV,
     load_rules,
     parse_rules,

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from dicom_parser.cli import main as parse
-from operator_common.jsonio import schema_errors
-from sample_studies.synthetic import StudySpec, ct_series, write_series
-from series_selector.cli import main as select
+from series_selection.common.jsonio import schema_errors
+from series_selection.parser.cli import main as parse
+from series_selection.selector.cli import main as select
+from series_selection_tools.samples.synthetic import StudySpec, ct_series, write_series
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"

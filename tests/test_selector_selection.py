@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from selector_support import SeriesFixture, rules_json, write_parser_output
-from series_selector.cli import main
-from series_selector.inputs import read_parser_output
-from series_selector.rules import parse_rules
-from series_selector.selection import select
+from series_selection.selector.cli import main
+from series_selection.selector.inputs import read_parser_output
+from series_selection.selector.rules import parse_rules
+from series_selection.selector.selection import select
 
 
 def ct(number: int, thickness: float | None, instances: int, **more: Any) -> SeriesFixture:

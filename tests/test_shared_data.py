@@ -12,10 +12,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from dicom_parser.run import parse_folder
-from fidelity.cases import evaluate_case
-from fidelity.dicom_truth import compare_with_dicom, read_slices
-from fidelity.worldspace import compare, load_volume
+from series_selection.parser.run import parse_folder
+from series_selection_tools.fidelity.cases import evaluate_case
+from series_selection_tools.fidelity.dicom_truth import compare_with_dicom, read_slices
+from series_selection_tools.fidelity.worldspace import compare, load_volume
 
 pytestmark = pytest.mark.shared_data
 

@@ -10,9 +10,9 @@ import numpy.typing as npt
 import pytest
 import SimpleITK as sitk
 
-from dicom_parser.geometry import FloatArray, spacing_and_direction
-from dicom_parser.writers import write_metaimage
-from operator_common.models import Rescale
+from series_selection.common.models import Rescale
+from series_selection.parser.geometry import FloatArray, spacing_and_direction
+from series_selection.parser.writers import write_metaimage
 
 IDENTITY = Rescale(1.0, 0.0, "identity")
 DTYPES = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"]

@@ -1,5 +1,0 @@
-import sys
-
-from dicom_parser.cli import main
-
-sys.exit(main())

@@ -1,1 +1,0 @@
-"""The series selection pipeline: its definition, local and Docker runners, Argo export."""

@@ -1,5 +1,0 @@
-import sys
-
-from series_pipeline.cli import main
-
-sys.exit(main())

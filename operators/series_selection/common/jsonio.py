@@ -1,0 +1,202 @@
+"""JSON files that are validated against the schemas in ``schemas/`` and written atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import jsonschema_rs
+
+from series_selection.common.errors import InputError, OutputError
+
+
+@cache
+def load_schema(name: str, part: str = "") -> dict[str, Any]:
+    """Return the JSON Schema ``schemas/<name>.schema.json``, or the subschema at the JSON
+    pointer ``part`` (such as ``/properties/studies/items``) with the document's ``$defs``."""
+    text = (
+        resources.files("series_selection.common")
+        .joinpath(f"schemas/{name}.schema.json")
+        .read_text()
+    )
+    schema: dict[str, Any] = json.loads(text)
+    if not part:
+        return schema
+    node = schema
+    for step in part.strip("/").split("/"):
+        node = node[step]
+    return {"$schema": schema["$schema"], **node, "$defs": schema.get("$defs", {})}
+
+
+@cache
+def _validator(name: str, part: str) -> jsonschema_rs.Validator:
+    """The schema compiled by jsonschema-rs (a Rust implementation of every draft, over ten
+    times faster than the Python validators on large documents)."""
+    return jsonschema_rs.validator_for(load_schema(name, part))
+
+
+def schema_errors(data: Any, schema_name: str, part: str = "") -> list[str]:
+    """Every way ``data`` breaks the schema (or its ``part``, see ``load_schema``), as
+    ``path: message`` lines (empty when valid).
+
+    Valid data is recognised by the compiled validator; jsonschema then words the problems of
+    data that is not (and judges the rare data the compiled validator cannot read)."""
+    try:
+        if _validator(schema_name, part).is_valid(data):
+            return []
+    except ValueError:  # a value it cannot take, such as a str subclass as a key
+        pass
+    import jsonschema  # only for data it did not pass: the import takes a while
+
+    validator = jsonschema.Draft202012Validator(load_schema(schema_name, part))
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    return [f"{_json_path(e.absolute_path)}: {e.message}" for e in errors]
+
+
+def _json_path(parts: Any) -> str:
+    path = "$"
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file to write ``path`` through: readers see the old file or the complete new one, never
+    half of it. The new file replaces the old when the block ends without an exception."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide it from other users
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp_name).replace(path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers see the old file or the new one, never half."""
+    with atomic_file(path) as handle:
+        handle.write(payload)
+
+
+def check_output(data: Any, path: Path, schema_name: str, part: str = "") -> None:
+    """Raise an ``OutputError`` unless ``data``, to be written to ``path``, matches its schema
+    (or the schema's ``part``, see ``load_schema``)."""
+    problems = schema_errors(data, schema_name, part)
+    if problems:
+        raise OutputError(
+            f"refusing to write {path.name}: it does not match schema {schema_name!r}: "
+            + "; ".join(problems[:5])
+        )
+
+
+def write_json(path: Path, data: Any, schema_name: str) -> None:
+    """Validate ``data`` against its schema, then write it atomically with stable formatting."""
+    check_output(data, path, schema_name)
+    text = json_text(data) + "\n"
+    try:
+        atomic_write_bytes(path, json_bytes(text))
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
+
+
+def json_bytes(text: str) -> bytes:
+    """JSON text as UTF-8. A byte of a file name that is not UTF-8 (which Python reads as a
+    lone surrogate, PEP 383) is written as the four characters ``\\xHH``, as Python's
+    ``backslashreplace`` shows it."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = _UNDECODED_BYTE.sub(lambda byte: f"\\\\x{ord(byte[0]) - 0xDC00:02x}", text)
+        return shown.encode("utf-8", "backslashreplace")
+
+
+def json_text(data: Any, indent: int = 0) -> str:
+    """``data`` as the JSON files are formatted, its lines after the first indented by
+    ``indent`` spaces so it can be placed inside an enclosing document.
+
+    Values at most two levels deep (a DICOM element, a shape, a direction matrix) take one
+    line; deeper objects and arrays list one member per line, one space further in."""
+    if _one_line(data):
+        return _encode(data)
+    inner = "\n" + " " * (indent + 1)
+    if isinstance(data, dict):
+        members = [f"{inner}{_encode(k)}: {json_text(v, indent + 1)}" for k, v in data.items()]
+        return "{" + ",".join(members) + "\n" + " " * indent + "}"
+    items = [inner + json_text(item, indent + 1) for item in data]
+    return "[" + ",".join(items) + "\n" + " " * indent + "]"
+
+
+def _one_line(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_flat(member) for member in value.values())
+    if isinstance(value, list):
+        return all(_flat(item) for item in value)
+    return True
+
+
+def _flat(value: Any) -> bool:
+    """A scalar, or an object or array of scalars."""
+    if isinstance(value, dict):
+        value = value.values()
+    elif not isinstance(value, list):
+        return True
+    return not any(isinstance(item, dict | list) for item in value)
+
+
+def read_json(path: Path, schema_name: str) -> Any:
+    """Load a JSON file and check it against its schema; problems become an ``InputError``.
+
+    Numbers must be finite: ``NaN``, ``Infinity`` and numbers beyond the float range are refused
+    (no output could hold them), as are integers of more digits than Python converts."""
+    try:
+        data = json.loads(
+            path.read_text(encoding="utf-8"), parse_float=_finite, parse_constant=_no_constant
+        )
+    except FileNotFoundError as error:
+        raise InputError(f"{path} does not exist") from error
+    except RecursionError:
+        raise InputError(f"{path} is nested too deeply to read") from None
+    except (OSError, ValueError) as error:  # ValueError: also bad UTF-8 and bad numbers
+        raise InputError(f"{path} is not readable JSON: {error}") from error
+    problems = schema_errors(data, schema_name)
+    if problems:
+        raise InputError(
+            f"{path} does not match schema {schema_name!r}: " + "; ".join(problems[:5])
+        )
+    return data
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"number {text[:30]} is beyond the float range")
+    return number
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number JSON allows")

@@ -1,0 +1,66 @@
+"""Settings resolved as defaults < environment variables < command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from series_selection.common.errors import InputError
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its flag, the environment variable that can also set it, and its default."""
+
+    flag: str
+    env: str
+    default: Any
+    help: str
+    choices: Sequence[str] | None = None
+    type: Callable[[str], Any] = str
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    """Declare each option on ``parser``; its default is resolved later, from the environment."""
+    for option in options:
+        shown = f" (default: {option.default}; environment: {option.env})"
+        parser.add_argument(
+            option.flag,
+            default=None,
+            choices=option.choices,
+            type=option.type,
+            help=option.help + shown,
+        )
+
+
+def resolve(
+    namespace: argparse.Namespace,
+    options: Sequence[Option],
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Each option's value: the flag if given, else its environment variable, else its default."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for option in options:
+        name = option.flag.lstrip("-").replace("-", "_")
+        given = getattr(namespace, name)
+        if given is not None:
+            values[name] = given
+        elif env.get(option.env):
+            values[name] = _from_environment(option, env[option.env])
+        else:
+            values[name] = option.default
+    return values
+
+
+def _from_environment(option: Option, text: str) -> Any:
+    try:
+        value = option.type(text)
+    except ValueError as error:
+        raise InputError(f"{option.env}={text!r} is not a valid {option.flag} value") from error
+    if option.choices is not None and value not in option.choices:
+        raise InputError(f"{option.env}={text!r}: choose one of {', '.join(option.choices)}")
+    return value

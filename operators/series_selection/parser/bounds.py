@@ -1,0 +1,211 @@
+"""Bounds on what one input may cost, checked before anything is inflated or decoded.
+
+A series may claim at most ``--max-series-bytes`` of pixel data (checked on its headers). A
+decoder, though, allocates what each frame's own codestream declares, and pydicom inflates a
+deflated data set whole: both are checked here against the DICOM header and the bound first.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import struct
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+from typing import Any, BinaryIO, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from isal import isal_zlib
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.pixels.decoders.base import LOGGER as DECODER_LOG
+from pydicom.pixels.decoders.rle import _rle_parse_header
+from pydicom.pixels.utils import _get_jpg_parameters, as_pixel_options
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
+    RLELossless,
+)
+
+from series_selection.common.errors import ConversionError
+
+INFLATE_CHUNK = 1 << 20
+JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+J2K_START = b"\xff\x4f\xff\x51"  # SOC, then SIZ
+DECODING: dict[str, Any] = {"decoding_plugin": "pylibjpeg", "allow_excess_frames": False}
+"""How compressed frames are decoded: by the pylibjpeg plugins alone, which fill a frame of the
+DICOM header's size (pydicom's own RLE decoder, tried when one fails, expands a segment without
+bound), and never past NumberOfFrames (pydicom decodes extra fragments by default)."""
+# pydicom logs a decoder's failure, traceback and all, before raising it: the error raised is
+# what the report gives as the reason.
+DECODER_LOG.addFilter(lambda record: record.exc_info is None)
+
+
+def usable_memory() -> int:
+    """Bytes this process may use: physical memory, or less under a cgroup or rlimit cap."""
+    limits = [os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")]
+    cgroup = Path("/sys/fs/cgroup/memory.max")
+    if cgroup.is_file() and cgroup.read_text().strip().isdigit():
+        limits.append(int(cgroup.read_text()))
+    address_space, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if address_space != resource.RLIM_INFINITY:
+        limits.append(address_space)
+    return min(limits)
+
+
+DEFAULT_MAX_SERIES_BYTES = min(8 << 30, usable_memory() // 3)
+"""Largest pixel data a series may claim: converting takes about twice that in memory, so at
+most a third of the memory available (and never over 8 GiB)."""
+
+
+def size_text(count: int) -> str:
+    """A byte count for people: 512 bytes, 24.0 KiB, 8.0 GiB."""
+    if count < 1024:
+        return f"{count} bytes"
+    size = count / 1024
+    for unit in ("KiB", "MiB"):
+        if size < 1024:
+            return f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
+def inflated_size(file: BinaryIO, limit: int) -> int | None:
+    """The size the deflated data set in ``file`` inflates to, counted no further than just
+    past ``limit`` (pydicom inflates it whole, in memory; here it is inflated a chunk at a time);
+    ``None`` when the file is not deflated. The file is left where it was."""
+    start = file.tell()
+    try:
+        try:
+            read_preamble(file, True)
+            syntax = _read_file_meta_info(file).get("TransferSyntaxUID")
+        except Exception:  # not a readable file meta group: pydicom says what is wrong
+            return None
+        if syntax != DeflatedExplicitVRLittleEndian:
+            return None
+        inflater = isal_zlib.decompressobj(-isal_zlib.MAX_WBITS)  # ISA-L: about 4x zlib's speed
+        size = 0
+        while not inflater.eof and size <= limit:
+            data = inflater.unconsumed_tail or file.read(INFLATE_CHUNK)
+            inflated = len(inflater.decompress(data, INFLATE_CHUNK))
+            if not data and not inflated:
+                break
+            size += inflated
+        return size
+    finally:
+        file.seek(start)
+
+
+class Declared(NamedTuple):
+    """The size of a frame: as its codestream declares it, or as the DICOM header does."""
+
+    rows: int
+    columns: int
+    samples: int
+    bits: int
+
+    def __str__(self) -> str:
+        return f"{self.columns} x {self.rows} pixels, {self.samples} sample(s) of {self.bits} bits"
+
+
+def decoded_pixels(dataset: Dataset) -> npt.NDArray[Any]:
+    """The pixels pydicom decodes, once every compressed frame has been checked."""
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and UID(syntax).is_transfer_syntax and UID(syntax).is_encapsulated:
+        problem = codestream_problem(dataset, UID(syntax))
+        if problem:
+            raise ConversionError(problem)
+        dataset.pixel_array_options(**DECODING)
+    return np.asarray(dataset.pixel_array)
+
+
+def codestream_problem(dataset: Dataset, syntax: UID) -> str | None:
+    """Why the compressed frames of ``dataset`` must not be decoded: a frame whose codestream
+    header declares another size than the DICOM header, or cannot be read."""
+    check = CHECKS.get(syntax)
+    if check is None:
+        return f"{syntax.name} pixel data: its frame sizes cannot be checked, not decoded"
+    options = as_pixel_options(dataset)
+    expected = Declared(
+        int(options["rows"]),
+        int(options["columns"]),
+        int(options.get("samples_per_pixel") or 1),
+        int(options["bits_allocated"]),
+    )
+    count = int(options["number_of_frames"])
+    frames = generate_frames(
+        dataset.PixelData,
+        number_of_frames=count,
+        extended_offsets=options.get("extended_offsets"),
+    )
+    for number, frame in enumerate(islice(frames, count), start=1):
+        problem = check(frame, expected)
+        if problem:
+            return f"frame {number}: {problem}, not decoded"
+    return None
+
+
+def _jpeg(frame: bytes, expected: Declared) -> str | None:
+    header = _get_jpg_parameters(frame)
+    if not header:
+        return "no readable JPEG frame header (SOF)"
+    found = Declared(header["height"], header["width"], header["components"], header["precision"])
+    return _disagreement("JPEG", found, expected)
+
+
+def _jpeg_2000(frame: bytes, expected: Declared) -> str | None:
+    start = _codestream_start(frame)
+    try:
+        if frame[start : start + 4] != J2K_START:
+            raise ValueError
+        width, height, left, top = struct.unpack_from(">4I", frame, start + 8)
+        (components,) = struct.unpack_from(">H", frame, start + 40)
+        precision = max((frame[start + 42 + 3 * c] & 0x7F) + 1 for c in range(components))
+    except (ValueError, IndexError, struct.error):
+        return "no readable JPEG 2000 image header (SIZ)"
+    found = Declared(height - top, width - left, components, precision)
+    return _disagreement("JPEG 2000", found, expected)
+
+
+def _codestream_start(frame: bytes) -> int:
+    """Where a JPEG 2000 codestream starts: 0, or in the JP2 box some writers wrap it in."""
+    offset = len(JP2_SIGNATURE) if frame.startswith(JP2_SIGNATURE) else 0
+    while offset and offset + 8 <= len(frame):
+        length, box = struct.unpack_from(">I4s", frame, offset)
+        if box == b"jp2c":
+            return offset + 8
+        offset = offset + length if length >= 8 else len(frame)
+    return offset
+
+
+def _rle(frame: bytes, expected: Declared) -> str | None:
+    try:
+        offsets = _rle_parse_header(frame[:64])
+    except ValueError as error:
+        return f"RLE header unreadable: {error}"
+    segments = expected.samples * max(expected.bits // 8, 1)
+    if len(offsets) != segments:
+        return f"its RLE header lists {len(offsets)} segments, the DICOM header needs {segments}"
+    if offsets != sorted(set(offsets)) or offsets[0] < 64 or offsets[-1] >= len(frame):
+        return f"its RLE header places segments outside the frame ({offsets})"
+    return None
+
+
+def _disagreement(kind: str, found: Declared, expected: Declared) -> str | None:
+    if found[:3] == expected[:3] and 0 < found.bits <= expected.bits:
+        return None
+    return f"its {kind} codestream declares {found}, the DICOM header {expected}"
+
+
+CHECKS: dict[UID, Callable[[bytes, Declared], str | None]] = {
+    **dict.fromkeys(JPEGTransferSyntaxes + JPEGLSTransferSyntaxes, _jpeg),
+    **dict.fromkeys(JPEG2000TransferSyntaxes, _jpeg_2000),
+    RLELossless: _rle,
+}
+"""How each compressed transfer syntax pydicom decodes declares the size of a frame."""

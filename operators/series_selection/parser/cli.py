@@ -1,0 +1,73 @@
+"""``dicom-parser``: a folder of DICOM files -> metadata, volumes and an accounting report."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from series_selection.common.cli import run_reporting_errors
+from series_selection.common.errors import InputError
+from series_selection.common.logs import LOG_OPTIONS, setup_logging
+from series_selection.common.settings import Option, add_options, resolve
+from series_selection.parser.bounds import DEFAULT_MAX_SERIES_BYTES
+from series_selection.parser.run import ParseSummary, parse_folder
+from series_selection.parser.writers import FORMATS
+
+log = logging.getLogger(__name__)
+
+OPTIONS = (
+    Option("--input", "DICOM_PARSER_INPUT", None, "folder of DICOM files (searched recursively)"),
+    Option("--output", "DICOM_PARSER_OUTPUT", None, "folder for the metadata, volumes and report"),
+    Option("--format", "DICOM_PARSER_FORMAT", "nii.gz", "volume file format", choices=FORMATS),
+    Option("--workers", "DICOM_PARSER_WORKERS", os.cpu_count() or 1, "worker processes", type=int),
+    Option(
+        "--max-series-bytes",
+        "DICOM_PARSER_MAX_SERIES_BYTES",
+        DEFAULT_MAX_SERIES_BYTES,
+        "largest pixel data a series may claim before it is refused unread",
+        type=int,
+    ),
+    *LOG_OPTIONS,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dicom-parser",
+        description=(
+            "Scan a folder of DICOM files, write the study/series/instance hierarchy as "
+            "dicom-metadata.json (DICOM JSON Model), one volume per image series listed in "
+            "series-images.json, and parse-report.json accounting for every file. "
+            "Exit codes: 0 done (skipped files are not failures), 2 unusable input or arguments, "
+            "5 outputs cannot be written."
+        ),
+    )
+    add_options(parser, OPTIONS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the parser; return the process exit code."""
+    arguments = build_parser().parse_args(argv)
+
+    def job() -> int:
+        settings = resolve(arguments, OPTIONS)
+        setup_logging(settings["log_level"], settings["log_format"])
+        for name in ("input", "output"):
+            if not settings[name]:
+                raise InputError(f"give --{name} or set DICOM_PARSER_{name.upper()}")
+        if settings["workers"] < 1:
+            raise InputError("--workers must be at least 1")
+        summary: ParseSummary = parse_folder(
+            Path(settings["input"]),
+            Path(settings["output"]),
+            settings["format"],
+            settings["workers"],
+            settings["max_series_bytes"],
+        )
+        log.info("done: %s", summary.line())
+        return 0
+
+    return run_reporting_errors(job)

@@ -1,0 +1,122 @@
+"""``dicom-metadata.json``: every header, kept on disk during the run, then written one series at
+a time, so memory grows with the largest series, not with the number of files."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+from series_selection.common.errors import OutputError
+from series_selection.common.jsonio import atomic_file, check_output, json_bytes, json_text
+from series_selection.common.models import JsonDataset
+from series_selection.parser.hierarchy import (
+    SeriesGroup,
+    StudyGroup,
+    series_attributes,
+    study_attributes,
+)
+
+SCHEMA = "dicom-metadata"
+STUDY_SCHEMA = "/properties/studies/items"
+SERIES_SCHEMA = f"{STUDY_SCHEMA}/properties/series/items"
+SERIES_ATTRIBUTES_SCHEMA = f"{SERIES_SCHEMA}/properties/attributes"
+INSTANCE_SCHEMA = f"{SERIES_SCHEMA}/properties/instances/items"
+
+
+class HeaderStore:
+    """Full headers (compact DICOM JSON text) by file path, in an unnamed temporary file in
+    ``folder``: it disappears when closed, or when the process dies."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        try:
+            self._file = tempfile.TemporaryFile(dir=folder, buffering=0)  # noqa: SIM115 - closed on exit
+        except OSError as error:
+            raise self._error(error) from error
+        self._places: dict[str, tuple[int, int]] = {}
+        self._end = 0
+
+    def __enter__(self) -> HeaderStore:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._file.close()
+
+    def put(self, path: str, text: bytes) -> None:
+        try:
+            if self._file.write(text) != len(text):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as error:  # a full disk, say
+            raise self._error(error) from error
+        self._places[path] = (self._end, len(text))
+        self._end += len(text)
+
+    def _error(self, error: OSError) -> OutputError:
+        reason = error.strerror or str(error)
+        folder = self._folder
+        return OutputError(f"cannot keep the headers in a temporary file in {folder}: {reason}")
+
+    def get(self, path: str) -> dict[str, Any]:
+        offset, length = self._places[path]
+        attributes: dict[str, Any] = json.loads(os.pread(self._file.fileno(), length, offset))
+        return attributes
+
+
+def write_metadata(path: Path, studies: Sequence[StudyGroup], store: HeaderStore) -> None:
+    """Write the hierarchy of ``studies``, each part checked against its part of the schema.
+
+    Each study's headers are read twice: once for its own attributes, then series by series.
+    """
+    try:
+        _write_studies(path, studies, store)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+def _write_studies(path: Path, studies: Sequence[StudyGroup], store: HeaderStore) -> None:
+    with atomic_file(path) as file:
+        if not studies:
+            file.write(json_bytes(json_text({"studies": []}) + "\n"))
+            return
+        file.write(b'{\n "studies": [')
+        for study_index, study in enumerate(studies):
+            headers = (store.get(h.path) for series in study.series for h in series.headers)
+            attributes = study_attributes(headers, study.uid)
+            check_output({"attributes": attributes, "series": []}, path, SCHEMA, STUDY_SCHEMA)
+            opening = ',\n  {\n   "attributes": ' if study_index else '\n  {\n   "attributes": '
+            file.write(json_bytes(opening + json_text(attributes, 3) + ',\n   "series": ['))
+            for series_index, series in enumerate(study.series):
+                file.write(b",\n    " if series_index else b"\n    ")
+                _write_series(file, path, series, attributes, store)
+            file.write(b"\n   ]\n  }")
+        file.write(b"\n ]\n}\n")
+
+
+def _write_series(
+    file: BinaryIO, path: Path, series: SeriesGroup, study_level: JsonDataset, store: HeaderStore
+) -> None:
+    """Write one series entry, formatted as ``json_text(entry, 4)`` formats it, one instance at
+    a time: the series' headers are read twice, never all held at once."""
+    headers = (store.get(header.path) for header in series.headers)
+    attributes, excluded = series_attributes(headers, study_level, series.uid)
+    check_output(attributes, path, SCHEMA, SERIES_ATTRIBUTES_SCHEMA)
+    file.write(
+        ('{\n     "attributes": ' + json_text(attributes, 5) + ',\n     "instances": [').encode()
+    )
+    for index, header in enumerate(series.headers):
+        own = {k: v for k, v in store.get(header.path).items() if k not in excluded}
+        instance = {"attributes": own, "path": header.path}
+        check_output(instance, path, SCHEMA, INSTANCE_SCHEMA)
+        file.write(json_bytes((",\n      " if index else "\n      ") + json_text(instance, 6)))
+    file.write(b"\n     ]\n    }")

@@ -1,0 +1,5 @@
+import sys
+
+from series_selection.pipeline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,99 @@
+"""``series-pipeline``: run the pipeline locally or on Docker, or export it for Argo Workflows."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from series_selection.common.cli import run_reporting_errors
+from series_selection.common.errors import InputError, OutputError
+from series_selection.common.logs import LOG_OPTIONS, setup_logging
+from series_selection.common.settings import add_options, resolve
+from series_selection.pipeline.argo import workflow_template
+from series_selection.pipeline.definition import load_pipeline
+from series_selection.pipeline.runner import Engine, LocalEngine, run_pipeline
+
+log = logging.getLogger(__name__)
+
+RULES_VARIABLE = "NVIDIA_CLARA_SELECTION_RULES_BASE64"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="series-pipeline", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the pipeline on a folder of DICOM files")
+    run.add_argument("--input", type=Path, required=True, help="the job's input folder")
+    run.add_argument("--output", type=Path, required=True, help="where the outputs go")
+    run.add_argument(
+        "--rules", type=Path, help=f"selection rules for the selector (passed as {RULES_VARIABLE})"
+    )
+    run.add_argument(
+        "--engine",
+        choices=("local", "docker"),
+        default="local",
+        help="local: each operator's command as a process (default); docker: one container each",
+    )
+    _add_pipeline_option(run)
+    add_options(run, LOG_OPTIONS)
+
+    export = commands.add_parser("export", help="write the pipeline for an orchestrator")
+    export.add_argument("target", choices=("argo",), help="argo: an Argo WorkflowTemplate")
+    export.add_argument("--output", type=Path, help="file to write (default: standard output)")
+    _add_pipeline_option(export)
+    add_options(export, LOG_OPTIONS)
+    return parser
+
+
+def _add_pipeline_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pipeline", type=Path, help="pipeline definition (default: the shipped pipeline.yaml)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    logging_settings = resolve(arguments, LOG_OPTIONS)
+    setup_logging(logging_settings["log_level"], logging_settings["log_format"])
+    if arguments.command == "run":
+        return run_reporting_errors(lambda: _run(arguments, logging_settings["log_level"]))
+    return run_reporting_errors(lambda: _export(arguments))
+
+
+def _run(arguments: argparse.Namespace, log_level: str) -> int:
+    pipeline = load_pipeline(arguments.pipeline)
+    environment = {"LOG_LEVEL": log_level}  # the operators log as the pipeline does
+    if arguments.rules is not None:
+        try:
+            rules = arguments.rules.read_bytes()
+        except OSError as error:
+            raise InputError(f"cannot read rules file {arguments.rules}: {error}") from error
+        environment[RULES_VARIABLE] = base64.b64encode(rules).decode("ascii")
+    engine: Engine
+    if arguments.engine == "docker":
+        from series_selection.pipeline.docker_engine import DockerEngine
+
+        engine = DockerEngine()
+    else:
+        engine = LocalEngine()
+    run_pipeline(pipeline, engine, arguments.input, arguments.output, environment)
+    log.info("pipeline %s succeeded; outputs in %s", pipeline.name, arguments.output)
+    return 0
+
+
+def _export(arguments: argparse.Namespace) -> int:
+    manifest = workflow_template(load_pipeline(arguments.pipeline))
+    text = yaml.safe_dump(manifest, sort_keys=False)
+    if arguments.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        arguments.output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise OutputError(f"cannot write {arguments.output}: {error}") from error
+    return 0

@@ -1,0 +1,90 @@
+"""Running operators as containers on a Docker engine, hardened the same way as compose.yaml."""
+
+from __future__ import annotations
+
+import os
+from typing import IO, Any
+
+from docker.client import DockerClient
+from docker.errors import DockerException, ImageNotFound
+from docker.models.images import Image
+
+from series_selection.common.errors import InputError, PipelineError
+from series_selection.pipeline.definition import Operator
+from series_selection.pipeline.runner import Mount, copy_lines
+
+HARDENING: dict[str, Any] = {
+    "read_only": True,
+    "tmpfs": {"/tmp": ""},
+    "cap_drop": ["ALL"],
+    "network_mode": "none",
+    "security_opt": ["no-new-privileges"],
+}
+
+
+class DockerEngine:
+    """One container per operator: inputs mounted read-only, no network, no capabilities.
+
+    Containers run as the calling user, so that the outputs belong to them; when that is root,
+    they run as the image's own (non-root) user, and the output folders are handed to it.
+    """
+
+    name = "docker"
+
+    def __init__(self) -> None:
+        try:
+            self.client = DockerClient.from_env()
+            self.client.ping()
+        except DockerException as error:
+            raise PipelineError(f"no Docker engine answers: {error}") from error
+
+    def check(self, operator: Operator) -> None:
+        self._image(operator)
+
+    def _image(self, operator: Operator) -> Image:
+        reference = operator.container.reference
+        try:
+            return self.client.images.get(reference)
+        except ImageNotFound as error:
+            raise InputError(
+                f"image {reference} of operator {operator.name!r} is not on this Docker engine "
+                "(build it with docker/build-images.sh)"
+            ) from error
+
+    def run(
+        self,
+        operator: Operator,
+        mounts: list[Mount],
+        environment: dict[str, str],
+        log_to: IO[bytes],
+    ) -> int:
+        image = self._image(operator)
+        command = operator.container.command
+        container = self.client.containers.create(
+            image.id,
+            entrypoint=list(command) if command else None,
+            environment=environment,
+            volumes={
+                str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                for m in mounts
+            },
+            user=_container_user(image.attrs["Config"].get("User") or "", mounts),
+            **HARDENING,
+        )
+        try:
+            container.start()
+            copy_lines(container.logs(stream=True, follow=True), log_to)
+            return int(container.wait()["StatusCode"])
+        finally:
+            container.remove(force=True)
+
+
+def _container_user(image_user: str, mounts: list[Mount]) -> str:
+    if os.getuid() != 0:
+        return f"{os.getuid()}:{os.getgid()}"
+    uid, _, gid = image_user.partition(":")
+    if uid.isdigit():
+        for mount in mounts:
+            if not mount.read_only:
+                os.chown(mount.source, int(uid), int(gid) if gid.isdigit() else -1)
+    return image_user

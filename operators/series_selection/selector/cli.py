@@ -1,0 +1,116 @@
+"""``series-selector``: parser output + rules -> ``selected-images.json`` and the explanation."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from series_selection.common.cli import run_reporting_errors
+from series_selection.common.errors import SelectionError
+from series_selection.common.folders import OutputFolder, check_apart, reading
+from series_selection.common.logs import LOG_OPTIONS, setup_logging
+from series_selection.common.settings import Option, add_options, resolve
+from series_selection.selector.explain import EXPLAIN_FILE, explain_table, write_explain
+from series_selection.selector.inputs import read_parser_output
+from series_selection.selector.outputs import (
+    SELECTED_IMAGES_FILE,
+    VOLUME_MODES,
+    write_selected_images,
+)
+from series_selection.selector.rules import RULES_BASE64_ENV, RULES_FILE_ENV, load_rules
+from series_selection.selector.selection import check_required, select
+
+log = logging.getLogger(__name__)
+
+OWNER = "series-selector"
+
+OPTIONS = (
+    Option("--input", "SERIES_SELECTOR_INPUT", "/input", "dicom-parser's output folder"),
+    Option("--output", "SERIES_SELECTOR_OUTPUT", "/output", "folder for selected-images.json"),
+    Option(
+        "--rules",
+        RULES_FILE_ENV,
+        None,
+        f"selection rules file, YAML or JSON ({RULES_BASE64_ENV} overrides it)",
+    ),
+    Option(
+        "--volumes",
+        "SERIES_SELECTOR_VOLUMES",
+        "place",
+        "place: hard-link (else copy) chosen volumes into the output folder; "
+        "refer: point at them in the input folder",
+        choices=VOLUME_MODES,
+    ),
+    *LOG_OPTIONS,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="series-selector",
+        description="Choose image series from dicom-parser's output with selection rules.",
+    )
+    add_options(parser, OPTIONS)
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="print, per selection, a table of every series and every condition",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selector; returns the process exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_request:
+        return int(exit_request.code or 0)
+    setup_logging()
+
+    def job() -> int:
+        settings = resolve(args, OPTIONS)
+        setup_logging(settings["log_level"], settings["log_format"])
+        return run(settings, explain=args.explain)
+
+    # The run builds one large object graph (metadata, facts, results) that it frees when it
+    # ends; the cycle collector would rescan it over and over. Its garbage cycles are few: mainly
+    # one JSON encoder (about 2 kB) per chosen series, formatting its entry.
+    gc.disable()
+    try:
+        return run_reporting_errors(job)
+    finally:
+        gc.enable()
+
+
+def run(settings: dict[str, Any], explain: bool = False) -> int:
+    """Select from the input folder into the output folder; ``explain`` prints the table."""
+    input_dir, output_dir = Path(settings["input"]), Path(settings["output"])
+    rules = load_rules(settings["rules"], os.environ)
+    log.info("rules from %s: %d selection(s)", rules.source, len(rules.selections))
+    check_apart(input_dir, output_dir)
+    with reading(input_dir), OutputFolder(output_dir, OWNER) as output:
+        candidates = read_parser_output(input_dir, rules.keywords)
+        selected = select(rules, candidates)
+        outcomes = selected.outcomes
+        write_explain(selected, rules, output.staging)
+        if explain:
+            sys.stdout.write(explain_table(outcomes, rules.source))
+        for outcome in outcomes:
+            uids = [c.series.uid for c in outcome.chosen]
+            shown = ", ".join(uids[:3]) + (f" and {len(uids) - 3} more" if len(uids) > 3 else "")
+            log.info("selection %r chose %s", outcome.selection.name, shown or "nothing")
+        try:
+            check_required(outcomes)
+        except SelectionError:
+            output.publish([EXPLAIN_FILE])  # and no selected-images.json
+            raise
+        mode = settings["volumes"]
+        written = write_selected_images(outcomes, input_dir, output_dir, mode, output.staging)
+        output.publish([EXPLAIN_FILE, *written])
+    log.info("wrote %s and %s", output_dir / SELECTED_IMAGES_FILE, output_dir / EXPLAIN_FILE)
+    return 0

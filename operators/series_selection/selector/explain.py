@@ -1,0 +1,210 @@
+"""Why each series was or was not chosen: ``selection-explain.json`` and the ``--explain`` table.
+
+The file would grow with series x selections, so it is kept compact: each series' values of the
+keywords the rules use are listed once; per selection, the matching series in rank order, the
+chosen ones, and the others grouped by the conditions they fail (JSON path and why; every other
+condition passed). It can still be large, so it is written without a run-time schema check; the
+tests check it against ``schemas/selection-explain.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from series_selection.common.errors import OutputError
+from series_selection.common.jsonio import atomic_write_bytes
+from series_selection.common.models import json_value
+from series_selection.selector.inputs import series_identity
+from series_selection.selector.matching import (
+    Condition,
+    Facts,
+    Group,
+    Leaf,
+    Not,
+    Result,
+    ValueCodes,
+    actual,
+    leaves,
+)
+from series_selection.selector.rules import Rules
+from series_selection.selector.selection import Outcome, Selected, Verdict
+
+EXPLAIN_FILE = "selection-explain.json"
+CELL_WIDTH = 26
+
+
+def write_explain(selected: Selected, rules: Rules, output_dir: Path) -> Path:
+    """Write ``selection-explain.json``: every selection, every series, every failed condition."""
+    ordered, codes = selected.series, selected.codes
+    number = {id(c): index for index, c in enumerate(ordered)}
+    shown = {k: [actual(values) for values in codes.distinct[k]] for k in codes.codes}
+    document = {
+        "rules": rules.source,
+        "series": [
+            {
+                **series_identity(candidate),
+                "has_volume": bool(candidate.volumes),
+                "values": {k: shown[k][codes.codes[k][index]] for k in shown},
+            }
+            for index, candidate in enumerate(ordered)
+        ],
+        "selections": [
+            {
+                "name": outcome.selection.name,
+                "all_matched": outcome.selection.all_matched,
+                "required": outcome.selection.required,
+                "order_by": [str(key) for key in outcome.selection.order_by],
+                "conditions": [
+                    {"path": leaf.path, "condition": leaf.condition}
+                    for leaf in leaves(outcome.selection.conditions)
+                ],
+                **_verdicts(outcome, number, codes),
+            }
+            for outcome in selected.outcomes
+        ],
+    }
+    target = output_dir / EXPLAIN_FILE
+    text = json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        atomic_write_bytes(target, text.encode("utf-8"))
+    except OSError as error:
+        raise OutputError(f"cannot write {target}: {error.strerror or error}") from error
+    return target
+
+
+def _verdicts(outcome: Outcome, number: dict[int, int], codes: ValueCodes) -> dict[str, Any]:
+    """Ranked and chosen series, and the others grouped by the conditions they fail.
+
+    Series with the same values of the selection's keywords fail alike, so the failures are
+    worked out once per distinct set of values.
+    """
+    conditions = outcome.selection.conditions
+    keys = codes.keys(conditions)
+    failing: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    without_volume: list[int] = []
+    group_of: dict[tuple[int, ...], list[int]] = {}
+    for candidate in outcome.others:
+        index = number[id(candidate)]
+        group = group_of.get(keys[index])
+        if group is None:
+            failed = tuple((r.path, r.why) for r in failures(conditions, candidate.facts))
+            group = failing.setdefault(failed, []) if failed else without_volume
+            group_of[keys[index]] = group
+        group.append(index)
+    return {
+        "ranked": [number[id(c)] for c in outcome.ranked],
+        "chosen": [number[id(c)] for c in outcome.chosen],
+        "matched_without_volume": without_volume,
+        "failed": [
+            {"series": series, "conditions": [{"path": p, "why": w} for p, w in failed]}
+            for failed, series in failing.items()
+        ],
+    }
+
+
+def _summary(verdict: Verdict) -> str:
+    """One line: chosen, or the reason it was not."""
+    if verdict.chosen:
+        return f"chosen (rank {verdict.rank})"
+    if not verdict.matched:
+        return verdict.result.why
+    if not verdict.has_volume:
+        return "matches, but the parser made no volume of it"
+    return f"matches (rank {verdict.rank}) but a better-ranked series of its study was chosen"
+
+
+def explain_table(outcomes: Sequence[Outcome], rules_source: str) -> str:
+    """A readable table per selection: one row per series, one column per condition."""
+    blocks = [f"Rules: {rules_source}"]
+    for outcome in outcomes:
+        blocks.append(_selection_table(outcome))
+    return "\n\n".join(blocks) + "\n"
+
+
+def _selection_table(outcome: Outcome) -> str:
+    selection = outcome.selection
+    chosen = len(outcome.chosen)
+    title = f"Selection {selection.name!r}: {chosen} series chosen"
+    if selection.order_by:
+        title += " | order: " + ", ".join(str(key) for key in selection.order_by)
+    verdicts = outcome.verdicts()
+    if not verdicts:
+        return title + "\n  (no series in the input)"
+    columns = [r.path.rsplit(".", 1)[-1] for r in verdicts[0].result.children]
+    header = ["Series", "Description", "Verdict", *columns]
+    rows = [header]
+    for verdict in verdicts:
+        series = verdict.candidate.series
+        rows.append(
+            [
+                _text(json_value(series.attributes, "SeriesNumber")),
+                _clip(_text(json_value(series.attributes, "SeriesDescription"))),
+                _verdict_word(verdict),
+                *(_cell(r) for r in verdict.result.children),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = [title]
+    lines += [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    ]
+    reasons = [_reasons(v) for v in verdicts if not v.chosen]
+    if any(reasons):
+        lines.append("  Why not:")
+        lines.extend(f"    {reason}" for reason in reasons if reason)
+    return "\n".join(lines)
+
+
+def _verdict_word(verdict: Verdict) -> str:
+    if verdict.chosen:
+        return f"CHOSEN #{verdict.rank}"
+    if verdict.rank is not None:
+        return f"match #{verdict.rank}"
+    return "match, no volume" if verdict.matched else "no"
+
+
+def _cell(result: Result) -> str:
+    mark = "ok " if result.passed else "NO "
+    shown = result.why if result.actual is None or result.children else _text(result.actual)
+    return _clip(mark + shown)
+
+
+def _reasons(verdict: Verdict) -> str:
+    series = verdict.candidate.series
+    number = _text(json_value(series.attributes, "SeriesNumber"))
+    label = f"series {number} {_text(json_value(series.attributes, 'SeriesDescription'))!r}"
+    failed = [
+        f"{r.condition} - seen {_text(r.actual)}: {r.why}" if not r.children else r.why
+        for r in failures(verdict.conditions, verdict.candidate.facts)
+    ]
+    return f"{label}: {'; '.join(failed) if failed else _summary(verdict)}"
+
+
+def failures(condition: Condition, facts: Facts) -> list[Result]:
+    """The innermost conditions that fail (a failing ``not`` is one itself)."""
+    if isinstance(condition, Leaf):
+        result = condition.evaluate(facts)
+        return [] if result.passed else [result]
+    if condition.holds(facts):
+        return []
+    if isinstance(condition, Not):
+        return [condition.evaluate(facts)]
+    assert isinstance(condition, Group)
+    return [failure for child in condition.children for failure in failures(child, facts)]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return "varies: " + " | ".join(_text(v) for v in value.get("per_instance", []))
+    if isinstance(value, list):
+        return "\\".join(_text(v) for v in value)
+    return str(value)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 3] + "..."

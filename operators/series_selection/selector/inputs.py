@@ -1,0 +1,144 @@
+"""The parser's output folder as candidates: each image series with its volumes and facts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from series_selection.common.errors import InputError
+from series_selection.common.jsonio import read_json
+from series_selection.common.models import (
+    Series,
+    Study,
+    VolumeEntry,
+    hierarchy_from_json,
+    json_value,
+    json_values,
+)
+from series_selection.selector.matching import Facts, Values, as_number
+
+METADATA_FILE = "dicom-metadata.json"
+SERIES_IMAGES_FILE = "series-images.json"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One series the rules may choose, with its study and volumes (none for non-image series)."""
+
+    study: Study
+    series: Series
+    volumes: tuple[VolumeEntry, ...]
+    facts: Facts
+
+    @cached_property
+    def order(self) -> tuple[Any, ...]:
+        """The order without sort keys, and between equals: by study, then by SeriesNumber."""
+        study = self.study.attributes
+        number = as_number(json_value(self.series.attributes, "SeriesNumber"))
+        return (
+            str(json_value(study, "StudyDate") or ""),
+            str(json_value(study, "StudyTime") or ""),
+            self.study.uid,
+            number is None,
+            number or 0.0,
+            self.series.uid,
+        )
+
+
+def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate, ...]:
+    """Every series of ``folder``'s ``dicom-metadata.json``, with facts for ``keywords``.
+
+    Volume paths are checked (``InputFolder.file``) when a volume is used, i.e. placed or
+    referred to.
+    """
+    if not folder.is_dir():
+        raise InputError(f"input folder {folder} does not exist or is not a folder")
+    studies = hierarchy_from_json(read_json(folder / METADATA_FILE, "dicom-metadata"))
+    listed = read_json(folder / SERIES_IMAGES_FILE, "series-images")
+    volumes = {
+        uid: tuple(VolumeEntry.from_json(entry) for entry in entries)
+        for uid, entries in listed.items()
+    }
+    wanted = tuple(sorted(set(keywords)))
+    candidates = []
+    for study in studies:
+        for series in study.series:
+            own = tuple(
+                v for v in volumes.get(series.uid, ()) if v.study_instance_uid in ("", study.uid)
+            )
+            candidates.append(Candidate(study, series, own, facts_of(study, series, wanted, own)))
+    return tuple(candidates)
+
+
+def facts_of(
+    study: Study, series: Series, keywords: Iterable[str], volumes: tuple[VolumeEntry, ...] = ()
+) -> Facts:
+    """The values of ``keywords`` for ``series``: series level, else study level, else instances."""
+    return Facts(
+        values={keyword: _lookup(study, series, keyword) for keyword in keywords},
+        volume_orientations=frozenset(v.orientation for v in volumes),
+    )
+
+
+def _lookup(study: Study, series: Series, keyword: str) -> tuple[Values, ...]:
+    for attributes in (series.attributes, study.attributes):
+        found = json_values(attributes, keyword)
+        if found is not None:
+            return (tuple(found),)
+    distinct = {_hashable(json_values(i.attributes, keyword)): None for i in series.instances}
+    return tuple(distinct) if distinct else ((),)
+
+
+def _hashable(values: list[object] | None) -> Values:
+    return tuple(repr(v) if isinstance(v, dict | list) else v for v in values or ())
+
+
+class InputFolder:
+    """The parser's output folder, whose ``series-images.json`` lists paths relative to it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.root = folder.resolve()
+        self._resolved_folders: dict[Path, Path] = {}
+
+    def file(self, relative: str) -> Path:
+        """``folder / relative`` if it is a file inside the folder, symlinks resolved; else
+        ``InputError``."""
+        pure = PurePosixPath(relative)
+        if not relative or pure.is_absolute() or ".." in pure.parts or "\\" in relative:
+            raise InputError(
+                f"{SERIES_IMAGES_FILE} lists a path outside the input folder: {relative!r}"
+            )
+        path = self.folder / relative
+        if not self._resolve(path).is_relative_to(self.root):
+            raise InputError(
+                f"{SERIES_IMAGES_FILE} lists {relative!r}, which leads outside {self.folder}"
+            )
+        if not path.is_file():
+            raise InputError(
+                f"{SERIES_IMAGES_FILE} lists {relative!r}, which is not a file in {self.folder}"
+            )
+        return path
+
+    def _resolve(self, path: Path) -> Path:
+        """``path.resolve()``, resolving each folder once: the volumes share a few folders."""
+        if path.is_symlink():
+            return path.resolve()
+        folder = self._resolved_folders.get(path.parent)
+        if folder is None:
+            folder = self._resolved_folders[path.parent] = path.parent.resolve()
+        return folder / path.name
+
+
+def series_identity(candidate: Candidate) -> dict[str, Any]:
+    """What names a series in the outputs: its UIDs, number and description."""
+    attributes = candidate.series.attributes
+    return {
+        "StudyInstanceUID": candidate.study.uid,
+        "SeriesInstanceUID": candidate.series.uid,
+        "SeriesNumber": json_value(attributes, "SeriesNumber"),
+        "SeriesDescription": json_value(attributes, "SeriesDescription"),
+    }

@@ -1,0 +1,172 @@
+"""``selected-images.json`` and the volume files it points to, placed in the output folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from series_selection.common.errors import InputError, OutputError
+from series_selection.common.jsonio import atomic_write_bytes, check_output, json_text
+from series_selection.common.models import VolumeEntry, json_value
+from series_selection.selector.inputs import Candidate, InputFolder, series_identity
+from series_selection.selector.selection import Outcome
+
+SELECTED_IMAGES_FILE = "selected-images.json"
+SCHEMA = "selected-images"
+SERIES_SCHEMA = "/$defs/series"
+VolumeMode = Literal["place", "refer"]
+VOLUME_MODES: tuple[VolumeMode, ...] = ("place", "refer")
+
+
+def write_selected_images(
+    outcomes: Sequence[Outcome],
+    input_dir: Path,
+    output_dir: Path,
+    mode: VolumeMode = "place",
+    staging: Path | None = None,
+) -> list[str]:
+    """Write ``selected-images.json`` into ``staging`` (by default ``output_dir``); its image
+    paths resolve relative to ``output_dir``. Returns the files written, relative to ``staging``.
+
+    ``place`` hard-links (else copies) each chosen volume beside it under its path in the
+    input; ``refer`` points at the volume where it is, by a relative path. A series chosen by
+    several selections has its volumes checked and placed, and its entry made, checked against
+    the schema and formatted, once.
+    """
+    staging = staging or output_dir
+    target = staging / SELECTED_IMAGES_FILE
+    entries = _SeriesEntries(InputFolder(input_dir), output_dir, mode, staging)
+    chosen = [(o.selection.name, [entries.text(c) for c in o.chosen]) for o in outcomes]
+    check_output(
+        {"selections": [{"name": name, "series": []} for name, _ in chosen]}, target, SCHEMA
+    )
+    try:
+        atomic_write_bytes(target, _document_text(chosen).encode("utf-8"))
+    except OSError as error:
+        raise OutputError(f"cannot write {target}: {error.strerror or error}") from error
+    return [SELECTED_IMAGES_FILE, *entries.placed]
+
+
+def _document_text(chosen: Sequence[tuple[str, Sequence[str]]]) -> str:
+    """The document, formatted as ``json_text`` formats it, from each selection's name and the
+    text of each of its series (``json_text`` indented by 4)."""
+    selections = [
+        f'{{\n   "name": {json_text(name)},\n   "series": [\n    '
+        + ",\n    ".join(series)
+        + "\n   ]\n  }"
+        if series
+        else json_text({"name": name, "series": []}, 2)
+        for name, series in chosen
+    ]
+    if not selections:
+        return json_text({"selections": []}) + "\n"
+    return '{\n "selections": [\n  ' + ",\n  ".join(selections) + "\n ]\n}\n"
+
+
+class _SeriesEntries:
+    """The entry of each chosen series as text, made (its volumes placed, the entry checked
+    against the schema) once however many selections choose it."""
+
+    def __init__(
+        self, input_folder: InputFolder, output_dir: Path, mode: VolumeMode, staging: Path
+    ) -> None:
+        self.input_folder = input_folder
+        self.output_dir = output_dir
+        self.mode = mode
+        self.staging = staging
+        self.target = staging / SELECTED_IMAGES_FILE
+        self.placed: list[str] = []
+        self._made: dict[int, str] = {}
+
+    def text(self, candidate: Candidate) -> str:
+        made = self._made.get(id(candidate))
+        if made is None:
+            entry = {
+                **series_identity(candidate),
+                "Modality": json_value(candidate.series.attributes, "Modality"),
+                "instance_count": len(candidate.series.instances),
+                "images": [self._image_entry(volume) for volume in candidate.volumes],
+            }
+            check_output(entry, self.target, SCHEMA, SERIES_SCHEMA)
+            made = self._made[id(candidate)] = json_text(entry, 4)
+        return made
+
+    def _image_entry(self, volume: VolumeEntry) -> dict[str, Any]:
+        if self.mode == "place":
+            for relative in (volume.path, *data_files(self.input_folder, volume)):
+                place(self.input_folder.file(relative), self.staging / relative)
+                self.placed.append(relative)
+            path = volume.path
+        else:
+            located = self.input_folder.file(volume.path)
+            path = Path(os.path.relpath(located, self.output_dir)).as_posix()
+        return {
+            "path": path,
+            "format": volume.format,
+            "label": volume.label,
+            "shape": list(volume.shape),
+            "spacing": list(volume.spacing),
+            "orientation": volume.orientation,
+            "dtype": volume.dtype,
+            "channels": volume.channels,
+        }
+
+
+def data_files(input_folder: InputFolder, volume: VolumeEntry) -> list[str]:
+    """The files a volume needs beside itself: a MetaImage header's ``ElementDataFile``."""
+    if volume.format != "mhd":
+        return []
+    header = input_folder.file(volume.path).read_text(encoding="latin-1")
+    for line in header.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "ElementDataFile":
+            name = value.strip()
+            if name == "LOCAL":
+                return []
+            if not name or " " in name or name.upper() == "LIST":
+                raise InputError(f"{volume.path}: unsupported ElementDataFile {name!r}")
+            return [str(PurePosixPath(volume.path).parent / name)]
+    raise InputError(f"{volume.path} has no ElementDataFile line")
+
+
+def place(source: Path, target: Path) -> None:
+    """Make ``target`` the same file as ``source``: a hard link where possible, else a copy.
+
+    A new hard link appears whole or not at all; a copy, or a link replacing another file, is
+    made beside ``target`` and then renamed over it.
+    """
+    source = source.resolve()  # link the file itself: a link to a symbolic link is one too
+    try:
+        if _linked(source, target):
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".placing-", dir=target.parent) as scratch:
+            temporary = Path(scratch) / target.name
+            _link_or_copy(source, temporary)
+            temporary.replace(target)
+    except OSError as error:
+        raise OutputError(
+            f"cannot place {source} at {target}: {error.strerror or error}"
+        ) from error
+
+
+def _linked(source: Path, target: Path) -> bool:
+    """Whether ``target`` is, or has just been made, a hard link to ``source``."""
+    try:
+        target.hardlink_to(source)
+    except FileExistsError:
+        return target.exists() and target.samefile(source)
+    except OSError:  # no folder yet, another file system, or links not allowed here
+        return False
+    return True
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        target.hardlink_to(source)
+    except OSError:
+        shutil.copy2(source, target)

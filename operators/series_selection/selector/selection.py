@@ -1,0 +1,138 @@
+"""Applying selections: which series match, in which order, and which are chosen."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from series_selection.common.errors import SelectionError
+from series_selection.selector.inputs import Candidate
+from series_selection.selector.matching import AllOf, Result, ValueCodes, as_number
+from series_selection.selector.rules import OrderKey, Rules, Selection
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One series under one selection: whether it matched, its rank, whether it was chosen.
+
+    ``rank`` is the series' place (from 1) among the matching image series in the selection's
+    order; ``None`` when it did not match or has no volume.
+    """
+
+    candidate: Candidate
+    conditions: AllOf
+    rank: int | None
+    chosen: bool
+
+    @property
+    def matched(self) -> bool:
+        return self.conditions.holds(self.candidate.facts)
+
+    @property
+    def has_volume(self) -> bool:
+        return bool(self.candidate.volumes)
+
+    @cached_property
+    def result(self) -> Result:
+        """Every condition, tested: what explains the verdict."""
+        return self.conditions.evaluate(self.candidate.facts)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A selection's matching image series, best first, the ones chosen, and the others."""
+
+    selection: Selection
+    ranked: tuple[Candidate, ...]
+    chosen: tuple[Candidate, ...]
+    others: tuple[Candidate, ...]
+
+    def verdicts(self) -> tuple[Verdict, ...]:
+        """Every series: ranked matches first, then the others in series order."""
+        conditions = self.selection.conditions
+        chosen = set(map(id, self.chosen))
+        ranked = (
+            Verdict(c, conditions, rank, id(c) in chosen)
+            for rank, c in enumerate(self.ranked, start=1)
+        )
+        others = (Verdict(c, conditions, None, False) for c in self.others)
+        return (*ranked, *others)
+
+
+@dataclass(frozen=True)
+class Selected:
+    """Every selection's outcome, in rule order, and what they were worked out on: the series in
+    the fixed order (by study, then SeriesNumber) and the codes of their values."""
+
+    series: tuple[Candidate, ...]
+    codes: ValueCodes
+    outcomes: tuple[Outcome, ...]
+
+
+def select(rules: Rules, candidates: Sequence[Candidate]) -> Selected:
+    """Apply every selection, in rule order, to every candidate."""
+    baseline = tuple(sorted(candidates, key=lambda c: c.order))
+    codes = ValueCodes([c.facts for c in baseline], sorted(rules.keywords))
+    outcomes = tuple(_apply(selection, baseline, codes) for selection in rules.selections)
+    return Selected(baseline, codes, outcomes)
+
+
+def check_required(outcomes: Sequence[Outcome]) -> None:
+    """``SelectionError`` naming every required selection that chose nothing."""
+    empty = [o.selection.name for o in outcomes if o.selection.required and not o.chosen]
+    if empty:
+        names = ", ".join(repr(name) for name in empty)
+        raise SelectionError(
+            f"required selection {names} matched no image series (run with --explain to see why)"
+        )
+
+
+def _apply(selection: Selection, baseline: Sequence[Candidate], codes: ValueCodes) -> Outcome:
+    conditions = selection.conditions
+    keys = codes.keys(conditions)
+    sample = dict(zip(keys, baseline, strict=True))  # series with equal keys match alike
+    passing = {key for key, candidate in sample.items() if conditions.holds(candidate.facts)}
+    matching = [c for c, key in zip(baseline, keys, strict=True) if key in passing and c.volumes]
+    ranked = _ordered(matching, selection.order_by)
+    if selection.all_matched:
+        chosen = ranked
+    else:
+        first_of_study: dict[str, Candidate] = {}
+        for candidate in ranked:
+            first_of_study.setdefault(candidate.study.uid, candidate)
+        chosen = list(first_of_study.values())
+    placed = set(map(id, ranked))
+    others = tuple([c for c in baseline if id(c) not in placed])
+    return Outcome(selection, tuple(ranked), tuple(chosen), others)
+
+
+def _ordered(candidates: Sequence[Candidate], keys: Sequence[OrderKey]) -> list[Candidate]:
+    """``candidates`` sorted by ``keys`` (first key first); series lacking a key's value go last."""
+    ordered = list(candidates)
+    for key in reversed(keys):
+        valued = [(c, _sort_value(c, key.name)) for c in ordered]
+        present = [(c, v) for c, v in valued if v is not None]
+        present.sort(key=lambda pair: pair[1], reverse=key.descending)
+        ordered = [c for c, _ in present] + [c for c, v in valued if v is None]
+    return ordered
+
+
+def _sort_value(candidate: Candidate, name: str) -> tuple[int, Any] | None:
+    """A comparable value: numbers before text; ``None`` when the series has none."""
+    value: Any
+    if name == "instance_count":
+        value = len(candidate.series.instances)
+    elif name == "voxel_count":
+        value = max((math.prod(v.shape) for v in candidate.volumes), default=None)
+    elif name == "slice_spacing":
+        value = candidate.volumes[0].spacing[2] if candidate.volumes else None
+    else:
+        first = candidate.facts.values[name][0]
+        value = first[0] if first else None
+    if value is None:
+        return None
+    number = as_number(value)
+    return (0, number) if number is not None else (1, str(value).casefold())

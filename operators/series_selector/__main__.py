@@ -1,7 +1,0 @@
-"""``python -m series_selector``."""
-
-import sys
-
-from series_selector.cli import main
-
-sys.exit(main())

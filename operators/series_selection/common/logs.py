@@ -69,9 +69,21 @@ def setup_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
     """Send log records of our packages to stderr in the chosen format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    if level.upper() != "DEBUG":
+        handler.addFilter(_not_a_library_traceback)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Libraries' warnings become log records in the chosen format, never raw lines on stderr.
     logging.captureWarnings(True)
     logging.getLogger("pydicom").setLevel(logging.ERROR)  # it logs each warning it also raises
+
+
+def _not_a_library_traceback(record: logging.LogRecord) -> bool:
+    """Drop a library's record of an exception (pydicom logs a decoder's failure, traceback and
+    all, before raising it): the error is raised too, and said where it is handled. Shown at
+    the debug level."""
+    return record.exc_info is None or record.name.split(".")[0] == PACKAGE
+
+
+PACKAGE = __name__.split(".")[0]

@@ -21,7 +21,6 @@ from isal import isal_zlib
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.pixels.decoders.base import LOGGER as DECODER_LOG
 from pydicom.pixels.decoders.rle import _rle_parse_header
 from pydicom.pixels.utils import _get_jpg_parameters, as_pixel_options
 from pydicom.uid import (
@@ -42,9 +41,6 @@ DECODING: dict[str, Any] = {"decoding_plugin": "pylibjpeg", "allow_excess_frames
 """How compressed frames are decoded: by the pylibjpeg plugins alone, which fill a frame of the
 DICOM header's size (pydicom's own RLE decoder, tried when one fails, expands a segment without
 bound), and never past NumberOfFrames (pydicom decodes extra fragments by default)."""
-# pydicom logs a decoder's failure, traceback and all, before raising it: the error raised is
-# what the report gives as the reason.
-DECODER_LOG.addFilter(lambda record: record.exc_info is None)
 
 
 def usable_memory() -> int:
@@ -59,9 +55,10 @@ def usable_memory() -> int:
     return min(limits)
 
 
-DEFAULT_MAX_SERIES_BYTES = min(8 << 30, usable_memory() // 3)
-"""Largest pixel data a series may claim: converting takes about twice that in memory, so at
-most a third of the memory available (and never over 8 GiB)."""
+def default_max_series_bytes() -> int:
+    """Largest pixel data a series may claim: converting takes about twice that in memory, so at
+    most a third of the memory available (and never over 8 GiB)."""
+    return min(8 << 30, usable_memory() // 3)
 
 
 def size_text(count: int) -> str:

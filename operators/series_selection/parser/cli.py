@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
+from contextlib import suppress
 from pathlib import Path
 
 from series_selection.common.cli import run_reporting_errors
 from series_selection.common.errors import InputError
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
 from series_selection.common.settings import Option, add_options, resolve
-from series_selection.parser.bounds import DEFAULT_MAX_SERIES_BYTES
 from series_selection.parser.run import ParseSummary, parse_folder
 from series_selection.parser.writers import FORMATS
 
 log = logging.getLogger(__name__)
+
+MMAP_THRESHOLD_OPTION = -3  # glibc's M_MMAP_THRESHOLD
+MMAP_THRESHOLD = 128 * 1024
 
 OPTIONS = (
     Option("--input", "DICOM_PARSER_INPUT", None, "folder of DICOM files (searched recursively)"),
@@ -25,8 +29,9 @@ OPTIONS = (
     Option(
         "--max-series-bytes",
         "DICOM_PARSER_MAX_SERIES_BYTES",
-        DEFAULT_MAX_SERIES_BYTES,
-        "largest pixel data a series may claim before it is refused unread",
+        None,
+        "largest pixel data a series may claim before it is refused unread "
+        "(default: a third of the memory available, at most 8 GiB)",
         type=int,
     ),
     *LOG_OPTIONS,
@@ -60,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(f"give --{name} or set DICOM_PARSER_{name.upper()}")
         if settings["workers"] < 1:
             raise InputError("--workers must be at least 1")
+        _return_freed_buffers_at_once()
         summary: ParseSummary = parse_folder(
             Path(settings["input"]),
             Path(settings["output"]),
@@ -71,3 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run_reporting_errors(job)
+
+
+def _return_freed_buffers_at_once() -> None:
+    """Fix glibc's mmap threshold (for this process and the workers it forks).
+
+    By default glibc raises the threshold after a large block is freed, up to 32 MiB; the
+    half-megabyte slice buffers then come from the heap, which keeps their memory after they
+    are freed, about one series' worth per worker. With a fixed threshold each buffer is
+    returned to the system when freed. Other C libraries are left alone."""
+    with suppress(OSError, AttributeError):  # CDLL(None): the C library already loaded
+        ctypes.CDLL(None).mallopt(MMAP_THRESHOLD_OPTION, MMAP_THRESHOLD)

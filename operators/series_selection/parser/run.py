@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ctypes
 import filecmp
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -18,7 +16,7 @@ from pydicom import config
 from series_selection.common.errors import InputError
 from series_selection.common.folders import OutputFolder, check_apart
 from series_selection.common.jsonio import write_json
-from series_selection.parser.bounds import DEFAULT_MAX_SERIES_BYTES, size_text
+from series_selection.parser.bounds import default_max_series_bytes, size_text
 from series_selection.parser.convert import (
     SeriesJob,
     SeriesOutcome,
@@ -42,10 +40,6 @@ SERIES_IMAGES_FILE = "series-images.json"
 REPORT_FILE = "parse-report.json"
 OWNER = "dicom-parser"
 LOST = " (by the out-of-memory killer, say)"
-
-
-MMAP_THRESHOLD_OPTION = -3  # glibc's M_MMAP_THRESHOLD
-MMAP_THRESHOLD = 128 * 1024
 
 
 @dataclass(frozen=True)
@@ -75,15 +69,17 @@ def parse_folder(
     output_dir: Path,
     fmt: str,
     workers: int,
-    max_series_bytes: int = DEFAULT_MAX_SERIES_BYTES,
+    max_series_bytes: int | None = None,
 ) -> ParseSummary:
     """Run the whole parser from ``input_dir`` into ``output_dir``.
 
-    A series whose headers claim more than ``max_series_bytes`` of pixel data is refused
-    before any of it is read. Outputs are staged and published together at the end.
+    A series whose headers claim more than ``max_series_bytes`` of pixel data (by default
+    ``default_max_series_bytes()``) is refused before any of it is read. Outputs are staged and
+    published together at the end.
     """
     input_root, output_root = _check_folders(input_dir, output_dir)
-    _return_freed_buffers_at_once()
+    if max_series_bytes is None:
+        max_series_bytes = default_max_series_bytes()
     # Hospital data is full of values a little outside their VR's rules (long UIDs, text in IS).
     # The parser checks the values it uses where it uses them; pydicom's own check of every
     # value read only costs time and repeats the same warning. The workers, forked inside
@@ -143,17 +139,6 @@ def _scan_lost(relative: str) -> ScannedFile:
 def _conversion_lost(job: SeriesJob) -> SeriesOutcome:
     problem = f"converting it killed the worker process twice{LOST}"
     return SeriesOutcome(job.study_uid, job.series_uid, problems=(problem,))
-
-
-def _return_freed_buffers_at_once() -> None:
-    """Fix glibc's mmap threshold (for this process and the workers it forks).
-
-    By default glibc raises the threshold after a large block is freed, up to 32 MiB; the
-    half-megabyte slice buffers then come from the heap, which keeps their memory after they
-    are freed, about one series' worth per worker. With a fixed threshold each buffer is
-    returned to the system when freed. Other C libraries are left alone."""
-    with suppress(OSError, AttributeError):  # CDLL(None): the C library already loaded
-        ctypes.CDLL(None).mallopt(MMAP_THRESHOLD_OPTION, MMAP_THRESHOLD)
 
 
 def _check_folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:

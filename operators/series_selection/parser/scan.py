@@ -16,7 +16,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
 from series_selection.common.models import JsonDataset, json_value
-from series_selection.parser.bounds import DEFAULT_MAX_SERIES_BYTES, inflated_size, size_text
+from series_selection.parser.bounds import default_max_series_bytes, inflated_size, size_text
 from series_selection.parser.dicom_json import (
     BULK_DATA_THRESHOLD,
     TOO_DEEP,
@@ -77,10 +77,12 @@ def _unreadable_folders(root: Path, errors: list[OSError]) -> Iterator[tuple[str
     errors.clear()
 
 
-def scan_file(root: Path, relative: str, max_bytes: int = DEFAULT_MAX_SERIES_BYTES) -> ScannedFile:
+def scan_file(root: Path, relative: str, max_bytes: int | None = None) -> ScannedFile:
     """Read the header of ``root/relative`` without its pixel data; a deflated file is read only
-    when it inflates to at most ``max_bytes``."""
+    when it inflates to at most ``max_bytes`` (by default ``default_max_series_bytes()``)."""
     path = root / relative
+    if max_bytes is None:
+        max_bytes = default_max_series_bytes()
     try:
         size = path.stat().st_size
         if size == 0:

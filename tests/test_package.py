@@ -1,0 +1,82 @@
+"""The package as a library: one import name, an explicit public API, and importing it changes
+nothing in the importing process."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+
+from reliability_support import parser_environment
+
+PACKAGES = [
+    "series_selection",
+    "series_selection.common",
+    "series_selection.parser",
+    "series_selection.selector",
+    "series_selection.pipeline",
+]
+
+STATE = """
+import gc, json, logging, sys, warnings
+import pydicom.config as config
+from pydicom.pixels.decoders.base import LOGGER as decoders
+
+def state():
+    return {
+        "reading": config.settings.reading_validation_mode,
+        "writing": config.settings.writing_validation_mode,
+        "gc": gc.isenabled(),
+        "root handlers": len(logging.getLogger().handlers),
+        "root level": logging.getLogger().level,
+        "pydicom level": logging.getLogger("pydicom").level,
+        "decoder filters": len(decoders.filters),
+        "warnings": len(warnings.filters),
+        "recursion": sys.getrecursionlimit(),
+        "int digits": sys.get_int_max_str_digits(),
+    }
+
+before = state()
+for name in sys.argv[1:]:
+    __import__(name)
+print(json.dumps([before, state()]))
+"""
+
+
+def test_importing_every_package_changes_no_global_state() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", STATE, *PACKAGES, "series_selection.pipeline.docker_engine"],
+        env=parser_environment(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, after = json.loads(done.stdout)
+    assert after == before
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_each_package_exports_what_its_all_names(name: str) -> None:
+    package = importlib.import_module(name)
+    assert package.__all__, f"{name} names no public API"
+    for exported in package.__all__:
+        assert hasattr(package, exported) or importlib.util.find_spec(f"{name}.{exported}")
+
+
+@pytest.mark.parametrize(
+    "old",
+    [
+        "dicom_parser",
+        "series_selector",
+        "series_pipeline",
+        "operator_common",
+        "fidelity",
+        "sample_studies",
+    ],
+)
+def test_no_generic_top_level_names(old: str) -> None:
+    assert importlib.util.find_spec(old) is None

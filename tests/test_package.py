@@ -3,6 +3,7 @@ nothing in the importing process."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import json
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-from reliability_support import parser_environment
+from reliability_support import REPOSITORY, parser_environment
 
 PACKAGES = [
     "series_selection",
@@ -80,3 +81,31 @@ def test_each_package_exports_what_its_all_names(name: str) -> None:
 )
 def test_no_generic_top_level_names(old: str) -> None:
     assert importlib.util.find_spec(old) is None
+
+
+ALLOWED = {
+    "common": {"common"},
+    "parser": {"common", "parser"},
+    "selector": {"common", "selector"},
+    "pipeline": {"common", "pipeline"},
+}
+"""What each package may import of the others (docs/architecture.md)."""
+
+
+@pytest.mark.parametrize("package", list(ALLOWED))
+def test_packages_import_only_what_the_architecture_allows(package: str) -> None:
+    folder = REPOSITORY / "operators" / "series_selection" / package
+    for module in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                assert not name.startswith("series_selection_tools"), f"{module.name}: {name}"
+                parts = name.split(".")
+                if parts[0] == "series_selection" and len(parts) > 1:
+                    assert parts[1] in ALLOWED[package], f"{module.name} imports {name}"

@@ -137,8 +137,9 @@ def test_an_output_breaking_its_schema_is_not_written(
     (parsed / "dicom-metadata.json").write_text(json.dumps(metadata))
     out = tmp_path / "out"
     assert run(parsed, out) == 5
-    assert "refusing to write selected-images.json" in capsys.readouterr().err
+    assert "refusing to write selection-explain.json" in capsys.readouterr().err
     assert not (out / "selected-images.json").exists()
+    assert not (out / "selection-explain.json").exists()
 
 
 def test_a_second_run_into_the_same_folder_gives_the_same_result(

@@ -41,3 +41,11 @@ class OutputError(PipelineError):
     """Outputs that cannot be written or do not match their schema."""
 
     exit_code = 5
+
+
+class OperatorError(PipelineError):
+    """An operator exited with a non-zero code; the pipeline exits with the same code."""
+
+    def __init__(self, operator: str, exit_code: int) -> None:
+        super().__init__(f"operator {operator!r} failed with exit code {exit_code}")
+        self.exit_code = exit_code

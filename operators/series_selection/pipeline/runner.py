@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from series_selection.common.errors import InputError, OutputError, PipelineError
+from series_selection.common.errors import InputError, OperatorError, OutputError
 from series_selection.common.folders import check_apart, withdraw
 from series_selection.common.jsonio import write_json
 from series_selection.pipeline.definition import Operator, Output, Pipeline
@@ -27,14 +27,6 @@ from series_selection.pipeline.definition import Operator, Output, Pipeline
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "pipeline-run.json"
-
-
-class OperatorError(PipelineError):
-    """An operator exited with a non-zero code; the pipeline exits with the same code."""
-
-    def __init__(self, operator: str, exit_code: int) -> None:
-        super().__init__(f"operator {operator!r} failed with exit code {exit_code}")
-        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 The file would grow with series x selections, so it is kept compact: each series' values of the
 keywords the rules use are listed once; per selection, the matching series in rank order, the
 chosen ones, and the others grouped by the conditions they fail (JSON path and why; every other
-condition passed). It can still be large, so it is written without a run-time schema check; the
-tests check it against ``schemas/selection-explain.schema.json``.
+condition passed). It is checked against ``schemas/selection-explain.schema.json`` before it
+is written, as every JSON output is.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from series_selection.common.errors import OutputError
-from series_selection.common.jsonio import atomic_write_bytes
+from series_selection.common.jsonio import atomic_write_bytes, check_output
 from series_selection.common.models import json_value
 from series_selection.selector.inputs import series_identity
 from series_selection.selector.matching import (
@@ -33,6 +33,7 @@ from series_selection.selector.rules import Rules
 from series_selection.selector.selection import Outcome, Selected, Verdict
 
 EXPLAIN_FILE = "selection-explain.json"
+SCHEMA = "selection-explain"
 CELL_WIDTH = 26
 
 
@@ -67,6 +68,7 @@ def write_explain(selected: Selected, rules: Rules, output_dir: Path) -> Path:
         ],
     }
     target = output_dir / EXPLAIN_FILE
+    check_output(document, target, SCHEMA)
     text = json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     try:
         atomic_write_bytes(target, text.encode("utf-8"))

@@ -8,6 +8,7 @@ Never run these bombs without the cap: a 3.2 GB sparse image drives an uncapped 
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import zlib
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info
 from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import _SOF as JPEG_SOF
 from pydicom.uid import (
@@ -31,8 +33,10 @@ from pydicom.uid import (
     UID,
     AllTransferSyntaxes,
     DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
     HTJ2KLossless,
     HTJ2KLosslessRPCL,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEG2000TransferSyntaxes,
     JPEGBaseline8Bit,
@@ -53,7 +57,7 @@ from reliability_support import (
     load_outputs,
     run_parser,
 )
-from series_selection.parser.bounds import codestream_problem
+from series_selection.parser.bounds import codestream_problem, inflated_size
 from series_selection.parser.scan import scan_file
 from series_selection_tools.samples.synthetic import ct_series, write_series
 
@@ -411,3 +415,37 @@ def test_workers_the_process_limit_refuses_are_done_without(tmp_path: Path, limi
     warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
     assert warnings
     assert all("cannot run" in line and "worker processes" in line for line in warnings)
+
+
+@given(
+    padding=st.integers(0, 12_000),
+    syntax=st.sampled_from(
+        [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
+    ),
+    group_length_error=st.integers(-200, 200),
+)
+@settings(max_examples=150, deadline=None)
+def test_the_quick_look_at_the_file_meta_finds_every_deflated_file(
+    padding: int, syntax: str, group_length_error: int
+) -> None:
+    """Whatever the file meta holds before the transfer syntax (a long version value) and
+    whatever its group length claims, a file is inflated within the bound exactly when pydicom
+    would read it as deflated."""
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01" + b"\x00" * padding
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    meta.TransferSyntaxUID = syntax
+    buffer = DicomBytesIO()
+    buffer.is_little_endian, buffer.is_implicit_VR = True, False
+    pydicom.filewriter.write_file_meta_info(buffer, meta, enforce_standard=True)
+    written = bytearray(buffer.getvalue())
+    stated = struct.unpack_from("<I", written, 8)[0]
+    struct.pack_into("<I", written, 8, max(0, stated + group_length_error))
+    body = zlib.compress(b"\x08\x00\x60\x00CS\x02\x00CT", 9)[2:-4]
+    data = io.BytesIO(b"\x00" * 128 + b"DICM" + bytes(written) + body)
+    inflated = inflated_size(data, 1 << 20)
+    assert data.tell() == 0
+    data.seek(128 + 4)
+    read_syntax = _read_file_meta_info(data).get("TransferSyntaxUID")
+    assert (inflated is not None) == (read_syntax == DeflatedExplicitVRLittleEndian)

@@ -35,6 +35,14 @@ from pydicom.uid import (
 from series_selection.common.errors import ConversionError
 
 INFLATE_CHUNK = 1 << 20
+META_PEEK = 8192
+"""Bytes read to find the transfer syntax without parsing the file meta group."""
+DEFLATED_UID = DeflatedExplicitVRLittleEndian.encode()
+TRANSFER_SYNTAX_ELEMENT = 0x0010
+LONG_LENGTH_VRS = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+)
+"""VRs whose explicit-VR length field has 4 bytes (after 2 reserved ones)."""
 JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 J2K_START = b"\xff\x4f\xff\x51"  # SOC, then SIZ
 DECODING: dict[str, Any] = {"decoding_plugin": "pylibjpeg", "allow_excess_frames": False}
@@ -79,6 +87,9 @@ def inflated_size(file: BinaryIO, limit: int) -> int | None:
     ``None`` when the file is not deflated. The file is left where it was."""
     start = file.tell()
     try:
+        if _meta_names_no_deflate(file.read(META_PEEK)):
+            return None
+        file.seek(start)
         try:
             read_preamble(file, True)
             syntax = _read_file_meta_info(file).get("TransferSyntaxUID")
@@ -97,6 +108,35 @@ def inflated_size(file: BinaryIO, limit: int) -> int | None:
         return size
     finally:
         file.seek(start)
+
+
+def _meta_names_no_deflate(head: bytes) -> bool:
+    """Whether ``head``, a file's first bytes, holds its whole file meta group (after the
+    128-byte preamble and ``DICM``, explicit VR, as the standard writes it) and no deflated
+    transfer syntax in it: then the file is not deflated, and its meta is parsed only once.
+
+    The group is walked element by element, as pydicom reads it: up to the first tag of
+    another group, whatever its group length says."""
+    if head[128:132] != b"DICM":
+        return False
+    at = 132
+    while at + 8 <= len(head):
+        group, element = struct.unpack_from("<HH", head, at)
+        if group != 2:
+            return True
+        vr = head[at + 4 : at + 6]
+        if not vr.isalpha() or not vr.isupper():
+            return False
+        if vr.decode() in LONG_LENGTH_VRS:
+            if at + 12 > len(head):
+                return False
+            (length,), start = struct.unpack_from("<I", head, at + 8), at + 12
+        else:
+            (length,), start = struct.unpack_from("<H", head, at + 6), at + 8
+        if element == TRANSFER_SYNTAX_ELEMENT and DEFLATED_UID in head[start : start + length]:
+            return False
+        at = start + length
+    return False
 
 
 class Declared(NamedTuple):

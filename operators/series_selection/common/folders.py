@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -115,7 +116,8 @@ class OutputFolder:
         paths = sorted(set(files))
         for path in paths:
             _check_relative(path)
-            self._check_no_link(self.root / path)
+        for folder in sorted({_folder_of(path) for path in paths}):
+            self._check_no_link(folder)
         try:
             _write_synced(self._journal, "".join(f"{path}\n" for path in paths))
             self._finish_publication()
@@ -125,43 +127,69 @@ class OutputFolder:
     def _finish_publication(self) -> None:
         """Carry out the journal: idempotent, so a rerun completes a killed publication."""
         published = _read_list(self._journal)
+        ready: set[str] = set()
+        moved = {
+            folder
+            for folder in {path.split("/")[0] for path in published if "/" in path}
+            if self._moved_whole(folder, {p for p in published if p.startswith(f"{folder}/")})
+        }
         for path in published:
-            source, target = self.staging / path, self.root / path
-            if source.is_file() and not source.is_symlink():
-                self._check_no_link(target)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                source.replace(target)
+            if path.split("/")[0] in moved:
+                continue
+            source = self.staging / path
+            if not _plain_file(source):  # moved already, or never written
+                continue
+            folder = _folder_of(path)
+            if folder not in ready:
+                self._check_no_link(folder)
+                (self.root / folder).mkdir(parents=True, exist_ok=True)
+                ready.add(folder)
+            source.replace(self.root / path)
         manifest = self._manifest
-        previous = _read_list(manifest) if manifest.is_file() and not manifest.is_symlink() else []
+        previous = _read_list(manifest) if _plain_file(manifest) else []
         for path in sorted(set(previous) - set(published)):
             self._delete(path)
         self._journal.replace(self._manifest)
         _sync_folder(self.root)
 
+    def _moved_whole(self, folder: str, files: set[str]) -> bool:
+        """Move the staged ``folder`` into place with one rename, when the output has no such
+        folder yet and the staged one holds exactly ``files``, all plain files; whether it did."""
+        staged, target = self.staging / folder, self.root / folder
+        if target.exists() or target.is_symlink() or staged.is_symlink() or not staged.is_dir():
+            return False
+        if _plain_files(staged, f"{folder}/") != files:
+            return False
+        staged.replace(target)
+        return True
+
     def _delete(self, path: str) -> None:
         """Delete a file a previous run published, and the folders it leaves empty."""
         try:
             _check_relative(path)
-            self._check_no_link(self.root / path)
+            self._check_no_link(_folder_of(path))
         except OutputError:  # a doctored manifest: never delete through it
             return
         target = self.root / path
         if target.is_symlink() or target.is_file():
             target.unlink()
-        for folder in target.parents:
-            if folder == self.root or not folder.is_relative_to(self.root):
-                break
+        folder = _folder_of(path)
+        while folder:
             try:
-                folder.rmdir()
+                (self.root / folder).rmdir()
             except OSError:  # not empty, or gone
                 break
+            folder = _folder_of(folder)
 
-    def _check_no_link(self, target: Path) -> None:
-        """Refuse a target whose folders inside ``root`` include a symbolic link."""
-        for folder in reversed(target.parents):
-            if folder.is_relative_to(self.root) and folder != self.root and folder.is_symlink():
+    def _check_no_link(self, folder: str) -> None:
+        """Refuse ``folder`` (relative to ``root``) when it, or a folder above it inside
+        ``root``, is a symbolic link."""
+        inside = self.root
+        for part in PurePosixPath(folder).parts:
+            inside = inside / part
+            if inside.is_symlink():
                 raise OutputError(
-                    f"{folder} is a symbolic link: outputs are never written through one"
+                    f"{inside} is a symbolic link: outputs are never written through one"
                 )
 
     def _remove_staging(self) -> None:
@@ -192,10 +220,40 @@ def _lock(descriptor: int, kind: int, folder: Path) -> None:
         fcntl.flock(descriptor, kind)
 
 
+def _plain_files(folder: Path, prefix: str) -> set[str] | None:
+    """The files under ``folder``, as ``prefix`` + their path inside it; ``None`` when anything
+    there is neither a plain file nor a folder."""
+    found: set[str] = set()
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                inner = _plain_files(Path(entry.path), f"{prefix}{entry.name}/")
+                if inner is None:
+                    return None
+                found |= inner
+            elif entry.is_file(follow_symlinks=False):
+                found.add(prefix + entry.name)
+            else:
+                return None
+    return found
+
+
 def _check_relative(path: str) -> None:
-    pure = PurePosixPath(path)
-    if not path or pure.is_absolute() or ".." in pure.parts or "\\" in path:
+    if not path or path.startswith("/") or ".." in path.split("/") or "\\" in path:
         raise OutputError(f"not a path inside the output folder: {path!r}")
+
+
+def _folder_of(path: str) -> str:
+    """The folder part of a relative POSIX path (``""`` for a file in the root)."""
+    return path.rpartition("/")[0]
+
+
+def _plain_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file itself, not a symbolic link to one."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _read_list(file: Path) -> list[str]:

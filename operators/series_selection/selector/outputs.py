@@ -139,7 +139,8 @@ def place(source: Path, target: Path) -> None:
     A new hard link appears whole or not at all; a copy, or a link replacing another file, is
     made beside ``target`` and then renamed over it.
     """
-    source = source.resolve()  # link the file itself: a link to a symbolic link is one too
+    if source.is_symlink():  # link the file itself: a link to a symbolic link is one too
+        source = source.resolve()
     try:
         if _linked(source, target):
             return

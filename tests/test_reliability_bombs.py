@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -151,6 +152,16 @@ BOMBS: dict[str, tuple[Callable[[Path, Path], None], str | None]] = {
 }
 
 
+def parse_capped(source: Path, out: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run the parser under the memory cap and the series limit; its checked outputs and its
+    report's records by path, every input file accounted for."""
+    flags = ("--workers", "2", "--max-series-bytes", str(MAX_SERIES_BYTES))
+    result = run_parser(source, out, *flags, memory_limit=MEMORY_LIMIT, timeout=300)
+    assert_clean_exit(result)
+    outputs = load_outputs(out)
+    return outputs, assert_every_file_accounted_for(outputs["parse-report.json"], source)
+
+
 @pytest.mark.parametrize(
     "name",
     [
@@ -165,18 +176,8 @@ def test_bomb_is_refused_before_allocating(tmp_path: Path, name: str) -> None:
     make, _ = BOMBS[name]
     make(donor.files[0], source / name)
 
-    result = run_parser(
-        source,
-        tmp_path / "out",
-        *("--workers", "2", "--max-series-bytes", str(MAX_SERIES_BYTES)),
-        memory_limit=MEMORY_LIMIT,
-        timeout=300,
-    )
-
-    assert_clean_exit(result)
-    outputs = load_outputs(tmp_path / "out")
+    outputs, files = parse_capped(source, tmp_path / "out")
     report = outputs["parse-report.json"]
-    files = assert_every_file_accounted_for(report, source)
     assert good.series_uid in outputs["series-images.json"]
     record = files[name]
     if record["status"] == "skipped":
@@ -313,18 +314,8 @@ def test_compressed_frames_are_decoded_only_at_their_dicom_size(
     hostile = rle_expanding if syntax == RLELossless else declaring(40000, 40000, syntax)
     compressed_image(donor.files[0], source / "bomb", syntax, hostile)
 
-    result = run_parser(
-        source,
-        tmp_path / "out",
-        *("--workers", "2", "--max-series-bytes", str(MAX_SERIES_BYTES)),
-        memory_limit=MEMORY_LIMIT,
-        timeout=300,
-    )
-
-    assert_clean_exit(result)
-    outputs = load_outputs(tmp_path / "out")
+    outputs, files = parse_capped(source, tmp_path / "out")
     report = outputs["parse-report.json"]
-    files = assert_every_file_accounted_for(report, source)
     assert {files[name]["status"] for name in ("compressed", "bomb")} == {"used"}
     series = {s["SeriesInstanceUID"]: s for s in report["series"]}
     compressed, bomb = (

@@ -141,13 +141,19 @@ def test_two_parsers_into_one_folder_take_turns(tmp_path: Path) -> None:
     assert len(volumes) == 4
 
 
-def test_workers_die_with_the_parser(tmp_path: Path) -> None:
-    """The workers, stopped mid-job, never run again once the parser is terminated."""
+def paused_while_converting(tmp_path: Path) -> tuple[Parser, Path]:
+    """A parser (and its workers) stopped once its first volume is written; its output."""
     write_input(tmp_path / "in", slices=80)
     out = tmp_path / "out"
     parser = Parser(tmp_path / "in", out)
     wait_for(lambda: (out / STAGING / "volumes").exists(), "the first volume")
     parser.pause()
+    return parser, out
+
+
+def test_workers_die_with_the_parser(tmp_path: Path) -> None:
+    """The workers, stopped mid-job, never run again once the parser is terminated."""
+    parser, out = paused_while_converting(tmp_path)
     workers = children(parser.pid)
     try:
         parser.process.send_signal(signal.SIGTERM)
@@ -163,11 +169,7 @@ def test_workers_die_with_the_parser(tmp_path: Path) -> None:
 
 def test_a_killed_worker_costs_no_series(tmp_path: Path) -> None:
     """A worker killed once (as by the out-of-memory killer) has its job run again."""
-    write_input(tmp_path / "in", slices=80)
-    out = tmp_path / "out"
-    parser = Parser(tmp_path / "in", out)
-    wait_for(lambda: (out / STAGING / "volumes").exists(), "the first volume")
-    parser.pause()
+    parser, out = paused_while_converting(tmp_path)
     os.kill(children(parser.pid)[0], signal.SIGKILL)
     parser.resume()
     result = parser.finish()

@@ -3,7 +3,11 @@ folders."""
 
 from series_selection.common.errors import (
     ConversionError,
+    DicomReadError,
+    GeometryError,
     InputError,
+    NestingError,
+    OperatorError,
     OutputError,
     PipelineError,
     RulesError,
@@ -14,7 +18,11 @@ from series_selection.common.jsonio import read_json, write_json
 
 __all__ = [
     "ConversionError",
+    "DicomReadError",
+    "GeometryError",
     "InputError",
+    "NestingError",
+    "OperatorError",
     "OutputError",
     "OutputFolder",
     "PipelineError",

@@ -5,9 +5,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from series_selection.common.errors import PipelineError
+from series_selection.common.errors import (
+    InputError,
+    OperatorError,
+    OutputError,
+    PipelineError,
+    RulesError,
+    SelectionError,
+)
 
 log = logging.getLogger(__name__)
+
+EXIT_CODES: dict[type[PipelineError], int] = {
+    InputError: 2,
+    RulesError: 2,
+    SelectionError: 4,
+    OutputError: 5,
+    PipelineError: 1,  # any other, such as no Docker engine answering
+}
+"""The process exit code of each kind of user error, the first kind that fits; 0 is
+success, 130 an interruption."""
+INTERRUPTED = 130
+
+
+def exit_code(error: PipelineError) -> int:
+    """The exit code a command ends with for ``error``: a failed operator's own status."""
+    if isinstance(error, OperatorError):
+        return error.status
+    return next(code for kind, code in EXIT_CODES.items() if isinstance(error, kind))
 
 
 def run_reporting_errors(job: Callable[[], int]) -> int:
@@ -16,7 +41,7 @@ def run_reporting_errors(job: Callable[[], int]) -> int:
         return job()
     except PipelineError as error:
         log.error("%s", error.message)
-        return error.exit_code
+        return exit_code(error)
     except KeyboardInterrupt:
         log.error("interrupted")
-        return 130
+        return INTERRUPTED

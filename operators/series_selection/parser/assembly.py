@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from series_selection.common.errors import ConversionError
+from series_selection.common.errors import ConversionError, GeometryError
 from series_selection.common.models import Rescale
 from series_selection.parser.frames import Frame, FrameSource, StoredPixels
 from series_selection.parser.geometry import (
@@ -69,7 +69,7 @@ def plan_volumes(frames: Sequence[Frame]) -> list[PlannedVolume | RefusedVolume]
         try:
             plans.append(_plan(groups[key], label, distinguished_by))
         except ConversionError as error:
-            plans.append(RefusedVolume(label, error.message, len(groups[key])))
+            plans.append(RefusedVolume(label, str(error), len(groups[key])))
     return plans
 
 
@@ -211,12 +211,11 @@ def _regular_grid(
     planes = None
     try:
         spacing = regular_slice_spacing(distances)
-    except ConversionError as uneven:
+    except GeometryError as uneven:
         planes = even_planes(distances)
         spacing = float(planes[1] - planes[0])
         problems.append(
-            f"{uneven.message}; linearly interpolated onto {len(planes)} planes "
-            f"{spacing:.3f} mm apart"
+            f"{uneven}; linearly interpolated onto {len(planes)} planes {spacing:.3f} mm apart"
         )
     grid = None
     drift = in_plane_drift(normal, origins)

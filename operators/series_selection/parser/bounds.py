@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -32,9 +32,11 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from series_selection.common.errors import ConversionError
+from series_selection.common.errors import ConversionError, DicomReadError
+from series_selection.parser.reading import file_errors
 
 INFLATE_CHUNK = 1 << 20
+INFLATE_ERROR = cast("type[Exception]", isal_zlib.error)  # isal's stub types it as an instance
 META_PEEK = 8192
 """Bytes read to find the transfer syntax without parsing the file meta group."""
 DEFLATED_UID = DeflatedExplicitVRLittleEndian.encode()
@@ -91,9 +93,10 @@ def inflated_size(file: BinaryIO, limit: int) -> int | None:
             return None
         file.seek(start)
         try:
-            read_preamble(file, True)
-            syntax = _read_file_meta_info(file).get("TransferSyntaxUID")
-        except Exception:  # not a readable file meta group: pydicom says what is wrong
+            with file_errors(""):
+                read_preamble(file, True)
+                syntax = _read_file_meta_info(file).get("TransferSyntaxUID")
+        except DicomReadError:  # not a readable file meta group: pydicom says what is wrong
             return None
         if syntax != DeflatedExplicitVRLittleEndian:
             return None
@@ -101,7 +104,10 @@ def inflated_size(file: BinaryIO, limit: int) -> int | None:
         size = 0
         while not inflater.eof and size <= limit:
             data = inflater.unconsumed_tail or file.read(INFLATE_CHUNK)
-            inflated = len(inflater.decompress(data, INFLATE_CHUNK))
+            try:
+                inflated = len(inflater.decompress(data, INFLATE_CHUNK))
+            except INFLATE_ERROR as error:
+                raise DicomReadError(f"deflated data set cannot be inflated: {error}") from error
             if not data and not inflated:
                 break
             size += inflated

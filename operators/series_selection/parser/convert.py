@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from series_selection.common.errors import ConversionError, OutputError
+from series_selection.common.errors import ConversionError, DicomReadError, OutputError
 from series_selection.common.models import Rescale, VolumeEntry
 from series_selection.common.orientation import plane_of
 from series_selection.parser.assembly import (
@@ -90,15 +90,13 @@ def _digest(text: str) -> str:
 
 
 def convert_series(job: SeriesJob) -> SeriesOutcome:
-    """Read, split, check and write every volume of one series; raises only ``OutputError``."""
+    """Read, split, check and write every volume of one series. What the files or the memory
+    available cause becomes the outcome's problems; raises ``OutputError`` when the outputs
+    cannot be written (the run must fail), and lets a defect of ours through."""
     try:
         return _convert(job)
-    except OutputError:  # the output, not the series, is at fault: the run must fail
-        raise
     except MemoryError:
         problem = "out of memory converting it (give more memory or lower --max-series-bytes)"
-    except Exception as error:  # a defect must not cost the other series their volumes
-        problem = f"conversion failed: {type(error).__name__}: {str(error).strip()[:200]}"
     return SeriesOutcome(job.study_uid, job.series_uid, problems=(problem,))
 
 
@@ -112,15 +110,14 @@ def _convert(job: SeriesJob) -> SeriesOutcome:
                 frames.append(frame)
                 pixels[frame.key] = frame_pixels
         except ConversionError as error:
-            failed_files[error.message].append(relative)
+            failed_files[str(error)].append(relative)
+        except DicomReadError as error:
+            failed_files[f"unreadable: {error}"].append(relative)
         except MemoryError:
             failed_files["out of memory reading it"].append(relative)
-        except OSError as error:  # gone, say: the reason, not the full path it names
-            failed_files[f"unreadable: {error.strerror or error}"].append(relative)
-        except Exception as error:  # an unreadable file must not stop the series
-            failed_files[f"unreadable: {str(error).strip()[:200] or type(error).__name__}"].append(
-                relative
-            )
+        except (OSError, EOFError) as error:  # gone or cut short: not the full path OSError names
+            reason = getattr(error, "strerror", None) or error
+            failed_files[f"unreadable: {reason}"].append(relative)
     problems = [_files_problem(reason, files) for reason, files in failed_files.items()]
     if not frames:
         return SeriesOutcome(job.study_uid, job.series_uid, problems=tuple(problems))
@@ -132,7 +129,7 @@ def _convert(job: SeriesJob) -> SeriesOutcome:
                 volumes.append(_write_volume(job, plan, stack_voxels(plan, pixels)))
                 continue
             except ConversionError as error:
-                plan = RefusedVolume(plan.label, error.message, len(plan.frames))
+                plan = RefusedVolume(plan.label, str(error), len(plan.frames))
         name = f"{plan.label}: " if plan.label else ""
         problems.append(f"{name}{plan.reason} ({plan.frame_count} frames not converted)")
     return SeriesOutcome(job.study_uid, job.series_uid, tuple(volumes), tuple(problems))

@@ -12,7 +12,9 @@ from pydicom.dataset import Dataset
 from pydicom.hooks import hooks
 from pydicom.tag import BaseTag
 
+from series_selection.common.errors import DicomReadError, NestingError
 from series_selection.parser.raw_json import plain_element_json
+from series_selection.parser.reading import file_errors
 
 BULK_DATA_THRESHOLD = 1024
 """Binary values longer than this many bytes are referenced by BulkDataURI, not inlined."""
@@ -40,10 +42,6 @@ def dataset_to_json(dataset: Dataset, relative_path: str) -> dict[str, Any]:
     """
     lift_functional_groups(dataset)
     return _encode(dataset, quote(relative_path, errors="surrogateescape"))
-
-
-class NestingError(ValueError):
-    """Sequences nested deeper than ``MAX_SEQUENCE_DEPTH``."""
 
 
 def _encode(dataset: Dataset, uri_path: str, depth: int = 0) -> dict[str, Any]:
@@ -75,14 +73,13 @@ def _element_json(dataset: Dataset, tag: BaseTag, uri_path: str, depth: int) -> 
         return f"{uri_path}#{element.tag:08X}"
 
     try:
-        element = dataset[tag]
-        if element.VR == "SQ":
-            items = [_encode(item, uri_path, depth + 1) for item in element.value]
-            return {"vr": "SQ", "Value": items}
-        encoded = element.to_json_dict(bulk_data_uri, BULK_DATA_THRESHOLD)
-    except NestingError:
-        raise
-    except Exception:  # any value pydicom cannot decode is kept raw below
+        with file_errors(""):
+            element = dataset[tag]
+            if element.VR == "SQ":
+                items = [_encode(item, uri_path, depth + 1) for item in element.value]
+                return {"vr": "SQ", "Value": items}
+            encoded = element.to_json_dict(bulk_data_uri, BULK_DATA_THRESHOLD)
+    except DicomReadError:  # a value pydicom cannot decode is kept raw below
         encoded = None
     return encoded if encoded is not None and _finite(encoded) else _raw_json(dataset, tag)
 
@@ -92,8 +89,9 @@ def _resolved_vr(raw: RawDataElement, dataset: Dataset) -> str:
     the file does not say."""
     found: dict[str, Any] = {}
     try:
-        hooks.raw_element_vr(raw, found, ds=dataset)
-    except Exception:  # an unknown tag in strict reading mode
+        with file_errors(""):
+            hooks.raw_element_vr(raw, found, ds=dataset)
+    except DicomReadError:  # an unknown tag in strict reading mode
         return "UN"
     return str(found.get("VR", "UN"))
 

@@ -11,17 +11,22 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.pixels.processing import apply_color_lut
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from series_selection.common.errors import ConversionError
+from series_selection.common.errors import ConversionError, DicomReadError
 from series_selection.parser.bounds import decoded_pixels
 from series_selection.parser.geometry import MAX_MM, MIN_SPACING_MM
 from series_selection.parser.mosaic import is_mosaic, mosaic_tiles
+from series_selection.parser.reading import (
+    file_errors,
+    finite_number,
+    read_dataset,
+    read_header,
+    stored_pixel_bytes,
+)
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 """Prefix of the Secondary Capture SOP classes (screen captures, scanned documents)."""
@@ -100,50 +105,43 @@ FramePixels = list[tuple["Frame", FrameSource]]
 
 def read_frames(path: Path, source: str) -> FramePixels:
     """The frames of one file with their pixels: uncompressed single-frame grayscale pixels are
-    left in the file (``StoredPixels``); everything else is decoded by pydicom now."""
-    with path.open("rb") as file:
-        try:
-            header = dcmread(file, stop_before_pixels=True)
-        except InvalidDicomError:
-            file.seek(0)
-            header = dcmread(file, stop_before_pixels=True, force=True)
-        stored = _stored_pixels(header, path, file)
-    if stored is None:
-        return frames_of(read_dataset(path), source)
-    return [(_frame(header, source, 0, False, None, None), stored)]
+    left in the file (``StoredPixels``); everything else is decoded by pydicom now.
 
-
-def read_dataset(path: Path) -> Dataset:
-    """The whole DICOM file, also when it lacks the 128-byte preamble."""
-    try:
-        return dcmread(path)
-    except InvalidDicomError:
-        return dcmread(path, force=True)
+    Raises ``ConversionError`` for a file that cannot give frames, ``DicomReadError`` for one
+    pydicom (or a decoder) cannot read."""
+    with file_errors(""):
+        with path.open("rb") as file:
+            header = read_header(file)
+            stored = _stored_pixels(header, path, file)
+        if stored is None:
+            return frames_of(read_dataset(path), source)
+        return [(_frame(header, source, 0, False, None, None), stored)]
 
 
 def _stored_pixels(header: Dataset, path: Path, file: Any) -> StoredPixels | None:
     """Where the pixels of a plain image sit, when its file holds them uncompressed, complete
     and little-endian; ``None`` otherwise. ``file`` is positioned after the header."""
     try:
-        plain = (
-            getattr(header.file_meta, "TransferSyntaxUID", None) in NATIVE_LITTLE_ENDIAN
-            and int(header.get("NumberOfFrames", 1) or 1) == 1
-            and "PerFrameFunctionalGroupsSequence" not in header
-            and "SharedFunctionalGroupsSequence" not in header
-            and _samples(header) == 1
-            and header.get("PhotometricInterpretation") in ("MONOCHROME1", "MONOCHROME2")
-            and header.get("BitsAllocated") in (8, 16, 32)
-            and header.get("PixelRepresentation") in (0, 1)
-            and not is_mosaic(header)
-        )
-        if not plain:
-            return None
-        bits = int(header.BitsAllocated)
-        stored_bits = int(header.get("BitsStored") or bits)
-        shape = (int(header.Rows), int(header.Columns))
-    except Exception:  # unreadable values: pydicom's path says what is wrong
+        with file_errors(""):
+            plain = (
+                getattr(header.file_meta, "TransferSyntaxUID", None) in NATIVE_LITTLE_ENDIAN
+                and int(header.get("NumberOfFrames", 1) or 1) == 1
+                and "PerFrameFunctionalGroupsSequence" not in header
+                and "SharedFunctionalGroupsSequence" not in header
+                and _samples(header) == 1
+                and header.get("PhotometricInterpretation") in ("MONOCHROME1", "MONOCHROME2")
+                and header.get("BitsAllocated") in (8, 16, 32)
+                and header.get("PixelRepresentation") in (0, 1)
+                and not is_mosaic(header)
+            )
+            if not plain:
+                return None
+            bits = int(header.BitsAllocated)
+            stored_bits = int(header.get("BitsStored") or bits)
+            shape = (int(header.Rows), int(header.Columns))
+    except (TypeError, ValueError, OverflowError):  # unreadable values: the decoded path says why
         return None
-    size = shape[0] * shape[1] * bits // 8
+    size = stored_pixel_bytes(*shape, 1, 1, bits)
     if not 0 < stored_bits <= bits or size <= 0:
         return None
     start = file.tell()
@@ -166,12 +164,11 @@ def frames_of(dataset: Dataset, source: str) -> FramePixels:
     if problem:
         raise ConversionError(problem)
     try:
-        pixels = decoded_pixels(dataset)
-        if _is_palette(dataset):
-            pixels = apply_color_lut(pixels, dataset)
-    except ConversionError:
-        raise
-    except Exception as error:
+        with file_errors(""):
+            pixels = decoded_pixels(dataset)
+            if _is_palette(dataset):
+                pixels = apply_color_lut(pixels, dataset)
+    except DicomReadError as error:
         raise ConversionError(f"pixel data cannot be decoded: {error}") from error
     colour = _samples(dataset) == 3 or _is_palette(dataset)
     if is_mosaic(dataset):
@@ -206,8 +203,9 @@ def unsupported_reason(dataset: Dataset) -> str | None:
         return "no pixel data"
     for keyword in ("Rows", "Columns", "BitsAllocated"):
         try:
-            int(dataset.get(keyword))
-        except Exception:  # missing, or a value pydicom cannot read
+            with file_errors(""):
+                int(dataset.get(keyword))
+        except (TypeError, ValueError, OverflowError):  # missing, or a value pydicom cannot read
             return f"{keyword} is missing or unreadable"
     if _samples(dataset) not in (1, 3):
         return f"{_samples(dataset)} samples per pixel: neither grayscale nor colour"
@@ -217,9 +215,10 @@ def unsupported_reason(dataset: Dataset) -> str | None:
 def _length_problem(dataset: Dataset) -> str | None:
     """Why uncompressed pixel data does not fit the image its header describes, or ``None``."""
     try:
-        native = not dataset.file_meta.TransferSyntaxUID.is_encapsulated
-        length, expected = len(dataset.PixelData), get_expected_length(dataset)
-    except Exception:  # no PixelData, no transfer syntax, unreadable values: pydicom says
+        with file_errors(""):
+            native = not dataset.file_meta.TransferSyntaxUID.is_encapsulated
+            length, expected = len(dataset.PixelData), get_expected_length(dataset)
+    except DicomReadError:  # no PixelData or transfer syntax, unreadable values: pydicom says
         return None
     if native and length not in (expected, expected + 1):  # + 1: padded to an even length
         return f"pixel data holds {length} bytes where its header describes {expected}"
@@ -284,7 +283,7 @@ def _frame(
 def _split_values(dataset: Dataset, lookup: Any) -> tuple[tuple[str, Any], ...]:
     samples = 3 if _is_palette(dataset) else _samples(dataset)
     values: list[tuple[str, Any]] = [("SamplesPerPixel", samples)]
-    series_number = _number(dataset.get("SeriesNumber"), float("nan"))
+    series_number = finite_number(dataset.get("SeriesNumber"), float("nan"))
     if np.isfinite(series_number):
         values.append(("SeriesNumber", int(series_number)))
     echo_time = lookup("MREchoSequence", "EffectiveEchoTime")
@@ -313,7 +312,7 @@ def _time_order(dataset: Dataset, lookup: Any, index: int) -> tuple[float, ...]:
         dataset.get("InstanceNumber"),
     )
     frame_number = float(index) if "PerFrameFunctionalGroupsSequence" in dataset else -1.0
-    return (*(_number(k, -1.0) for k in keys), frame_number)
+    return (*(finite_number(k, -1.0) for k in keys), frame_number)
 
 
 def _seconds(value: Any) -> float | None:
@@ -364,7 +363,7 @@ def _rescale(value: Any, keyword: str, default: float) -> float:
     text = str(value if value is not None else "").strip()
     if not text:
         return default
-    number = _number(value, float("nan"))
+    number = finite_number(value, float("nan"))
     if not np.isfinite(number):
         raise ConversionError(f"{keyword} {text[:40]} is not a finite number")
     if number == 0 and keyword == "RescaleSlope":
@@ -372,15 +371,7 @@ def _rescale(value: Any, keyword: str, default: float) -> float:
     return number
 
 
-def _number(value: Any, default: float) -> float:
-    try:
-        number = float(_as_list(value)[0]) if _as_list(value) else default
-    except (TypeError, ValueError, OverflowError):
-        return default
-    return number if np.isfinite(number) else default
-
-
 def _length(value: Any) -> float | None:
     """A length in mm, ``None`` when missing or out of the range geometry accepts."""
-    number = _number(value, 0.0)
+    number = finite_number(value, 0.0)
     return number if MIN_SPACING_MM <= number <= MAX_MM else None

@@ -5,6 +5,9 @@ of increasing column index i) then the column cosine (direction of increasing ro
 PixelSpacing holds (row spacing, column spacing), i.e. the step along j first, then along i.
 The slice axis k points along ``normal = row_cosine x column_cosine``, so (i, j, k) is
 right-handed, and slices are ordered by their distance along that normal.
+
+Geometry that defines no regular grid raises ``GeometryError`` (a ``ValueError``); arguments of
+the wrong shape, a misuse rather than bad data, raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from series_selection.common.errors import ConversionError
+from series_selection.common.errors import GeometryError
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -36,7 +39,7 @@ def _vector(values: Sequence[float] | FloatArray, size: int, name: str) -> Float
     if array.shape != (size,):
         raise ValueError(f"{name} needs {size} values, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
-        raise ConversionError(f"{name} holds non-finite values: {array.tolist()}")
+        raise GeometryError(f"{name} holds non-finite values: {array.tolist()}")
     return array
 
 
@@ -46,11 +49,11 @@ def orientation_axes(image_orientation: Sequence[float]) -> tuple[FloatArray, Fl
     row, column = cosines[:3], cosines[3:]
     for name, axis in (("row", row), ("column", column)):
         if abs(np.linalg.norm(axis) - 1.0) > ORTHONORMAL_TOLERANCE:
-            raise ConversionError(
+            raise GeometryError(
                 f"ImageOrientationPatient {name} cosine {axis.tolist()} is not a unit vector"
             )
     if abs(float(row @ column)) > ORTHONORMAL_TOLERANCE:
-        raise ConversionError(
+        raise GeometryError(
             f"ImageOrientationPatient axes are not perpendicular: {cosines.tolist()}"
         )
     return row, column
@@ -80,7 +83,13 @@ def position_tolerance(spacing: float) -> float:
 def regular_slice_spacing(sorted_distances: FloatArray) -> float:
     """The slice spacing of a stack whose sorted distances lie on a regular grid.
 
-    Raises ``ConversionError`` for fewer than two slices, repeated positions or uneven gaps.
+    Raises
+    ------
+    GeometryError
+        When every slice shares one position, or a gap is uneven beyond
+        ``position_tolerance``.
+    ValueError
+        When there are fewer than two distances, or they are not sorted.
     """
     distances = np.asarray(sorted_distances, dtype=float)
     if distances.ndim != 1 or distances.size < 2:
@@ -89,12 +98,12 @@ def regular_slice_spacing(sorted_distances: FloatArray) -> float:
         raise ValueError("slice distances must be sorted ascending")
     spacing = float(distances[-1] - distances[0]) / (distances.size - 1)
     if spacing <= 0:
-        raise ConversionError("all slices share one position")
+        raise GeometryError("all slices share one position")
     ideal = distances[0] + spacing * np.arange(distances.size)
     worst = float(np.max(np.abs(distances - ideal)))
     if worst > position_tolerance(spacing):
         gaps = np.diff(distances)
-        raise ConversionError(
+        raise GeometryError(
             f"uneven slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm "
             f"(a slice is {worst:.3f} mm off a regular {spacing:.3f} mm grid)"
         )
@@ -142,7 +151,7 @@ def affine_lps(
     row, column = orientation_axes(image_orientation)
     row_spacing, column_spacing = _vector(pixel_spacing, 2, "PixelSpacing")
     if min(row_spacing, column_spacing) < MIN_SPACING_MM:
-        raise ConversionError(
+        raise GeometryError(
             f"PixelSpacing must be at least {MIN_SPACING_MM:g} mm, got {list(pixel_spacing)}"
         )
     affine = np.eye(4)

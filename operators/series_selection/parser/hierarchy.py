@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from series_selection.common.models import JsonDataset, json_value, tag_key
+from series_selection.parser.reading import decoded_pixel_bytes, finite_number
 
 STUDY_LEVEL_KEYWORDS = (
     # Patient module
@@ -74,7 +75,7 @@ class HeaderSummary:
             sop_instance_uid=str(json_value(attributes, "SOPInstanceUID")),
             study_instance_uid=str(json_value(attributes, "StudyInstanceUID")),
             series_instance_uid=str(json_value(attributes, "SeriesInstanceUID")),
-            instance_number=_number(json_value(attributes, "InstanceNumber")),
+            instance_number=finite_number(json_value(attributes, "InstanceNumber"), math.inf),
             study_date=text("StudyDate"),
             study_time=text("StudyTime"),
             series_number=int(series_number) if isinstance(series_number, int | float) else None,
@@ -189,23 +190,20 @@ def with_uid(attributes: dict[str, Any], key: str, uid: str) -> dict[str, Any]:
     return dict(sorted({**attributes, key: {"vr": "UI", "Value": [uid]}}.items()))
 
 
-def _number(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return math.inf
-    return number if not math.isnan(number) else math.inf
-
-
 def _pixel_bytes(attributes: JsonDataset) -> int:
     def count(keyword: str, default: int) -> int:
         try:
             return max(int(json_value(attributes, keyword)), 0)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             return default
 
-    samples = count("Rows", 0) * count("Columns", 0) * count("NumberOfFrames", 1)
-    return samples * count("SamplesPerPixel", 1) * max(count("BitsAllocated", 8), 8) // 8
+    return decoded_pixel_bytes(
+        count("Rows", 0),
+        count("Columns", 0),
+        count("SamplesPerPixel", 1),
+        count("NumberOfFrames", 1),
+        count("BitsAllocated", 8),
+    )
 
 
 def _shared(values: Iterable[Any]) -> Any:
@@ -222,7 +220,7 @@ def _study_order(study: StudyGroup) -> tuple[str, str, str]:
 
 
 def _series_order(series: SeriesGroup) -> tuple[float, str]:
-    return _number(_shared(h.series_number for h in series.headers)), series.uid
+    return finite_number(_shared(h.series_number for h in series.headers), math.inf), series.uid
 
 
 def _instance_order(header: HeaderSummary) -> tuple[float, str, str]:

@@ -16,6 +16,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from series_selection.common.errors import ConversionError
+from series_selection.parser.reading import file_errors
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # nicom warns on import that its readers are experimental
@@ -34,11 +35,12 @@ def mosaic_tiles(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            wrapper: Any = dicomwrappers.wrapper_from_data(dataset)
-            count = int(wrapper.n_mosaic)
-            first = np.asarray(wrapper.image_position, dtype=float)
-            normal = np.asarray(wrapper.slice_normal, dtype=float)
-        except Exception as error:
+            with file_errors(""):
+                wrapper: Any = dicomwrappers.wrapper_from_data(dataset)
+                count = int(wrapper.n_mosaic)
+                first = np.asarray(wrapper.image_position, dtype=float)
+                normal = np.asarray(wrapper.slice_normal, dtype=float)
+        except (AttributeError, TypeError, ValueError) as error:  # no mosaic CSA header, no numbers
             raise ConversionError(f"Siemens mosaic without a usable CSA header: {error}") from error
     spacing = float(dataset.get("SpacingBetweenSlices") or dataset.get("SliceThickness") or 0)
     if count < 1 or spacing <= 0 or not np.all(np.isfinite(normal)) or first.shape != (3,):

@@ -8,13 +8,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
+from series_selection.common.errors import DicomReadError, NestingError
 from series_selection.common.models import JsonDataset, json_value
 from series_selection.parser.bounds import default_max_series_bytes, inflated_size, size_text
 from series_selection.parser.dicom_json import (
@@ -24,6 +23,7 @@ from series_selection.parser.dicom_json import (
     deferred_element,
 )
 from series_selection.parser.hierarchy import HeaderSummary
+from series_selection.parser.reading import file_errors, read_header, stored_pixel_bytes
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,13 @@ def scan_file(root: Path, relative: str, max_bytes: int | None = None) -> Scanne
             inflated = inflated_size(handle, max_bytes)
             if inflated is not None and inflated > max_bytes:
                 return ScannedFile(relative, skip_reason=_too_inflated(max_bytes))
-            dataset = _read_header(handle)
+            with file_errors(""):
+                dataset = read_header(handle, BULK_DATA_THRESHOLD)
             pixel_data_offset = handle.tell()
         problem = _structure_problem(dataset, size if inflated is None else inflated)
-        attributes = {} if problem else dataset_to_json(dataset, relative)
-        problem = problem or _content_problem(dataset, attributes, size - pixel_data_offset)
+        with file_errors(""):
+            attributes = {} if problem else dataset_to_json(dataset, relative)
+            problem = problem or _content_problem(dataset, attributes, size - pixel_data_offset)
         if problem:
             return ScannedFile(relative, skip_reason=problem)
         text = json.dumps(attributes, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -107,23 +109,10 @@ def scan_file(root: Path, relative: str, max_bytes: int | None = None) -> Scanne
     except (OSError, EOFError) as error:  # the reason, not the full path OSError names
         reason = getattr(error, "strerror", None) or _short(error)
         return ScannedFile(relative, skip_reason=f"unreadable or truncated header: {reason}")
-    except RecursionError:  # pydicom reads nested sequences recursively
+    except (RecursionError, NestingError):  # pydicom reads nested sequences recursively
         return ScannedFile(relative, skip_reason=f"malformed DICOM header: {TOO_DEEP}")
-    except Exception as error:  # a malformed header must never stop the run
-        return ScannedFile(relative, skip_reason=f"malformed DICOM header: {_short(error)}")
-
-
-def _read_header(handle: Any) -> Dataset:
-    """A DICOM header; files without the 128-byte preamble are accepted when they start like one."""
-    try:
-        return dcmread(handle, stop_before_pixels=True, defer_size=BULK_DATA_THRESHOLD)
-    except InvalidDicomError:
-        handle.seek(0)
-        start = handle.read(2)
-        handle.seek(0)
-        if start not in (b"\x02\x00", b"\x08\x00"):  # group 0002 or 0008, little endian
-            raise
-        return dcmread(handle, stop_before_pixels=True, force=True, defer_size=BULK_DATA_THRESHOLD)
+    except DicomReadError as error:  # what pydicom refused; a defect of ours is not caught
+        return ScannedFile(relative, skip_reason=f"malformed DICOM header: {error}")
 
 
 def _too_inflated(limit: int) -> str:
@@ -171,14 +160,14 @@ def _missing_pixel_bytes(dataset: Dataset, attributes: JsonDataset, bytes_after_
     if transfer_syntax.is_deflated or json_value(attributes, "Rows") is None:
         return 0
     try:
-        samples = (
-            int(json_value(attributes, "Rows"))
-            * int(json_value(attributes, "Columns"))
-            * int(json_value(attributes, "SamplesPerPixel") or 1)
-            * int(json_value(attributes, "NumberOfFrames") or 1)
+        expected = stored_pixel_bytes(
+            int(json_value(attributes, "Rows")),
+            int(json_value(attributes, "Columns")),
+            int(json_value(attributes, "SamplesPerPixel") or 1),
+            int(json_value(attributes, "NumberOfFrames") or 1),
+            int(json_value(attributes, "BitsAllocated")),
         )
-        expected = (samples * int(json_value(attributes, "BitsAllocated")) + 7) // 8
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # missing or not whole: nothing to check
         return 0
     element_header = (
         8  # tag + length; explicit VR OB/OW adds 4 more, so this errs towards "complete"

@@ -101,8 +101,8 @@ class Rules:
         return frozenset(used)
 
 
-class _BadRuleError(Exception):
-    """A bad value at ``path`` inside one selection."""
+class _BadRuleError(ValueError):
+    """A bad value at ``path`` inside one selection; it becomes a ``RulesError`` naming the path."""
 
     def __init__(self, path: str, message: str) -> None:
         super().__init__(message)

@@ -28,13 +28,13 @@ EXPECTED = {
     "ct-abdomen-axial.yaml": {"CT abdomen axial": ["Portal venous 1.25mm"]},
     "mr-brain-t1.yaml": {"T1 MR brain": ["T1 SAG MPRAGE"]},
     "largest-ct.yaml": {"largest CT series": ["Portal venous 1.25mm"]},
-    # A MONAI Deploy rule without an order takes the first CT series: the scout.
-    "monai-spleen-ct.json": {"CT Series": ["Scout"]},
+    # A MONAI Deploy rule without an order: the default order passes over the scout.
+    "monai-spleen-ct.json": {"CT Series": ["Portal venous 1.25mm"]},
     "default.yaml": {
         "all image series": [
-            "Scout",
             "Portal venous 1.25mm",
             "Portal venous 5mm",
+            "Scout",
             "T1 SAG MPRAGE",
             "AX DUAL ECHO",
         ]
@@ -183,3 +183,22 @@ def test_real_ct_study_fails_a_required_abdomen_rule(shared_data: Path, tmp_path
         ["--input", str(tmp_path / "parsed"), "--output", str(tmp_path / "out"), "--rules", rules]
     )
     assert code == 4  # a head CT: the abdomen model must not run
+
+
+@pytest.mark.shared_data
+def test_real_ct_without_order_by_the_default_order_passes_over_the_localizer(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """GE and Philips CT: the Philips study's localizer (series 100) comes first by
+    SeriesNumber; a rule without order_by must still choose its head volume (201)."""
+    source = shared_data / "dcm_qa_ct" / "In"
+    assert parse(["--input", str(source), "--output", str(tmp_path / "parsed")]) == 0
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"selections": [{"name": "CT", "conditions": {"Modality": "CT"}}]}))
+    document = run_selector(tmp_path / "parsed", tmp_path / "out", rules)
+    ((ge, philips),) = [s["series"] for s in document["selections"]]
+    assert (ge["SeriesNumber"], philips["SeriesNumber"]) == (2, 201)
+    explain = json.loads((tmp_path / "out" / "selection-explain.json").read_text())
+    ((note,),) = [s["decided_by_default"] for s in explain["selections"]]
+    assert explain["series"][note["chosen"]]["SeriesNumber"] == 201
+    assert note["matched"] >= 2

@@ -9,11 +9,18 @@ from typing import Any
 
 import pytest
 
-from selector_support import SeriesFixture, rules_json, write_parser_output
+from selector_support import (
+    SeriesFixture,
+    build_study,
+    rules_json,
+    volume_entry,
+    write_parser_output,
+)
+from series_selection.common.models import VolumeEntry
 from series_selection.selector.cli import main
-from series_selection.selector.inputs import read_parser_output
+from series_selection.selector.inputs import Candidate, facts_of, read_parser_output
 from series_selection.selector.rules import parse_rules
-from series_selection.selector.selection import select
+from series_selection.selector.selection import default_rank, select
 
 
 def ct(number: int, thickness: float | None, instances: int, **more: Any) -> SeriesFixture:
@@ -44,7 +51,7 @@ def chosen_numbers(
     ]
 
 
-def test_default_order_is_series_number(tmp_path: Path) -> None:
+def test_equal_series_go_by_series_number(tmp_path: Path) -> None:
     assert chosen_numbers(tmp_path, {"conditions": {}}) == [2]
     assert chosen_numbers(tmp_path, {"conditions": {}, "all_matched": True}) == [2, 3, 4, 5, 7]
 
@@ -81,7 +88,7 @@ def test_voxel_count_and_slice_spacing_keys(tmp_path: Path) -> None:
         2
     ]
     selection = {"conditions": {}, "order_by": ["slice_spacing"], "all_matched": True}
-    assert chosen_numbers(tmp_path, selection, fixtures) == [1, 2]  # equal: SeriesNumber
+    assert chosen_numbers(tmp_path, selection, fixtures) == [2, 1]  # equal: most slices first
 
 
 def test_order_does_not_depend_on_the_listing_order(tmp_path: Path) -> None:
@@ -174,3 +181,83 @@ def test_a_required_selection_that_matches_nothing_fails_with_exit_code_4(
 
 def test_a_selection_that_is_not_required_may_choose_nothing(tmp_path: Path) -> None:
     assert chosen_numbers(tmp_path, {"conditions": {"Modality": "MR"}}) == []
+
+
+LOCALIZER = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+AXIAL = ["ORIGINAL", "PRIMARY", "AXIAL"]
+MIXED_STUDY = [
+    ct(1, 1.0, 3, series={"ImageType": LOCALIZER}, shape=(8, 8, 3)),
+    ct(2, 1.0, 1, shape=(8, 8, 1)),
+    ct(3, 1.0, 20, shape=(8, 8, 20)),
+    ct(4, 1.0, 40, shape=(8, 8, 40)),
+    ct(5, 1.0, 40, shape=(8, 8, 40)),
+    SeriesFixture(  # LOCALIZER said by one instance only
+        series={"Modality": "CT", "SeriesNumber": 6},
+        instances=[{"ImageType": LOCALIZER}, {"ImageType": AXIAL}],
+        shape=(8, 8, 60),
+    ),
+]
+
+
+def test_without_order_by_a_volume_is_chosen_before_localizers_and_single_slices(
+    tmp_path: Path,
+) -> None:
+    assert chosen_numbers(tmp_path, {"conditions": {}}, MIXED_STUDY) == [4]
+    everything = {"conditions": {}, "all_matched": True}
+    assert chosen_numbers(tmp_path, everything, MIXED_STUDY) == [4, 5, 3, 2, 6, 1]
+
+
+def test_order_by_comes_first_then_the_default_order(tmp_path: Path) -> None:
+    thinnest = {"conditions": {}, "order_by": ["instance_count"], "all_matched": True}
+    assert chosen_numbers(tmp_path, thinnest, MIXED_STUDY) == [2, 6, 1, 3, 4, 5]
+
+
+def test_volumes_in_several_orientations_rank_as_a_localizer() -> None:
+    fixture = ct(1, 1.0, 3, shape=(8, 8, 1))
+    (study,) = build_study([fixture])
+    (series,) = study.series
+    planes = [
+        VolumeEntry.from_json({**volume_entry(f"v{n}.nii.gz", fixture), "orientation": plane})
+        for n, plane in enumerate(("AXIAL", "CORONAL", "SAGITTAL"))
+    ]
+    scout = Candidate(study, series, tuple(planes), facts_of(study, series, []))
+    single = Candidate(study, series, tuple(planes[:1]), facts_of(study, series, []))
+    assert default_rank(scout) == (2, -1)
+    assert default_rank(single) == (1, -1)
+
+
+def test_the_log_and_the_explanation_say_when_the_default_order_chose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_parser_output(tmp_path / "in", MIXED_STUDY)
+    rules = tmp_path / "rules.json"
+    rules.write_text(
+        rules_json(
+            {"name": "any", "conditions": {}},
+            {
+                "name": "ordered",
+                "conditions": {},
+                "order_by": ["instance_count descending", "SeriesNumber"],
+            },
+            {"name": "tied", "conditions": {}, "order_by": ["SliceThickness"]},
+        )
+    )
+    arguments = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    assert main([*arguments, "--rules", str(rules), "--explain"]) == 0
+    captured = capsys.readouterr()
+    expected = "6 series matched in study 1.2.3; chose #4 'series 4' by the default order"
+    assert f"selection 'any': {expected}" in captured.err
+    assert f"selection 'tied': {expected}" in captured.err
+    assert "selection 'ordered': " not in captured.err  # the rules decided
+    assert f"Default order: {expected}" in captured.out
+    assert "done: 'any': #4 'series 4'; 'ordered': #4 'series 4'; 'tied': #4 'series 4'" in (
+        captured.err
+    )
+    explain = json.loads((tmp_path / "out" / "selection-explain.json").read_text())
+    decided = {s["name"]: s["decided_by_default"] for s in explain["selections"]}
+    assert decided["ordered"] == []
+    for name in ("any", "tied"):
+        ((note,),) = [decided[name]]
+        assert (note["study"], note["matched"]) == ("1.2.3", 6)
+        assert explain["series"][note["chosen"]]["SeriesNumber"] == 4
+        assert note["why"].startswith(expected)

@@ -23,7 +23,7 @@ from series_selection.selector.outputs import (
     write_selected_images,
 )
 from series_selection.selector.rules import RULES_BASE64_ENV, RULES_FILE_ENV, load_rules
-from series_selection.selector.selection import check_required, select
+from series_selection.selector.selection import Outcome, check_required, select, series_label
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +101,9 @@ def run(settings: dict[str, Any], explain: bool = False) -> int:
         if explain:
             sys.stdout.write(explain_table(outcomes, rules.source))
         for outcome in outcomes:
-            uids = [c.series.uid for c in outcome.chosen]
-            shown = ", ".join(uids[:3]) + (f" and {len(uids) - 3} more" if len(uids) > 3 else "")
-            log.info("selection %r chose %s", outcome.selection.name, shown or "nothing")
+            log.info("selection %r chose %s", outcome.selection.name, _chosen_text(outcome))
+            for choice in outcome.by_default:
+                log.warning("selection %r: %s", outcome.selection.name, choice)
         try:
             check_required(outcomes)
         except SelectionError:
@@ -112,5 +112,13 @@ def run(settings: dict[str, Any], explain: bool = False) -> int:
         mode = settings["volumes"]
         written = write_selected_images(outcomes, input_dir, output_dir, mode, output.staging)
         output.publish([EXPLAIN_FILE, *written])
-    log.info("wrote %s and %s", output_dir / SELECTED_IMAGES_FILE, output_dir / EXPLAIN_FILE)
+    chosen = "; ".join(f"{o.selection.name!r}: {_chosen_text(o)}" for o in outcomes)
+    log.info("done: %s; wrote %s", chosen or "no selections", output_dir / SELECTED_IMAGES_FILE)
     return 0
+
+
+def _chosen_text(outcome: Outcome) -> str:
+    """The series a selection chose, by number and description (the first three)."""
+    labels = [series_label(candidate) for candidate in outcome.chosen]
+    more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+    return ", ".join(labels[:3]) + more if labels else "nothing"

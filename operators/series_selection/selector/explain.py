@@ -99,6 +99,15 @@ def _verdicts(outcome: Outcome, number: dict[int, int], codes: ValueCodes) -> di
     return {
         "ranked": [number[id(c)] for c in outcome.ranked],
         "chosen": [number[id(c)] for c in outcome.chosen],
+        "decided_by_default": [
+            {
+                "study": choice.study_uid,
+                "matched": choice.matched,
+                "chosen": number[id(choice.chosen)],
+                "why": str(choice),
+            }
+            for choice in outcome.by_default
+        ],
         "matched_without_volume": without_volume,
         "failed": [
             {"series": series, "conditions": [{"path": p, "why": w} for p, w in failed]}
@@ -149,7 +158,7 @@ def _selection_table(outcome: Outcome) -> str:
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [title]
+    lines = [title, *(f"  Default order: {choice}" for choice in outcome.by_default)]
     lines += [
         "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
     ]

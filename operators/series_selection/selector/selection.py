@@ -9,9 +9,16 @@ from functools import cached_property
 from typing import Any
 
 from series_selection.common.errors import SelectionError
+from series_selection.common.models import json_value, json_values
 from series_selection.selector.inputs import Candidate
 from series_selection.selector.matching import AllOf, Result, ValueCodes, as_number
 from series_selection.selector.rules import OrderKey, Rules, Selection
+
+DEFAULT_ORDER = (
+    "study by study: volumes before single slices, single slices before localizers, then the "
+    "most slices, then SeriesNumber"
+)
+"""How matching series are ordered after the rules' own ``order_by`` (docs/selector.md)."""
 
 
 @dataclass(frozen=True)
@@ -42,13 +49,31 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class DefaultChoice:
+    """A study where several series matched and the default order, not the rules, chose."""
+
+    study_uid: str
+    matched: int
+    chosen: Candidate
+
+    def __str__(self) -> str:
+        return (
+            f"{self.matched} series matched in study {self.study_uid}; chose "
+            f"{series_label(self.chosen)} by the default order ({DEFAULT_ORDER}); "
+            "add order_by to decide"
+        )
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """A selection's matching image series, best first, the ones chosen, and the others."""
+    """A selection's matching image series, best first, the ones chosen, the others, and the
+    studies where the default order chose."""
 
     selection: Selection
     ranked: tuple[Candidate, ...]
     chosen: tuple[Candidate, ...]
     others: tuple[Candidate, ...]
+    by_default: tuple[DefaultChoice, ...] = ()
 
     def verdicts(self) -> tuple[Verdict, ...]:
         """Every series: ranked matches first, then the others in series order."""
@@ -76,7 +101,8 @@ def select(rules: Rules, candidates: Sequence[Candidate]) -> Selected:
     """Apply every selection, in rule order, to every candidate."""
     baseline = tuple(sorted(candidates, key=lambda c: c.order))
     codes = ValueCodes([c.facts for c in baseline], sorted(rules.keywords))
-    outcomes = tuple(_apply(selection, baseline, codes) for selection in rules.selections)
+    ranks = {id(c): default_rank(c) for c in baseline}
+    outcomes = tuple(_apply(selection, baseline, codes, ranks) for selection in rules.selections)
     return Selected(baseline, codes, outcomes)
 
 
@@ -90,23 +116,72 @@ def check_required(outcomes: Sequence[Outcome]) -> None:
         )
 
 
-def _apply(selection: Selection, baseline: Sequence[Candidate], codes: ValueCodes) -> Outcome:
+def _apply(
+    selection: Selection,
+    baseline: Sequence[Candidate],
+    codes: ValueCodes,
+    ranks: dict[int, tuple[int, int]],
+) -> Outcome:
     conditions = selection.conditions
     keys = codes.keys(conditions)
     sample = dict(zip(keys, baseline, strict=True))  # series with equal keys match alike
     passing = {key for key, candidate in sample.items() if conditions.holds(candidate.facts)}
     matching = [c for c, key in zip(baseline, keys, strict=True) if key in passing and c.volumes]
-    ranked = _ordered(matching, selection.order_by)
+    by_study_and_rank = sorted(matching, key=lambda c: (c.order[:3], ranks[id(c)]))
+    ranked = _ordered(by_study_and_rank, selection.order_by)
+    by_default: list[DefaultChoice] = []
     if selection.all_matched:
         chosen = ranked
     else:
-        first_of_study: dict[str, Candidate] = {}
+        of_study: dict[str, list[Candidate]] = {}
         for candidate in ranked:
-            first_of_study.setdefault(candidate.study.uid, candidate)
-        chosen = list(first_of_study.values())
+            of_study.setdefault(candidate.study.uid, []).append(candidate)
+        chosen = [matches[0] for matches in of_study.values()]
+        by_default = [
+            DefaultChoice(study, len(matches), matches[0])
+            for study, matches in of_study.items()
+            if len(matches) > 1 and _tied(matches[0], matches[1], selection.order_by)
+        ]
     placed = set(map(id, ranked))
     others = tuple([c for c in baseline if id(c) not in placed])
-    return Outcome(selection, tuple(ranked), tuple(chosen), others)
+    return Outcome(selection, tuple(ranked), tuple(chosen), others, tuple(by_default))
+
+
+def default_rank(candidate: Candidate) -> tuple[int, int]:
+    """Where the default order places a series: (0 a volume, 1 a single slice, 2 a localizer;
+    then more slices first). A localizer is a series whose ImageType says LOCALIZER, or whose
+    volumes lie in more than one orientation (the three planes of a scout)."""
+    volumes = candidate.volumes
+    slices = max((v.shape[2] for v in volumes), default=0)
+    if _says_localizer(candidate) or len({v.orientation for v in volumes}) > 1:
+        kind = 2
+    else:
+        kind = 0 if slices > 1 else 1
+    return kind, -slices
+
+
+def _says_localizer(candidate: Candidate) -> bool:
+    """Whether the series' ImageType, or any of its instances', holds LOCALIZER."""
+    series = candidate.series
+    datasets = [series.attributes] + [instance.attributes for instance in series.instances]
+    return any(
+        "LOCALIZER" in (str(value).upper() for value in json_values(attributes, "ImageType") or ())
+        for attributes in datasets
+    )
+
+
+def series_label(candidate: Candidate) -> str:
+    """A series as people name it: its number and description (``#2 'Abd 1.25mm'``)."""
+    attributes = candidate.series.attributes
+    number = json_value(attributes, "SeriesNumber")
+    description = json_value(attributes, "SeriesDescription")
+    label = f"#{number}" if number is not None else candidate.series.uid
+    return f"{label} {str(description)!r}" if description else label
+
+
+def _tied(first: Candidate, second: Candidate, keys: Sequence[OrderKey]) -> bool:
+    """Whether the rules' ``order_by`` leaves ``first`` and ``second`` equal."""
+    return all(_sort_value(first, k.name) == _sort_value(second, k.name) for k in keys)
 
 
 def _ordered(candidates: Sequence[Candidate], keys: Sequence[OrderKey]) -> list[Candidate]:

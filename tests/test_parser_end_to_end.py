@@ -181,6 +181,39 @@ def test_irregular_stacks_are_resampled_onto_a_regular_grid(
     assert difference <= 0.51  # linear interpolation, rounded back to integers
 
 
+REGULAR = tuple(1.25 * n for n in range(10))
+
+
+@pytest.mark.parametrize(
+    ("positions", "stacks", "planes"),
+    [
+        ((0.0, 1.25, 2.5, 204.5), [3, 1], [3, 1]),  # one slice 202 mm from the others
+        (REGULAR + tuple(150 + p for p in REGULAR), [10, 10], [10, 10]),  # two clusters
+        (tuple(p for p in REGULAR if p != 5.0), [9], [10]),  # one missing slice: resampled
+        (tuple(range(8)) + tuple(12.0 + 5 * n for n in range(8)), [8, 8], [8, 8]),  # 1, 5 mm
+    ],
+)
+def test_no_volume_is_mostly_made_up(
+    tmp_path: Path, positions: tuple[float, ...], stacks: list[int], planes: list[int]
+) -> None:
+    truth = write_series(
+        tmp_path / "in", ct_series(slice_positions=positions, slices=len(positions))
+    )
+    outputs = run_parser(tmp_path / "in", tmp_path / "out")
+    volumes = volumes_of(outputs, truth.series_uid)
+    assert [v["instance_count"] for v in volumes] == stacks
+    assert [v["shape"][2] for v in volumes] == planes
+    if len(stacks) > 1:
+        assert [v["label"] for v in volumes] == [f"stack-{n + 1}" for n in range(len(stacks))]
+        assert all(v["notes"][0].startswith(f"one of {len(stacks)} stacks") for v in volumes)
+    slices = read_slices(truth.files)
+    for volume in volumes:
+        loaded = load_volume(tmp_path / "out" / volume["path"])
+        compared, difference = compare_with_dicom(loaded, slices)
+        assert compared > 0.5 * loaded.values.size
+        assert difference <= 0.51
+
+
 def test_every_file_is_accounted_for(tmp_path: Path) -> None:
     source = tmp_path / "in"
     truth = write_series(source / "ct", ct_series(slices=4), name_style="nested")

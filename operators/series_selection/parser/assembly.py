@@ -29,10 +29,22 @@ from series_selection.parser.geometry import (
     regular_slice_spacing,
     slice_normal,
 )
-from series_selection.parser.resample import Resampling, even_planes, in_plane_grid
+from series_selection.parser.resample import (
+    Resampling,
+    even_plane_step_and_count,
+    even_planes,
+    in_plane_grid,
+)
 
 GEOMETRY_KEYWORDS = ("ImageOrientationPatient", "Rows", "Columns", "PixelSpacing")
 SAME_POSITION_MM = 1e-3
+MAX_GAP_SPACINGS = 3.0
+"""A gap between slices wider than this many nominal spacings (the median gap) is never filled:
+the series is split there into stacks. Up to it, two missing slices in a row are interpolated."""
+MAX_INTERPOLATED_SHARE = 0.25
+"""An uneven stack is resampled only when its regular grid has at most this share of planes
+more than the slices acquired (or one plane more: a single missing slice); else it is refused,
+as more made up than measured."""
 
 
 @dataclass(frozen=True)
@@ -67,10 +79,78 @@ def plan_volumes(frames: Sequence[Frame]) -> list[PlannedVolume | RefusedVolume]
     plans: list[PlannedVolume | RefusedVolume] = []
     for key, (label, distinguished_by) in zip(keys, labels, strict=True):
         try:
-            plans.append(_plan(groups[key], label, distinguished_by))
+            stacks = _regular_stacks(groups[key])
         except ConversionError as error:
             plans.append(RefusedVolume(label, str(error), len(groups[key])))
+            continue
+        for number, (stack, note) in enumerate(stacks, start=1):
+            part = "_".join(filter(None, (label, f"stack-{number}"))) if note else label
+            try:
+                plans.append(_plan(stack, part, distinguished_by, note))
+            except ConversionError as error:
+                plans.append(RefusedVolume(part, str(error), len(stack)))
     return plans
+
+
+def _regular_stacks(frames: list[Frame]) -> list[tuple[list[Frame], str]]:
+    """``frames`` split into stacks that need no more than a little interpolation, each with the
+    note that says why (none when the frames stay whole): split where slices lie more than
+    ``MAX_GAP_SPACINGS`` nominal spacings apart, and, where a regular grid would still be mostly
+    made up, wherever the slice spacing changes."""
+    normal = slice_normal(frames[0].orientation)
+    distances = distances_along(normal, np.array([f.position for f in frames], dtype=float))
+    slots = np.unique(np.round(distances / SAME_POSITION_MM)) * SAME_POSITION_MM
+    if slots.size < 3:
+        return [(frames, "")]
+    gaps = np.diff(slots)
+    nominal = float(np.median(gaps))
+    cuts = set((np.flatnonzero(gaps > MAX_GAP_SPACINGS * nominal) + 1).tolist())
+    reasons = []
+    if cuts:
+        widest = max(float(gaps[c - 1]) for c in cuts)
+        reasons.append(f"gaps up to {widest:.1f} mm between slices {nominal:.3f} mm apart")
+    changes = set()
+    for piece in np.split(np.arange(slots.size), sorted(cuts)):
+        if _mostly_made_up(slots[piece]):
+            changes |= {int(piece[0]) + cut for cut in _spacing_changes(np.diff(slots[piece]))}
+    if changes:
+        reasons.append("slice spacing changes where a regular grid would be mostly interpolated")
+    if not cuts | changes:
+        return [(frames, "")]
+    starts = sorted(cuts | changes)
+    note = f"one of {len(starts) + 1} stacks of the series, each as acquired: " + "; ".join(reasons)
+    bounds = np.array([(slots[c - 1] + slots[c]) / 2 for c in starts])
+    parts: list[list[Frame]] = [[] for _ in range(len(starts) + 1)]
+    for frame, distance in zip(frames, distances, strict=True):
+        parts[int(np.searchsorted(bounds, distance))].append(frame)
+    return [(part, note) for part in parts]
+
+
+def _mostly_made_up(slot_distances: FloatArray) -> bool:
+    """Whether a regular grid through these slices would have more planes than
+    ``MAX_INTERPOLATED_SHARE`` allows beyond the slices themselves."""
+    if slot_distances.size < 3:
+        return False
+    try:
+        regular_slice_spacing(slot_distances)
+        return False
+    except GeometryError:
+        _, count = even_plane_step_and_count(slot_distances)
+        return count - slot_distances.size > max(1, MAX_INTERPOLATED_SHARE * count)
+
+
+def _spacing_changes(gaps: FloatArray) -> list[int]:
+    """Where (slice indices) a new stack starts, taking slices while their spacing stays the
+    first gap's: a gap of another size ends the stack, and the next gap sets the new spacing."""
+    starts = []
+    spacing = None
+    for index, gap in enumerate(gaps):
+        if spacing is None:
+            spacing = gap
+        elif abs(gap - spacing) > position_tolerance(spacing):
+            starts.append(index + 1)
+            spacing = None
+    return starts
 
 
 def _volume_key(frame: Frame) -> tuple[tuple[str, Any], ...]:
@@ -134,7 +214,9 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _plan(frames: list[Frame], label: str, distinguished_by: dict[str, Any]) -> PlannedVolume:
+def _plan(
+    frames: list[Frame], label: str, distinguished_by: dict[str, Any], note: str = ""
+) -> PlannedVolume:
     first = frames[0]
     normal = slice_normal(first.orientation)
     positions = np.array([f.position for f in frames], dtype=float)
@@ -165,7 +247,7 @@ def _plan(frames: list[Frame], label: str, distinguished_by: dict[str, Any]) -> 
             )
     ordered = [frames[by_time[k][t]] for t in range(time_points) for k in range(len(slice_keys))]
     first_slices = np.array([frames[members[0]].position for members in by_time])
-    notes: list[str] = []
+    notes = [note] if note else []
     if first.photometric == "MONOCHROME1":
         notes.append("MONOCHROME1: stored values kept; higher values are meant to display darker")
     resampling = None
@@ -212,6 +294,13 @@ def _regular_grid(
     try:
         spacing = regular_slice_spacing(distances)
     except GeometryError as uneven:
+        _, count = even_plane_step_and_count(distances)
+        extra = count - distances.size
+        if extra > max(1, MAX_INTERPOLATED_SHARE * count):
+            raise ConversionError(
+                f"{uneven}; a regular grid would need {count} planes for {distances.size} "
+                f"slices: more than {MAX_INTERPOLATED_SHARE:.0%} of the volume made up"
+            ) from None
         planes = even_planes(distances)
         spacing = float(planes[1] - planes[0])
         problems.append(

@@ -79,12 +79,17 @@ def even_planes(distances: FloatArray) -> FloatArray:
     """Evenly spaced plane distances from the first slice to the last, as far apart as the
     closest two slices (the last plane may fall short of the last slice by under one step)."""
     sorted_distances = np.asarray(distances, dtype=float)
-    gaps = np.diff(sorted_distances)
-    if sorted_distances.ndim != 1 or gaps.size == 0 or np.any(gaps <= 0):
+    step, count = even_plane_step_and_count(sorted_distances)
+    return np.asarray(sorted_distances[0] + step * np.arange(count), dtype=float)
+
+
+def even_plane_step_and_count(distances: FloatArray) -> tuple[float, int]:
+    """The step and number of the planes ``even_planes`` places, without placing them."""
+    gaps = np.diff(distances)
+    if distances.ndim != 1 or gaps.size == 0 or np.any(gaps <= 0):
         raise ValueError("distances must be strictly increasing, at least two")
     step = float(gaps.min())
-    count = math.floor((sorted_distances[-1] - sorted_distances[0]) / step + 1e-6) + 1
-    return np.asarray(sorted_distances[0] + step * np.arange(count), dtype=float)
+    return step, math.floor((distances[-1] - distances[0]) / step + 1e-6) + 1
 
 
 def interpolate_planes(

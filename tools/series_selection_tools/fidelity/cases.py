@@ -95,12 +95,14 @@ def evaluate_case(root: Path, case: dict[str, Any], workdir: Path, workers: int 
         results.append(_best_match(reference, loaded, _tolerance(root / reference, loaded), ours))
     resampled = tuple(v["resampled"] for vs in images.values() for v in vs if v["resampled"])
     agreement = None
-    if resampled and len(images) == 1:
-        ((volume,),) = images.values()
+    if resampled and len(images) == 1:  # one series: each of its volumes against DICOM
+        (volumes,) = images.values()
         files = [source / f["path"] for f in report["files"] if f["status"] == "used"]
-        agreement = compare_with_dicom(
-            load_volume(workdir / "all" / volume["path"]), read_slices(files)
-        )
+        slices = read_slices(files)
+        each = [
+            compare_with_dicom(load_volume(workdir / "all" / v["path"]), slices) for v in volumes
+        ]
+        agreement = (sum(c for c, _ in each), max(d for _, d in each))
     return CaseResult(
         case["input"],
         tuple(sorted(ours)),

@@ -193,9 +193,7 @@ def lost(number: int) -> int:
 @pytest.mark.parametrize("chunksize", [1, 4])
 def test_a_job_that_always_kills_its_worker_is_reported_lost(chunksize: int) -> None:
     with Workers(2) as workers:
-        results = list(
-            workers.map(kill_own_process_on_three, list(range(9)), lost, "done", chunksize)
-        )
+        results = list(workers.map(kill_own_process_on_three, list(range(9)), lost, chunksize))
         assert results == [0, 10, 20, -3, 40, 50, 60, 70, 80]
         # the pool works on after the loss
-        assert list(workers.map(lost, [1, 2], lost, "done")) == [-1, -2]
+        assert list(workers.map(lost, [1, 2], lost)) == [-1, -2]

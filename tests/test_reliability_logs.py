@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from reliability_support import parser_command, parser_environment, replace_value
 from series_selection.common.logs import JsonFormatter, TextFormatter
+from series_selection.parser.cli import main as parse
 from series_selection_tools.samples.synthetic import ct_series, write_series
 
 FORGED_ASCII = (
@@ -134,3 +135,23 @@ def test_parser_and_selector_logs_cannot_be_forged(
     )  # fmt: skip
     assert_every_line_a_record(selector.stderr, log_format)
     assert "forged" in selector.stderr
+
+
+@pytest.mark.shared_data
+def test_a_decoder_failure_is_one_line_and_a_traceback_only_at_debug(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = bytearray((shared_data / "dcm_qa_ts" / "In" / "7.dcm").read_bytes())  # JPEG-LS
+    scan = data.find(b"\xff\xda")  # start of scan: what follows is entropy-coded
+    data[scan + 14 : scan + 400] = bytes(range(256)) + bytes(range(130))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "broken.dcm").write_bytes(data)
+    arguments = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    assert parse(arguments) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if "not converted" in line]
+    assert "broken.dcm: pixel data cannot be decoded: " in line
+    assert "pylibjpeg: " in line  # the decoder's own reason, on the same line
+    assert parse([*arguments, "--log-level", "DEBUG"]) == 0
+    assert "Traceback" in capsys.readouterr().err

@@ -6,6 +6,7 @@ import argparse
 import ctypes
 import logging
 import os
+import sys
 from contextlib import suppress
 from pathlib import Path
 
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             settings["format"],
             settings["workers"],
             settings["max_series_bytes"],
+            progress_bar=settings["log_format"] == "text" and sys.stderr.isatty(),
         )
         log.info("done: %s", summary.line())
         return 0

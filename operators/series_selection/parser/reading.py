@@ -117,5 +117,6 @@ def _package_folder(name: str) -> str | None:
 
 
 def _short(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return (lines[0] if lines else type(error).__name__)[:200]
+    """The error's text on one line (a decoder's reasons may follow on further lines)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return (text or type(error).__name__)[:300]

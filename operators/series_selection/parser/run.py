@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import filecmp
 import logging
+import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -16,6 +17,7 @@ from pydicom import config
 from series_selection.common.errors import InputError
 from series_selection.common.folders import OutputFolder, check_apart
 from series_selection.common.jsonio import write_json
+from series_selection.common.progress import Progress
 from series_selection.parser.bounds import default_max_series_bytes, size_text
 from series_selection.parser.convert import (
     SeriesJob,
@@ -70,12 +72,14 @@ def parse_folder(
     fmt: str,
     workers: int,
     max_series_bytes: int | None = None,
+    progress_bar: bool = False,
 ) -> ParseSummary:
     """Run the whole parser from ``input_dir`` into ``output_dir``.
 
     A series whose headers claim more than ``max_series_bytes`` of pixel data (by default
     ``default_max_series_bytes()``) is refused before any of it is read. Outputs are staged and
-    published together at the end.
+    published together at the end. Progress goes to the log every few seconds, or to a bar
+    on standard error with ``progress_bar``.
     """
     input_root, output_root = _check_folders(input_dir, output_dir)
     if max_series_bytes is None:
@@ -85,13 +89,15 @@ def parse_folder(
     # value read only costs time and repeats the same warning. The workers, forked inside
     # this block, keep the setting.
     with config.disable_value_validation(), OutputFolder(output_root, OWNER) as output:
-        summary, published = _parse(input_root, output.staging, fmt, workers, max_series_bytes)
+        summary, published = _parse(
+            input_root, output.staging, fmt, workers, max_series_bytes, progress_bar
+        )
         output.publish(published)
     return summary
 
 
 def _parse(
-    input_root: Path, staging: Path, fmt: str, workers: int, max_series_bytes: int
+    input_root: Path, staging: Path, fmt: str, workers: int, max_series_bytes: int, bar: bool
 ) -> tuple[ParseSummary, list[str]]:
     """Write every output into ``staging``; return the summary and the files written."""
     listed = list(list_files(input_root))
@@ -103,26 +109,28 @@ def _parse(
     # later they would inherit (and, as Python touches it, copy) every header read so far.
     with Workers(workers) as pool, HeaderStore(staging) as store:
         scan = partial(scan_file, input_root, max_bytes=max_series_bytes)
-        for scanned in pool.map(scan, readable, _scan_lost, "scanned", chunksize=32):
-            if scanned.summary is None or scanned.header is None:
-                skipped[scanned.path] = scanned.skip_reason or "unreadable"
-            else:
-                headers.append(scanned.summary)
-                store.put(scanned.path, scanned.header)
+        with Progress("reading headers", len(readable), "files", bar) as progress:
+            for scanned in pool.map(scan, readable, _scan_lost, chunksize=32):
+                progress.advance()
+                if scanned.summary is None or scanned.header is None:
+                    skipped[scanned.path] = scanned.skip_reason or "unreadable"
+                else:
+                    headers.append(scanned.summary)
+                    store.put(scanned.path, scanned.header)
+        if not headers:
+            log.warning("no DICOM file found under %s (%d files)", input_root, len(listed))
         studies, duplicates = group_headers(headers)
         jobs, no_volume = _plan_jobs(studies, input_root, staging, fmt, max_series_bytes)
-        converted = pool.map(convert_series, jobs, _conversion_lost, "series converted")
-        log.info("writing %s while the series convert", METADATA_FILE)
-        write_metadata(staging / METADATA_FILE, studies, store)
-        outcomes = {(o.study_uid, o.series_uid): o for o in converted}
-    for (study_uid, series_uid), reason in no_volume.items():
-        outcomes[study_uid, series_uid] = SeriesOutcome(
-            study_uid, series_uid, problems=(reason,), has_pixels=False
-        )
+        outcomes = _convert_all(pool, jobs, studies, staging / METADATA_FILE, store, bar)
+    for study, series in _all_series(studies):
+        reason = no_volume.get((study.uid, series.uid))
+        if reason is not None:
+            outcome = SeriesOutcome(study.uid, series.uid, problems=(reason,), has_pixels=False)
+            outcomes[study.uid, series.uid] = outcome
+            _log_outcome(series, outcome)
     series_images: dict[str, list[dict[str, Any]]] = {}
     for study, series in _all_series(studies):
         outcome = outcomes[study.uid, series.uid]
-        _log_outcome(series, outcome)
         if outcome.volumes:
             series_images.setdefault(series.uid, []).extend(v.to_json() for v in outcome.volumes)
     report = _report(listed, skipped, headers, duplicates, studies, outcomes, input_root, fmt)
@@ -130,6 +138,52 @@ def _parse(
     write_json(staging / REPORT_FILE, report, "parse-report")
     published = [METADATA_FILE, SERIES_IMAGES_FILE, REPORT_FILE, *_volume_files(series_images)]
     return ParseSummary(**report["summary"]), published
+
+
+def _convert_all(
+    pool: Workers,
+    jobs: list[SeriesJob],
+    studies: Sequence[StudyGroup],
+    metadata: Path,
+    store: HeaderStore,
+    bar: bool,
+) -> dict[tuple[str, str], SeriesOutcome]:
+    """Convert every job in the workers while ``dicom-metadata.json`` is written here, in a
+    thread; each series' line is logged as its conversion arrives."""
+    groups = {(study.uid, series.uid): series for study, series in _all_series(studies)}
+    outcomes: dict[tuple[str, str], SeriesOutcome] = {}
+    log.info("writing %s while the series convert", METADATA_FILE)
+    writing = _Background(partial(write_metadata, metadata, studies, store))
+    with Progress("converting", len(jobs), "series", bar) as progress:
+        for outcome in pool.map(convert_series, jobs, _conversion_lost):
+            progress.advance()
+            key = outcome.study_uid, outcome.series_uid
+            outcomes[key] = outcome
+            _log_outcome(groups[key], outcome)
+    writing.wait()
+    return outcomes
+
+
+class _Background:
+    """``job`` run in a daemon thread: a run that fails or is interrupted does not wait for it
+    (its staging folder, which the job writes into, is discarded)."""
+
+    def __init__(self, job: Callable[[], None]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(job,), daemon=True)
+        self._thread.start()
+
+    def _run(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except BaseException as error:  # handed to wait(), in the thread that waits
+            self._error = error
+
+    def wait(self) -> None:
+        """Wait for the job; raise what stopped it (a full disk, say)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 def _scan_lost(relative: str) -> ScannedFile:

@@ -8,8 +8,7 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
@@ -21,7 +20,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 
-PROGRESS_SECONDS = 5.0
 PR_SET_PDEATHSIG = 1
 
 
@@ -81,15 +79,9 @@ class Workers:
         function: Callable[[T], R],
         items: list[T],
         lost: Callable[[T], R],
-        done: str,
         chunksize: int = 1,
     ) -> Iterator[R]:
-        """``function`` over ``items``, results in order, logging progress as ``done``."""
-        return _progress(self._results(function, items, lost, chunksize), len(items), done)
-
-    def _results(
-        self, function: Callable[[T], R], items: list[T], lost: Callable[[T], R], chunksize: int
-    ) -> Iterator[R]:
+        """``function`` over ``items``, results in order."""
         if self._pool is None or len(items) <= 1:
             yield from map(function, items)
             return
@@ -165,13 +157,3 @@ def _die_with_parent(parent: int) -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)
-
-
-def _progress(results: Iterable[R], total: int, done: str) -> Iterator[R]:
-    last = time.monotonic()
-    for count, result in enumerate(results, start=1):
-        now = time.monotonic()
-        if now - last >= PROGRESS_SECONDS:
-            log.info("%s: %d/%d", done, count, total)
-            last = now
-        yield result

@@ -66,7 +66,6 @@ def test_mixed_orientations_in_one_series_are_split(
     ("case_input", "reason"),
     [
         ("dcm_qa_xa30/In/99_Phoenix_Document", "no image data (SR)"),
-        ("dcm_qa_ct/In/Philips/S21610/S4010", "no usable ImagePositionPatient"),
     ],
 )
 def test_case_refused_with_reason(

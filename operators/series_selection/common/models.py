@@ -133,6 +133,13 @@ class Rescale:
     stored_as: str  # "applied", "nifti_scl" or "identity"
 
 
+PATIENT_GEOMETRY = "patient"
+IMAGE_PLANE_ONLY = "image plane only: no patient position"
+"""The geometry of a 2D image without ImagePositionPatient (a radiograph, say): its origin and
+direction say nothing of where it lies in the patient, and its orientation is ``NO_PLANE``."""
+NO_PLANE = "NONE"
+
+
 @dataclass(frozen=True)
 class VolumeEntry:
     """One volume file, as listed in ``series-images.json`` (see its schema for each field)."""
@@ -155,6 +162,7 @@ class VolumeEntry:
     notes: tuple[str, ...] = field(default_factory=tuple)
     study_instance_uid: str = ""
     """The study of the series: one SeriesInstanceUID may (wrongly) appear in two studies."""
+    geometry: str = PATIENT_GEOMETRY
 
     def to_json(self) -> dict[str, Any]:
         entry = asdict(self)
@@ -187,4 +195,5 @@ class VolumeEntry:
             resampled=entry["resampled"],
             notes=tuple(entry.get("notes", ())),
             study_instance_uid=entry.get("StudyInstanceUID", ""),
+            geometry=entry.get("geometry", PATIENT_GEOMETRY),
         )

@@ -38,6 +38,7 @@ from series_selection.parser.resample import (
 
 GEOMETRY_KEYWORDS = ("ImageOrientationPatient", "Rows", "Columns", "PixelSpacing")
 SAME_POSITION_MM = 1e-3
+MONOCHROME1_NOTE = "MONOCHROME1: stored values kept; higher values are meant to display darker"
 MAX_GAP_SPACINGS = 3.0
 """A gap between slices wider than this many nominal spacings (the median gap) is never filled:
 the series is split there into stacks. Up to it, two missing slices in a row are interpolated."""
@@ -70,10 +71,12 @@ class RefusedVolume:
 
 
 def plan_volumes(frames: Sequence[Frame]) -> list[PlannedVolume | RefusedVolume]:
-    """Split ``frames`` into volumes (sorted deterministically) and plan each one's geometry."""
+    """Split ``frames`` into volumes (sorted deterministically) and plan each one's geometry;
+    frames without patient position become 2D images, one per file."""
     groups: dict[tuple[tuple[str, Any], ...], list[Frame]] = defaultdict(list)
     for frame in frames:
-        groups[_volume_key(frame)].append(frame)
+        if frame.located:
+            groups[_volume_key(frame)].append(frame)
     keys = sorted(groups, key=repr)
     labels = _labels(keys)
     plans: list[PlannedVolume | RefusedVolume] = []
@@ -89,7 +92,37 @@ def plan_volumes(frames: Sequence[Frame]) -> list[PlannedVolume | RefusedVolume]
                 plans.append(_plan(stack, part, distinguished_by, note))
             except ConversionError as error:
                 plans.append(RefusedVolume(part, str(error), len(stack)))
-    return plans
+    return plans + _plane_images([frame for frame in frames if not frame.located])
+
+
+def _plane_images(frames: Sequence[Frame]) -> list[PlannedVolume]:
+    """One 2D image per file (a multi-frame file: 2D + time, its frames in order), placed in its
+    own plane: column spacing along x, row spacing along y, origin 0, no patient position."""
+    by_file: dict[str, list[Frame]] = defaultdict(list)
+    for frame in frames:
+        by_file[frame.source].append(frame)
+    files = sorted(by_file.values(), key=lambda f: (f[0].order, f[0].source))
+    images = []
+    for number, file_frames in enumerate(files, start=1):
+        ordered = tuple(sorted(file_frames, key=lambda f: f.index))
+        first = ordered[0]
+        notes = [first.spacing_note]
+        if len(ordered) > 1:
+            notes.append(f"2D + time: {len(ordered)} frames")
+        if first.photometric == "MONOCHROME1":
+            notes.append(MONOCHROME1_NOTE)
+        row_spacing, column_spacing = first.pixel_spacing
+        images.append(
+            PlannedVolume(
+                label=f"image-{number}" if len(files) > 1 else "",
+                distinguished_by={},
+                frames=ordered,
+                time_points=len(ordered),
+                affine_lps=np.diag([column_spacing, row_spacing, 1.0, 1.0]),
+                notes=tuple(notes),
+            )
+        )
+    return images
 
 
 def _regular_stacks(frames: list[Frame]) -> list[tuple[list[Frame], str]]:
@@ -249,7 +282,7 @@ def _plan(
     first_slices = np.array([frames[members[0]].position for members in by_time])
     notes = [note] if note else []
     if first.photometric == "MONOCHROME1":
-        notes.append("MONOCHROME1: stored values kept; higher values are meant to display darker")
+        notes.append(MONOCHROME1_NOTE)
     resampling = None
     if len(slice_keys) > 1:
         slice_distances = np.array([distances[m[0]] for m in by_time])

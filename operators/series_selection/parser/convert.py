@@ -15,7 +15,13 @@ import numpy as np
 import numpy.typing as npt
 
 from series_selection.common.errors import ConversionError, DicomReadError, OutputError
-from series_selection.common.models import Rescale, VolumeEntry
+from series_selection.common.models import (
+    IMAGE_PLANE_ONLY,
+    NO_PLANE,
+    PATIENT_GEOMETRY,
+    Rescale,
+    VolumeEntry,
+)
 from series_selection.common.orientation import plane_of
 from series_selection.parser.assembly import (
     PlannedVolume,
@@ -158,7 +164,8 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any])
         raise OutputError(f"cannot write into {job.output_root}: {error.strerror}") from error
     try:
         write = WRITERS[job.format]
-        written = write(scratch / file_name, voxels, plan.affine_lps, rescale, colour)
+        located = plan.frames[0].located
+        written = write(scratch / file_name, voxels, plan.affine_lps, rescale, colour, located)
         publish(written, destination)
     except OSError as error:
         raise OutputError(f"cannot write {file_name}: {error.strerror or error}") from error
@@ -176,7 +183,7 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any])
         spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
         origin=tuple(float(v) for v in plan.affine_lps[:3, 3]),  # type: ignore[arg-type]
         direction=tuple(tuple(float(v) for v in direction[:, a]) for a in range(3)),  # type: ignore[misc]
-        orientation=plane_of(plan.frames[0].orientation),
+        orientation=plane_of(plan.frames[0].orientation) if located else NO_PLANE,
         dtype=voxels.dtype.name,  # whatever byte order was read: the files are little-endian
         rescale=rescale,
         instance_count=len({f.source for f in plan.frames}),
@@ -184,6 +191,7 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any])
         resampled=resampling.description if resampling else None,
         notes=plan.notes,
         study_instance_uid=job.study_uid,
+        geometry=PATIENT_GEOMETRY if located else IMAGE_PLANE_ONLY,
     )
 
 

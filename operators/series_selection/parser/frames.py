@@ -30,6 +30,9 @@ from series_selection.parser.reading import (
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 """Prefix of the Secondary Capture SOP classes (screen captures, scanned documents)."""
+PLANAR_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "US", "XA", "RF"})
+"""Modalities whose images are 2D by nature (projection radiographs, ultrasound, angiography):
+without a patient position they become images of their plane, not refused."""
 COMPLEX_COMPONENTS = {
     "M": "MAGNITUDE", "MAGNITUDE": "MAGNITUDE", "P": "PHASE", "PHASE": "PHASE",
     "R": "REAL", "REAL": "REAL", "I": "IMAGINARY", "IMAGINARY": "IMAGINARY",
@@ -57,6 +60,11 @@ class Frame:
     secondary_capture: bool = False
     photometric: str = "MONOCHROME2"
     colour: bool = False
+    located: bool = True
+    """False for a 2D image without patient position: ``position`` and ``orientation`` are then
+    the image plane's own axes (origin 0), never a place in the patient."""
+    spacing_note: str = ""
+    """How the pixel spacing of an image without patient position was found."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -251,6 +259,14 @@ def _frame(
     position = lookup("PlanePositionSequence", "ImagePositionPatient")
     orientation = lookup("PlaneOrientationSequence", "ImageOrientationPatient")
     spacing = lookup("PixelMeasuresSequence", "PixelSpacing")
+    secondary_capture = str(dataset.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE)
+    planar = secondary_capture or str(dataset.get("Modality", "")).upper() in PLANAR_MODALITIES
+    unlocated = position is None or orientation is None
+    if planar and unlocated:
+        spacing, spacing_note = _plane_spacing(dataset, source)
+        position, orientation = (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+    else:
+        spacing_note = ""
     for keyword, value, size in (
         ("ImagePositionPatient", position, 3),
         ("ImageOrientationPatient", orientation, 6),
@@ -275,9 +291,41 @@ def _frame(
         split=_split_values(dataset, lookup),
         order=_time_order(dataset, lookup, index),
         thickness=_length(thickness),
-        secondary_capture=str(dataset.get("SOPClassUID", "")).startswith(SECONDARY_CAPTURE),
+        secondary_capture=secondary_capture,
         colour=colour,
+        located=not (planar and unlocated),
+        spacing_note=spacing_note,
     )
+
+
+def _plane_spacing(dataset: Dataset, source: str) -> tuple[tuple[float, ...], str]:
+    """The pixel spacing of an image without patient position (mm, rows then columns), and
+    where it came from: PixelSpacing; else ImagerPixelSpacing, divided by the
+    EstimatedRadiographicMagnificationFactor where given; else 1 mm."""
+    spacing = dataset.get("PixelSpacing")
+    if spacing is not None and len(_as_list(spacing)) == 2:
+        return _spacing(spacing, source, "PixelSpacing"), "pixel spacing from PixelSpacing"
+    imager = dataset.get("ImagerPixelSpacing")
+    if imager is None or len(_as_list(imager)) != 2:
+        return (1.0, 1.0), "no pixel spacing in the file: 1 mm assumed"
+    at_detector = _spacing(imager, source, "ImagerPixelSpacing")
+    factor = finite_number(dataset.get("EstimatedRadiographicMagnificationFactor"), 0.0)
+    if factor <= 0:
+        return at_detector, "pixel spacing from ImagerPixelSpacing: at the detector, not magnified"
+    keyword = "ImagerPixelSpacing / EstimatedRadiographicMagnificationFactor"
+    corrected = _spacing(tuple(v / factor for v in at_detector), source, keyword)
+    return corrected, (
+        f"pixel spacing from ImagerPixelSpacing divided by the EstimatedRadiographic"
+        f"MagnificationFactor {factor:g}"
+    )
+
+
+def _spacing(value: Any, source: str, keyword: str) -> tuple[float, ...]:
+    """A pixel spacing: two numbers, each at least ``MIN_SPACING_MM``."""
+    numbers = _floats(value, source, keyword)
+    if min(numbers) < MIN_SPACING_MM:
+        raise ConversionError(f"{keyword} must be at least {MIN_SPACING_MM:g} mm: {list(numbers)}")
+    return numbers
 
 
 def _split_values(dataset: Dataset, lookup: Any) -> tuple[tuple[str, Any], ...]:

@@ -4,9 +4,8 @@ the finished files into place, so a reader never sees a half-written volume."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import nibabel as nib
 import numpy as np
@@ -25,7 +24,23 @@ NIFTI_VOXEL_OFFSET = 352
 GZIP_PIECE = 8 << 20
 """Voxel bytes are deflated this many at a time, so the compressed copy stays small."""
 
-Writer = Callable[[Path, npt.NDArray[Any], FloatArray, Rescale, bool], list[Path]]
+
+class Writer(Protocol):
+    """Write ``voxels`` to ``path`` with its LPS ``affine``; return the files written.
+    ``located`` is false for a 2D image without patient position: its affine then places it
+    only in its own plane, and the file says the patient space is unknown."""
+
+    def __call__(
+        self,
+        path: Path,
+        voxels: npt.NDArray[Any],
+        affine: FloatArray,
+        rescale: Rescale,
+        colour: bool,
+        located: bool = True,
+    ) -> list[Path]: ...
+
+
 RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
 METAIMAGE_TYPES = {
     ("i", 1): "MET_CHAR",
@@ -43,9 +58,15 @@ METAIMAGE_TYPES = {
 
 
 def write_nifti(
-    path: Path, voxels: npt.NDArray[Any], affine: FloatArray, rescale: Rescale, colour: bool
+    path: Path,
+    voxels: npt.NDArray[Any],
+    affine: FloatArray,
+    rescale: Rescale,
+    colour: bool,
+    located: bool = True,
 ) -> list[Path]:
-    """Write ``voxels`` ((k, j, i) or (t, k, j, i), C order) as NIfTI-1 with sform = qform.
+    """Write ``voxels`` ((k, j, i) or (t, k, j, i), C order) as NIfTI-1 with sform = qform
+    (codes 1, scanner space); not ``located``: both codes 0 (unknown space), spacing only.
 
     Colour voxels ((k, j, i, 3), 8-bit) are stored as RGB24.
 
@@ -61,8 +82,8 @@ def write_nifti(
     header.set_data_dtype(RGB24 if colour else data.dtype)
     header.set_data_shape(grid)
     header.set_xyzt_units("mm", "sec")
-    header.set_qform(ras, code=1)
-    header.set_sform(ras, code=1)
+    header.set_qform(ras if located else None, code=1 if located else 0)
+    header.set_sform(ras if located else None, code=1 if located else 0)
     zooms = spacing_and_direction(affine)[0]
     header.set_zooms((*zooms, *(1.0,) * (len(grid) - 3)))
     if rescale.stored_as == "nifti_scl":
@@ -86,10 +107,15 @@ def write_nifti(
 
 
 def write_metaimage(
-    path: Path, voxels: npt.NDArray[Any], affine: FloatArray, rescale: Rescale, colour: bool
+    path: Path,
+    voxels: npt.NDArray[Any],
+    affine: FloatArray,
+    rescale: Rescale,
+    colour: bool,
+    located: bool = True,
 ) -> list[Path]:
     """Write ``voxels`` as MetaImage (``.mhd`` header + ``.raw`` data) with LPS geometry;
-    colour as 3-component vector pixels.
+    colour as 3-component vector pixels; not ``located``: AnatomicalOrientation unknown.
 
     The header and the voxel block are written directly, with the keys, order and number
     format ITK's MetaIO writes: SimpleITK would first copy the whole volume into an image.
@@ -118,7 +144,7 @@ def write_metaimage(
         ("CenterOfRotation", _numbers([0.0] * len(grid))),
     ]
     dimensions = " ".join(str(size) for size in grid)
-    if extra:  # ITK orients only 3D images; others get an unknown one, after DimSize
+    if extra or not located:  # ITK orients only 3D images; others get an unknown one
         fields += [("ElementSpacing", _numbers([*spacing, *(1.0,) * extra]))]
         fields += [("DimSize", dimensions), ("AnatomicalOrientation", "?" * len(grid))]
     else:

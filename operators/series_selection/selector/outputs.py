@@ -111,6 +111,7 @@ class _SeriesEntries:
             "shape": list(volume.shape),
             "spacing": list(volume.spacing),
             "orientation": volume.orientation,
+            "geometry": volume.geometry,
             "dtype": volume.dtype,
             "channels": volume.channels,
         }

@@ -24,6 +24,7 @@ from pydicom.uid import (
 from series_selection.common.errors import ConversionError
 from series_selection.parser.frames import StoredPixels, read_frames
 from series_selection.parser.scan import list_files
+from series_selection_tools.samples.synthetic import mr_series, write_series
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,3 +124,22 @@ def test_a_frame_of_another_type_is_cast_as_numpy_assigns(tmp_path: Path) -> Non
     expected = np.zeros(stored.shape, dtype=np.int16)
     expected[...] = dcmread(tmp_path / "unsigned.dcm").pixel_array
     np.testing.assert_array_equal(volume_slice, expected)
+
+
+def test_a_uih_vframe_mosaic_is_refused_by_name_not_read_as_one_slice(tmp_path: Path) -> None:
+    """Its tiles' positions are only in the private sequence (0065,1051); read plainly it would
+    be one slice of the whole mosaic at the first tile's position."""
+    (path,) = write_series(tmp_path / "mr", mr_series(slices=1, rows=8, columns=8)).files
+    dataset = dcmread(path)
+    dataset.ImageType = ["ORIGINAL", "PRIMARY", "M", "VFRAME"]
+    block = dataset.private_block(0x0065, "Image Private Header", create=True)
+    block.add_new(0x50, "DS", "4")
+    tiles = []
+    for z in range(4):
+        tile = Dataset()
+        tile.ImagePositionPatient = [0.0, 0.0, 4.0 * z]
+        tiles.append(tile)
+    block.add_new(0x51, "SQ", tiles)
+    dataset.save_as(path)
+    with pytest.raises(ConversionError, match=r"UIH VFRAME mosaic: .*\(0065,1051\)"):
+        read_frames(path, path.name)

@@ -19,7 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from series_selection.common.errors import ConversionError, DicomReadError
 from series_selection.parser.bounds import decoded_pixels
 from series_selection.parser.geometry import MAX_MM, MIN_SPACING_MM
-from series_selection.parser.mosaic import is_mosaic, mosaic_tiles
+from series_selection.parser.mosaic import UIH_VFRAME, is_mosaic, is_uih_vframe, mosaic_tiles
 from series_selection.parser.reading import (
     file_errors,
     finite_number,
@@ -141,6 +141,7 @@ def _stored_pixels(header: Dataset, path: Path, file: Any) -> StoredPixels | Non
                 and header.get("BitsAllocated") in (8, 16, 32)
                 and header.get("PixelRepresentation") in (0, 1)
                 and not is_mosaic(header)
+                and not is_uih_vframe(header)
             )
             if not plain:
                 return None
@@ -209,6 +210,8 @@ def unsupported_reason(dataset: Dataset) -> str | None:
     """Why this instance cannot be part of a grayscale volume, or ``None``."""
     if not any(keyword in dataset for keyword in PIXEL_DATA_KEYWORDS):
         return "no pixel data"
+    if is_uih_vframe(dataset):
+        return UIH_VFRAME
     for keyword in ("Rows", "Columns", "BitsAllocated"):
         try:
             with file_errors(""):

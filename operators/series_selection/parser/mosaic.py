@@ -23,9 +23,25 @@ with warnings.catch_warnings():
     from nibabel.nicom import dicomwrappers
 
 
+UIH_VFRAME = (
+    "UIH VFRAME mosaic: the slices' positions are only in the private sequence (0065,1051), "
+    "whose layout no reference conversion here checks: not converted"
+)
+
+
 def is_mosaic(dataset: Dataset) -> bool:
+    """A Siemens mosaic: ImageType holds MOSAIC."""
+    return "MOSAIC" in _image_type(dataset)
+
+
+def is_uih_vframe(dataset: Dataset) -> bool:
+    """A United Imaging (UIH) VFRAME mosaic: ImageType holds VFRAME."""
+    return "VFRAME" in _image_type(dataset)
+
+
+def _image_type(dataset: Dataset) -> list[str]:
     image_type = dataset.get("ImageType") or []
-    return "MOSAIC" in [str(v).upper() for v in image_type]
+    return [str(v).upper() for v in image_type]
 
 
 def mosaic_tiles(

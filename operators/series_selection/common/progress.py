@@ -7,7 +7,7 @@ import logging
 import sys
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from types import TracebackType
 from typing import Never
 
@@ -52,8 +52,10 @@ class Progress:
                 tqdm(total=self.total, desc=self.stage, unit=f" {self.unit}", file=sys.stderr)
             )
         elif self.total:
-            self._thread = threading.Thread(target=self._report, daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._report, daemon=True)
+            with suppress(RuntimeError):  # no thread allowed (a process limit): no lines
+                thread.start()
+                self._thread = thread
         return self
 
     def __exit__(

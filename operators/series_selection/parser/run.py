@@ -166,12 +166,19 @@ def _convert_all(
 
 class _Background:
     """``job`` run in a daemon thread: a run that fails or is interrupted does not wait for it
-    (its staging folder, which the job writes into, is discarded)."""
+    (its staging folder, which the job writes into, is discarded). Where the system refuses a
+    thread (a process limit), the job runs at once, in this one."""
 
     def __init__(self, job: Callable[[], None]) -> None:
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(job,), daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, args=(job,), daemon=True
+        )
+        try:
+            self._thread.start()
+        except RuntimeError:  # "can't start new thread"
+            self._thread = None
+            job()
 
     def _run(self, job: Callable[[], None]) -> None:
         try:
@@ -181,7 +188,8 @@ class _Background:
 
     def wait(self) -> None:
         """Wait for the job; raise what stopped it (a full disk, say)."""
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         if self._error is not None:
             raise self._error
 

@@ -7,7 +7,8 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
@@ -110,18 +111,88 @@ def check_output(data: Any, path: Path, schema_name: str, part: str = "") -> Non
         )
 
 
-def write_json(path: Path, data: Any, schema_name: str) -> None:
-    """Validate ``data`` against its schema, then write it atomically with stable formatting."""
+def write_json(path: Path, data: Any, schema_name: str, *, compact: bool = False) -> None:
+    """Validate ``data`` against its schema, then write it atomically, formatted by
+    ``json_chunks`` (``compact``: on one line, without spaces, for a file read by programs
+    whose size grows fast)."""
     check_output(data, path, schema_name)
-    text = json_text(data) + "\n"
+    if compact:
+        write_json_chunks(path, [_compact(data)], newline=False)
+    else:
+        write_json_chunks(path, json_chunks(data))
+
+
+def write_json_chunks(path: Path, chunks: Iterable[str], *, newline: bool = True) -> None:
+    """Write the text ``chunks`` (of ``json_chunks``) atomically, as they come: a document made
+    while it is written is never held whole. ``OSError`` becomes an ``OutputError``."""
     try:
-        atomic_write_bytes(path, json_bytes(text))
+        with atomic_file(path) as handle:
+            pending: list[str] = []
+            size = 0
+            for chunk in chunks:
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= _WRITE_SIZE:
+                    handle.write(json_bytes("".join(pending)))
+                    pending.clear()
+                    size = 0
+            if newline:
+                pending.append("\n")
+            handle.write(json_bytes("".join(pending)))
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+_WRITE_SIZE = 1 << 18
+"""Characters joined into one write."""
+
+
+class LazyArray:
+    """A JSON array whose items are made while its text is written (by ``json_chunks``), so that
+    a document larger than memory is never held whole: the items are read once, in order.
+
+    The layout needs to know whether an array has an item that is an object or array; to find
+    out, the formatter reads items ahead, up to the first such item, and keeps them until their
+    turn: an array of objects is read one item ahead."""
+
+    __slots__ = ("_ahead", "_items")
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._items = iter(items)
+        self._ahead: deque[Any] = deque()
+
+    def __iter__(self) -> Iterator[Any]:
+        ahead = self._ahead
+        while ahead:
+            yield ahead.popleft()
+        yield from self._items
+
+    def any(self, test: Callable[[Any], bool]) -> bool:
+        """Whether an item passes ``test``, reading items ahead until one does."""
+        if any(test(item) for item in self._ahead):
+            return True
+        for item in self._items:
+            self._ahead.append(item)
+            if test(item):
+                return True
+        return False
+
+    def items_read(self) -> list[Any]:
+        """Every item, once ``any`` has read them all."""
+        self._ahead.extend(self._items)
+        return list(self._ahead)
+
+
+def _lazy_as_list(value: Any) -> list[Any]:
+    if isinstance(value, LazyArray):
+        return value.items_read()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_lazy_as_list).encode
+_compact = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
+_CONTAINER = (dict, list, LazyArray)
 
 
 def json_bytes(text: str) -> bytes:
@@ -135,20 +206,64 @@ def json_bytes(text: str) -> bytes:
         return shown.encode("utf-8", "backslashreplace")
 
 
-def json_text(data: Any, indent: int = 0) -> str:
-    """``data`` as the JSON files are formatted, its lines after the first indented by
-    ``indent`` spaces so it can be placed inside an enclosing document.
+def json_text(data: Any, indent: int = 0, *, reuse: bool = False) -> str:
+    """``data`` as the JSON files are formatted (see ``json_chunks``), as one text."""
+    return "".join(json_chunks(data, indent, reuse=reuse))
+
+
+def json_chunks(data: Any, indent: int = 0, *, reuse: bool = False) -> Iterator[str]:
+    """``data`` as the JSON files are formatted, in pieces, its lines after the first indented
+    by ``indent`` spaces so it can be placed inside an enclosing document. The one definition
+    of the layout of every JSON file.
 
     Values at most two levels deep (a DICOM element, a shape, a direction matrix) take one
-    line; deeper objects and arrays list one member per line, one space further in."""
+    line; deeper objects and arrays list one member per line, one space further in. An array
+    may be a ``LazyArray``, whose items are made as the text is.
+
+    ``reuse``: an object or array that appears several times in ``data`` (the same object, as
+    a series chosen by several selections) is formatted once. Only for data held whole: it
+    keeps the text of every object and array of ``data`` until the end.
+    """
     if _one_line(data):
-        return _encode(data)
+        yield _encode(data)
+    else:
+        yield from _lines(data, indent, {} if reuse else None)
+
+
+def _lines(data: Any, indent: int, made: dict[tuple[int, int], str] | None) -> Iterator[str]:
+    """``data`` (an object or array that does not fit one line) in pieces: one per value that
+    takes several lines, the text between them joined."""
     inner = "\n" + " " * (indent + 1)
     if isinstance(data, dict):
-        members = [f"{inner}{_encode(k)}: {json_text(v, indent + 1)}" for k, v in data.items()]
-        return "{" + ",".join(members) + "\n" + " " * indent + "}"
-    items = [inner + json_text(item, indent + 1) for item in data]
-    return "[" + ",".join(items) + "\n" + " " * indent + "]"
+        parts = ["{"]
+        members: Iterable[tuple[str, Any]] = (
+            (inner + _encode(k) + ": ", v) for k, v in data.items()
+        )
+        close = "}"
+    else:
+        if made is not None and isinstance(data, LazyArray):
+            raise TypeError("reuse is for data held whole, not a LazyArray")
+        parts = ["["]
+        members = ((inner, item) for item in data)
+        close = "]"
+    separator = ""
+    for head, value in members:
+        parts.append(separator + head)
+        separator = ","
+        if _one_line(value):
+            parts.append(_encode(value))
+        elif made is None:
+            yield "".join(parts)
+            parts.clear()
+            yield from _lines(value, indent + 1, None)
+        else:
+            key = (id(value), indent + 1)
+            text = made.get(key)
+            if text is None:
+                text = made[key] = "".join(_lines(value, indent + 1, made))
+            parts.append(text)
+    parts.append("\n" + " " * indent + close)
+    yield "".join(parts)
 
 
 def _one_line(value: Any) -> bool:
@@ -156,6 +271,8 @@ def _one_line(value: Any) -> bool:
         return all(_flat(member) for member in value.values())
     if isinstance(value, list):
         return all(_flat(item) for item in value)
+    if isinstance(value, LazyArray):
+        return not value.any(lambda item: not _flat(item))
     return True
 
 
@@ -163,9 +280,11 @@ def _flat(value: Any) -> bool:
     """A scalar, or an object or array of scalars."""
     if isinstance(value, dict):
         value = value.values()
+    elif isinstance(value, LazyArray):
+        return not value.any(lambda item: isinstance(item, _CONTAINER))
     elif not isinstance(value, list):
         return True
-    return not any(isinstance(item, dict | list) for item in value)
+    return not any(isinstance(item, _CONTAINER) for item in value)
 
 
 def read_json(path: Path, schema_name: str) -> Any:

@@ -15,10 +15,10 @@ from pydicom.uid import UID
 
 from series_selection.common.jsonio import (
     LazyArray,
-    json_chunks,
     json_text,
+    json_write,
     schema_errors,
-    write_json_chunks,
+    write_formatted,
 )
 
 SCALARS = (
@@ -97,7 +97,9 @@ def test_streamed_text_is_the_text_of_the_value_held_whole(value: Any, indent: i
     assert json_text(value, indent) == expected
     assert json_text(value, indent, reuse=True) == expected
     made: list[int] = []
-    assert "".join(json_chunks(lazily(value, made), indent)) == expected
+    pieces: list[str] = []
+    json_write(lazily(value, made), pieces.append, indent)
+    assert "".join(pieces) == expected
     assert len(made) == count_items(value)
 
 
@@ -115,21 +117,28 @@ def test_empty_arrays_and_objects_stream_as_they_format_whole() -> None:
     assert json_text(nested) == reference_text({"studies": [{"series": []}]})
 
 
-def test_a_lazy_array_of_objects_is_read_one_item_ahead() -> None:
-    made: list[int] = []
+def test_a_lazy_array_is_written_as_its_items_are_made() -> None:
+    count = 10_000
+    written: list[str] = []
+    paths_written = [0]
+
+    def write(text: str) -> None:
+        written.append(text)
+        paths_written[0] += text.count('"path"')
 
     def instances() -> Any:
-        for number in range(3):
-            made.append(number)
+        for number in range(count):
+            # all but the item read ahead and those since the last write are written already
+            assert paths_written[0] >= number - 1 - 4096
             yield {"attributes": {"00080018": {"vr": "UI", "Value": [str(number)]}}, "path": "p"}
 
-    chunks = json_chunks({"instances": LazyArray(instances())}, 2)
-    seen = []
-    for chunk in chunks:
-        seen.append(chunk)
-        written = "".join(seen).count('"path"')
-        assert len(made) <= written + 1
-    assert len(made) == 3
+    json_write({"instances": LazyArray(instances())}, write, 2)
+    assert len(written) > 2
+    whole = [
+        {"attributes": {"00080018": {"vr": "UI", "Value": [str(n)]}}, "path": "p"}
+        for n in range(count)
+    ]
+    assert "".join(written) == reference_text({"instances": whole}, 2)
 
 
 def test_reuse_refuses_a_lazy_array() -> None:
@@ -137,10 +146,10 @@ def test_reuse_refuses_a_lazy_array() -> None:
         json_text([LazyArray([[[1]], [2]])], reuse=True)
 
 
-def test_chunks_are_written_with_the_closing_newline(tmp_path: Path) -> None:
+def test_a_formatted_file_ends_with_a_newline(tmp_path: Path) -> None:
     target = tmp_path / "out.json"
     document = {"name": "\u00e9", "series": [{"a": [1, {"b": 2}]}]}
-    write_json_chunks(target, json_chunks(document))
+    write_formatted(target, {"name": "\u00e9", "series": LazyArray(document["series"])})
     assert target.read_text(encoding="utf-8") == reference_text(document) + "\n"
 
 

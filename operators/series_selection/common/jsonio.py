@@ -113,42 +113,38 @@ def check_output(data: Any, path: Path, schema_name: str, part: str = "") -> Non
 
 def write_json(path: Path, data: Any, schema_name: str, *, compact: bool = False) -> None:
     """Validate ``data`` against its schema, then write it atomically, formatted by
-    ``json_chunks`` (``compact``: on one line, without spaces, for a file read by programs
-    whose size grows fast)."""
+    ``json_write`` (``compact``: on one line, without spaces, for a file only programs read)."""
     check_output(data, path, schema_name)
     if compact:
-        write_json_chunks(path, [_compact(data)], newline=False)
+        _write_atomically(path, lambda write: write(_compact(data)))
     else:
-        write_json_chunks(path, json_chunks(data))
+        write_formatted(path, data)
 
 
-def write_json_chunks(path: Path, chunks: Iterable[str], *, newline: bool = True) -> None:
-    """Write the text ``chunks`` (of ``json_chunks``) atomically, as they come: a document made
-    while it is written is never held whole. ``OSError`` becomes an ``OutputError``."""
+def write_formatted(path: Path, data: Any, *, reuse: bool = False) -> None:
+    """Write ``data`` atomically, formatted by ``json_write`` (see it for ``reuse``): the items
+    of a ``LazyArray`` are made, formatted and written one after the other, never held whole.
+    The caller has checked ``data`` against its schema, or checks each item as it makes it."""
+
+    def format_data(write: Callable[[str], object]) -> None:
+        json_write(data, write, reuse=reuse)
+        write("\n")
+
+    _write_atomically(path, format_data)
+
+
+def _write_atomically(path: Path, produce: Callable[[Callable[[str], object]], object]) -> None:
+    """Write the text ``produce`` hands its argument, in pieces, to ``path`` atomically;
+    ``OSError`` becomes an ``OutputError``."""
     try:
         with atomic_file(path) as handle:
-            pending: list[str] = []
-            size = 0
-            for chunk in chunks:
-                pending.append(chunk)
-                size += len(chunk)
-                if size >= _WRITE_SIZE:
-                    handle.write(json_bytes("".join(pending)))
-                    pending.clear()
-                    size = 0
-            if newline:
-                pending.append("\n")
-            handle.write(json_bytes("".join(pending)))
+            produce(lambda text: handle.write(json_bytes(text)))
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
-_WRITE_SIZE = 1 << 18
-"""Characters joined into one write."""
-
-
 class LazyArray:
-    """A JSON array whose items are made while its text is written (by ``json_chunks``), so that
+    """A JSON array whose items are made while its text is written (by ``json_write``), so that
     a document larger than memory is never held whole: the items are read once, in order.
 
     The layout needs to know whether an array has an item that is an object or array; to find
@@ -207,63 +203,97 @@ def json_bytes(text: str) -> bytes:
 
 
 def json_text(data: Any, indent: int = 0, *, reuse: bool = False) -> str:
-    """``data`` as the JSON files are formatted (see ``json_chunks``), as one text."""
-    return "".join(json_chunks(data, indent, reuse=reuse))
+    """``data`` as the JSON files are formatted (see ``json_write``), as one text."""
+    pieces: list[str] = []
+    json_write(data, pieces.append, indent, reuse=reuse)
+    return "".join(pieces)
 
 
-def json_chunks(data: Any, indent: int = 0, *, reuse: bool = False) -> Iterator[str]:
-    """``data`` as the JSON files are formatted, in pieces, its lines after the first indented
-    by ``indent`` spaces so it can be placed inside an enclosing document. The one definition
-    of the layout of every JSON file.
+def json_write(
+    data: Any, write: Callable[[str], object], indent: int = 0, *, reuse: bool = False
+) -> None:
+    """Hand ``data``, as the JSON files are formatted, to ``write`` in pieces, its lines after
+    the first indented by ``indent`` spaces so it can be placed inside an enclosing document.
+    The one definition of the layout of every JSON file.
 
     Values at most two levels deep (a DICOM element, a shape, a direction matrix) take one
     line; deeper objects and arrays list one member per line, one space further in. An array
-    may be a ``LazyArray``, whose items are made as the text is.
+    may be a ``LazyArray``: the text made so far is handed on after each of its items, so a
+    document made as it is written is held one item at a time.
 
     ``reuse``: an object or array that appears several times in ``data`` (the same object, as
     a series chosen by several selections) is formatted once. Only for data held whole: it
-    keeps the text of every object and array of ``data`` until the end.
+    keeps the text of every object and array of ``data`` that takes several lines.
     """
+    pieces: list[str] = []
+
+    def flush() -> None:
+        if len(pieces) >= _PIECES_PER_WRITE:
+            write("".join(pieces))
+            pieces.clear()
+
+    _put(data, indent, pieces, flush, {} if reuse else None)
+    write("".join(pieces))
+
+
+_PIECES_PER_WRITE = 4096
+"""Pieces of text joined into one ``write`` (some 100 kB of a DICOM dataset)."""
+
+
+def _put(
+    data: Any,
+    indent: int,
+    pieces: list[str],
+    flush: Callable[[], None],
+    made: dict[tuple[int, int], str] | None,
+) -> None:
+    """Append the pieces of ``data``'s text to ``pieces``; ``flush`` after each item of a
+    ``LazyArray``; with ``made``, take or keep the text of an object or array by identity."""
     if _one_line(data):
-        yield _encode(data)
+        pieces.append(_encode(data))
+        return
+    if made is not None:
+        key = (id(data), indent)
+        text = made.get(key)
+        if text is None:
+            if isinstance(data, LazyArray):
+                raise TypeError("reuse is for data held whole, not a LazyArray")
+            start = len(pieces)
+            _put_lines(data, indent, pieces, flush, made)
+            text = made[key] = "".join(pieces[start:])
+            del pieces[start:]
+        pieces.append(text)
     else:
-        yield from _lines(data, indent, {} if reuse else None)
+        _put_lines(data, indent, pieces, flush, made)
 
 
-def _lines(data: Any, indent: int, made: dict[tuple[int, int], str] | None) -> Iterator[str]:
-    """``data`` (an object or array that does not fit one line) in pieces: one per value that
-    takes several lines, the text between them joined."""
+def _put_lines(
+    data: Any,
+    indent: int,
+    pieces: list[str],
+    flush: Callable[[], None],
+    made: dict[tuple[int, int], str] | None,
+) -> None:
+    """An object or array that does not fit one line: a member per line."""
     inner = "\n" + " " * (indent + 1)
+    separator = inner
     if isinstance(data, dict):
-        parts = ["{"]
-        members: Iterable[tuple[str, Any]] = (
-            (inner + _encode(k) + ": ", v) for k, v in data.items()
-        )
-        close = "}"
-    else:
-        if made is not None and isinstance(data, LazyArray):
-            raise TypeError("reuse is for data held whole, not a LazyArray")
-        parts = ["["]
-        members = ((inner, item) for item in data)
-        close = "]"
-    separator = ""
-    for head, value in members:
-        parts.append(separator + head)
-        separator = ","
-        if _one_line(value):
-            parts.append(_encode(value))
-        elif made is None:
-            yield "".join(parts)
-            parts.clear()
-            yield from _lines(value, indent + 1, None)
-        else:
-            key = (id(value), indent + 1)
-            text = made.get(key)
-            if text is None:
-                text = made[key] = "".join(_lines(value, indent + 1, made))
-            parts.append(text)
-    parts.append("\n" + " " * indent + close)
-    yield "".join(parts)
+        pieces.append("{")
+        for key, value in data.items():
+            pieces.append(separator + _encode(key) + ": ")
+            _put(value, indent + 1, pieces, flush, made)
+            separator = "," + inner
+        pieces.append("\n" + " " * indent + "}")
+        return
+    lazy = isinstance(data, LazyArray)
+    pieces.append("[")
+    for item in data:
+        pieces.append(separator)
+        _put(item, indent + 1, pieces, flush, made)
+        separator = "," + inner
+        if lazy:
+            flush()
+    pieces.append("\n" + " " * indent + "]")
 
 
 def _one_line(value: Any) -> bool:

@@ -8,7 +8,7 @@ hold; ``to_json`` gives the fields in the order the files have them).
   ``ImageEntry``.
 
 ``attributes`` are DICOM JSON Model datasets (PS3.18 Annex F): ``{"GGGGEEEE": {"vr": ...,
-"Value": [...]}}``. The text of every file is made by ``jsonio.json_chunks``.
+"Value": [...]}}``. The text of every file is made by ``jsonio.json_write``.
 """
 
 from __future__ import annotations
@@ -353,7 +353,7 @@ class SelectedImages:
 
     def to_json(self) -> dict[str, Any]:
         """The document; a series chosen by several selections (the same ``ChosenSeries``) has
-        one entry object, listed under each (``json_text(..., reuse=True)`` formats it once)."""
+        one entry object, listed under each (``json_write`` with ``reuse`` formats it once)."""
         entries: dict[int, dict[str, Any]] = {}
 
         def entry(series: ChosenSeries) -> dict[str, Any]:

@@ -13,12 +13,7 @@ from types import TracebackType
 from typing import Any
 
 from series_selection.common.errors import OutputError
-from series_selection.common.jsonio import (
-    LazyArray,
-    check_output,
-    json_chunks,
-    write_json_chunks,
-)
+from series_selection.common.jsonio import LazyArray, check_output, write_formatted
 from series_selection.common.models import DicomMetadata, Instance, JsonDataset, Series, Study
 from series_selection.parser.hierarchy import (
     SeriesGroup,
@@ -85,7 +80,7 @@ def write_metadata(path: Path, studies: Sequence[StudyGroup], store: HeaderStore
     Each study's headers are read twice: once for its own attributes, then series by series.
     """
     document = DicomMetadata.json_entry(LazyArray(_studies(path, studies, store)))
-    write_json_chunks(path, json_chunks(document))
+    write_formatted(path, document)
 
 
 def _studies(path: Path, studies: Sequence[StudyGroup], store: HeaderStore) -> Iterator[Any]:

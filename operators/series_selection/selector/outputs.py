@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from series_selection.common.errors import InputError, OutputError
-from series_selection.common.jsonio import check_output, json_chunks, write_json_chunks
+from series_selection.common.jsonio import check_output, write_formatted
 from series_selection.common.models import (
     SELECTED_IMAGES_FILE,
     ChosenSeries,
@@ -56,7 +56,7 @@ def write_selected_images(
         check_output(entry, target, SCHEMA, SERIES_SCHEMA)
     skeleton = [{"name": s["name"], "series": []} for s in document["selections"]]
     check_output({"selections": skeleton}, target, SCHEMA)
-    write_json_chunks(target, json_chunks(document, reuse=True))
+    write_formatted(target, document, reuse=True)
     return [SELECTED_IMAGES_FILE, *chosen.placed]
 
 

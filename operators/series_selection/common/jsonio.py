@@ -221,9 +221,9 @@ def json_write(
     may be a ``LazyArray``: the text made so far is handed on after each of its items, so a
     document made as it is written is held one item at a time.
 
-    ``reuse``: an object or array that appears several times in ``data`` (the same object, as
-    a series chosen by several selections) is formatted once. Only for data held whole: it
-    keeps the text of every object and array of ``data`` that takes several lines.
+    ``reuse``: an object that appears several times in ``data`` (the same ``dict``, as a
+    series chosen by several selections) is formatted once. Only for data held whole: it keeps
+    the text of every object of ``data`` that takes several lines.
     """
     pieces: list[str] = []
 
@@ -248,21 +248,23 @@ def _put(
     made: dict[tuple[int, int], str] | None,
 ) -> None:
     """Append the pieces of ``data``'s text to ``pieces``; ``flush`` after each item of a
-    ``LazyArray``; with ``made``, take or keep the text of an object or array by identity."""
-    if _one_line(data):
-        pieces.append(_encode(data))
-        return
-    if made is not None:
+    ``LazyArray``; with ``made``, take or keep the text of an object by its identity."""
+    if made is not None and isinstance(data, dict):
         key = (id(data), indent)
         text = made.get(key)
         if text is None:
-            if isinstance(data, LazyArray):
-                raise TypeError("reuse is for data held whole, not a LazyArray")
+            if _one_line(data):
+                pieces.append(_encode(data))
+                return
             start = len(pieces)
             _put_lines(data, indent, pieces, flush, made)
             text = made[key] = "".join(pieces[start:])
             del pieces[start:]
         pieces.append(text)
+    elif _one_line(data):
+        pieces.append(_encode(data))
+    elif made is not None and isinstance(data, LazyArray):
+        raise TypeError("reuse is for data held whole, not a LazyArray")
     else:
         _put_lines(data, indent, pieces, flush, made)
 
@@ -281,7 +283,10 @@ def _put_lines(
         pieces.append("{")
         for key, value in data.items():
             pieces.append(separator + _encode(key) + ": ")
-            _put(value, indent + 1, pieces, flush, made)
+            if isinstance(value, _CONTAINER):
+                _put(value, indent + 1, pieces, flush, made)
+            else:
+                pieces.append(_encode(value))
             separator = "," + inner
         pieces.append("\n" + " " * indent + "}")
         return
@@ -310,9 +315,9 @@ def _flat(value: Any) -> bool:
     """A scalar, or an object or array of scalars."""
     if isinstance(value, dict):
         value = value.values()
-    elif isinstance(value, LazyArray):
-        return not value.any(lambda item: isinstance(item, _CONTAINER))
     elif not isinstance(value, list):
+        if isinstance(value, LazyArray):
+            return not value.any(lambda item: isinstance(item, _CONTAINER))
         return True
     return not any(isinstance(item, _CONTAINER) for item in value)
 

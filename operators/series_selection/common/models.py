@@ -354,18 +354,12 @@ class SelectedImages:
     def to_json(self) -> dict[str, Any]:
         """The document; a series chosen by several selections (the same ``ChosenSeries``) has
         one entry object, listed under each (``json_write`` with ``reuse`` formats it once)."""
-        entries: dict[int, dict[str, Any]] = {}
-
-        def entry(series: ChosenSeries) -> dict[str, Any]:
-            made = entries.get(id(series))
-            if made is None:
-                made = entries[id(series)] = series.to_json()
-            return made
-
+        chosen = {id(series): series for s in self.selections for series in s.series}
+        entries = {key: series.to_json() for key, series in chosen.items()}
         return {
             "selections": [
-                {"name": selection.name, "series": [entry(s) for s in selection.series]}
-                for selection in self.selections
+                {"name": s.name, "series": [entries[id(series)] for series in s.series]}
+                for s in self.selections
             ]
         }
 

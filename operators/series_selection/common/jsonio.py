@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -158,10 +159,12 @@ class LazyArray:
         self._ahead: deque[Any] = deque()
 
     def __iter__(self) -> Iterator[Any]:
+        return chain(self._read_ahead(), self._items)
+
+    def _read_ahead(self) -> Iterator[Any]:
         ahead = self._ahead
         while ahead:
             yield ahead.popleft()
-        yield from self._items
 
     def any(self, test: Callable[[Any], bool]) -> bool:
         """Whether an item passes ``test``, reading items ahead until one does."""
@@ -228,9 +231,8 @@ def json_write(
     pieces: list[str] = []
 
     def flush() -> None:
-        if len(pieces) >= _PIECES_PER_WRITE:
-            write("".join(pieces))
-            pieces.clear()
+        write("".join(pieces))
+        pieces.clear()
 
     _put(data, indent, pieces, flush, {} if reuse else None)
     write("".join(pieces))
@@ -247,8 +249,9 @@ def _put(
     flush: Callable[[], None],
     made: dict[tuple[int, int], str] | None,
 ) -> None:
-    """Append the pieces of ``data``'s text to ``pieces``; ``flush`` after each item of a
-    ``LazyArray``; with ``made``, take or keep the text of an object by its identity."""
+    """Append the pieces of ``data``'s text to ``pieces``, handed on (``flush``) between the
+    items of a ``LazyArray`` once they are many; with ``made``, take or keep the text of an
+    object by its identity."""
     if made is not None and isinstance(data, dict):
         key = (id(data), indent)
         text = made.get(key)
@@ -296,7 +299,7 @@ def _put_lines(
         pieces.append(separator)
         _put(item, indent + 1, pieces, flush, made)
         separator = "," + inner
-        if lazy:
+        if lazy and len(pieces) >= _PIECES_PER_WRITE:
             flush()
     pieces.append("\n" + " " * indent + "]")
 

@@ -66,10 +66,6 @@ def json_value(dataset: JsonDataset, keyword: str) -> Any:
     return values[0] if values else None
 
 
-def _dataset(attributes: JsonDataset) -> dict[str, Any]:
-    return attributes if isinstance(attributes, dict) else dict(attributes)
-
-
 @dataclass(frozen=True)
 class Instance:
     """One DICOM file: its path relative to the parser's input and its instance-level attributes."""
@@ -82,7 +78,13 @@ class Instance:
         return str(json_value(self.attributes, "SOPInstanceUID"))
 
     def to_json(self) -> dict[str, Any]:
-        return {"attributes": _dataset(self.attributes), "path": self.path}
+        return self.json_entry(self.path, self.attributes)
+
+    @staticmethod
+    def json_entry(path: str, attributes: JsonDataset) -> dict[str, Any]:
+        """An instance's JSON from its path and attributes."""
+        dataset = attributes if isinstance(attributes, dict) else dict(attributes)
+        return {"attributes": dataset, "path": path}
 
     @classmethod
     def from_json(cls, entry: Mapping[str, Any]) -> Instance:
@@ -106,7 +108,8 @@ class Series:
     @staticmethod
     def json_entry(attributes: JsonDataset, instances: JsonArray) -> dict[str, Any]:
         """A series' JSON from its attributes and its instances' JSON."""
-        return {"attributes": _dataset(attributes), "instances": instances}
+        dataset = attributes if isinstance(attributes, dict) else dict(attributes)
+        return {"attributes": dataset, "instances": instances}
 
     @classmethod
     def from_json(cls, entry: Mapping[str, Any]) -> Series:
@@ -133,7 +136,8 @@ class Study:
     @staticmethod
     def json_entry(attributes: JsonDataset, series: JsonArray) -> dict[str, Any]:
         """A study's JSON from its attributes and its series' JSON."""
-        return {"attributes": _dataset(attributes), "series": series}
+        dataset = attributes if isinstance(attributes, dict) else dict(attributes)
+        return {"attributes": dataset, "series": series}
 
     @classmethod
     def from_json(cls, entry: Mapping[str, Any]) -> Study:
@@ -147,8 +151,9 @@ class Study:
 class DicomMetadata:
     """``dicom-metadata.json``: the studies, each with its series, each with its instances.
 
-    The parser writes it as it reads the headers back, giving the children of each level as a
-    ``LazyArray`` to the ``json_entry`` of its class; whoever holds it whole uses ``to_json``.
+    The parser writes it as it reads the headers back, with the ``json_entry`` of each class
+    (the children of each level given as a ``LazyArray``); whoever holds it whole uses
+    ``to_json``, which makes its JSON with the same ``json_entry``.
     """
 
     studies: tuple[Study, ...]

@@ -108,6 +108,6 @@ def _instances(
 ) -> Iterator[dict[str, Any]]:
     for header in series.headers:
         own = {k: v for k, v in store.get(header.path).items() if k not in excluded}
-        instance = Instance(header.path, own).to_json()
+        instance = Instance.json_entry(header.path, own)
         check_output(instance, path, SCHEMA, INSTANCE_SCHEMA)
         yield instance

@@ -15,7 +15,7 @@ from pydicom import Dataset
 from pydicom.uid import generate_uid
 
 from series_selection.common.jsonio import write_json
-from series_selection.common.models import Instance, Series, Study, VolumeEntry, hierarchy_to_json
+from series_selection.common.models import DicomMetadata, Instance, Series, Study, VolumeEntry
 from series_selection.selector.inputs import facts_of
 from series_selection.selector.matching import Result
 from series_selection.selector.rules import parse_rules
@@ -91,7 +91,7 @@ def volume_entry(path: str, fixture: SeriesFixture, label: str = "") -> dict[str
 def write_parser_output(folder: Path, fixtures: Sequence[SeriesFixture]) -> tuple[Study, ...]:
     """Write dicom-metadata.json, series-images.json and real NIfTI volumes into ``folder``."""
     studies = build_study(fixtures)
-    write_json(folder / "dicom-metadata.json", hierarchy_to_json(studies), "dicom-metadata")
+    write_json(folder / "dicom-metadata.json", DicomMetadata(studies).to_json(), "dicom-metadata")
     listing: dict[str, list[dict[str, Any]]] = {}
     all_series = [series for study in studies for series in study.series]
     for series, fixture in zip(all_series, fixtures, strict=True):

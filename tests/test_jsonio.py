@@ -1,9 +1,11 @@
-"""The JSON files' layout: any value reads back unchanged, shallow values take one line."""
+"""The JSON files' layout: any value reads back unchanged, shallow values take one line, and
+the streamed text is the text of the same value held whole."""
 
 from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydicom.uid import UID
 
-from series_selection.common.jsonio import json_text, schema_errors
+from series_selection.common.jsonio import (
+    LazyArray,
+    json_text,
+    json_write,
+    schema_errors,
+    write_formatted,
+)
 
 SCALARS = (
     st.none()
@@ -19,6 +27,9 @@ SCALARS = (
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text()
+    | st.sampled_from(
+        ["", "é", "\u00fc\u4e2d\U0001f600", 'quote " and \\ backslash', "line\nbreak"]
+    )
 )
 VALUES = st.recursive(
     SCALARS,
@@ -27,11 +38,119 @@ VALUES = st.recursive(
 )
 
 
+def reference_text(data: Any, indent: int = 0) -> str:
+    """The layout as the files have always had it, written out plainly: the witness the
+    streaming formatter is held to."""
+    encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+    def flat(value: Any) -> bool:
+        items = value.values() if isinstance(value, dict) else value
+        if not isinstance(value, dict | list):
+            return True
+        return not any(isinstance(item, dict | list) for item in items)
+
+    items = data.values() if isinstance(data, dict) else data
+    if not isinstance(data, dict | list) or all(flat(item) for item in items):
+        return encode(data)
+    inner = "\n" + " " * (indent + 1)
+    if isinstance(data, dict):
+        members = [f"{inner}{encode(k)}: {reference_text(v, indent + 1)}" for k, v in data.items()]
+        return "{" + ",".join(members) + "\n" + " " * indent + "}"
+    listed = [inner + reference_text(item, indent + 1) for item in data]
+    return "[" + ",".join(listed) + "\n" + " " * indent + "]"
+
+
+def lazily(value: Any, made: list[int]) -> Any:
+    """``value`` with every array a ``LazyArray`` whose items are made as they are read
+    (``made`` counts them)."""
+
+    def items(array: list[Any]) -> Any:
+        for item in array:
+            made.append(1)
+            yield lazily(item, made)
+
+    if isinstance(value, dict):
+        return {key: lazily(member, made) for key, member in value.items()}
+    if isinstance(value, list):
+        return LazyArray(items(value))
+    return value
+
+
+def count_items(value: Any) -> int:
+    if isinstance(value, dict):
+        return sum(count_items(member) for member in value.values())
+    if isinstance(value, list):
+        return len(value) + sum(count_items(item) for item in value)
+    return 0
+
+
 @given(VALUES, st.integers(min_value=0, max_value=6))
 def test_every_value_reads_back_unchanged(value: Any, indent: int) -> None:
     text = json_text(value, indent)
     assert json.loads(text) == value
     assert "\n" not in text or text.endswith(("\n" + " " * indent + "}", "\n" + " " * indent + "]"))
+
+
+@given(VALUES, st.integers(min_value=0, max_value=6))
+def test_streamed_text_is_the_text_of_the_value_held_whole(value: Any, indent: int) -> None:
+    expected = reference_text(value, indent)
+    assert json_text(value, indent) == expected
+    assert json_text(value, indent, reuse=True) == expected
+    made: list[int] = []
+    pieces: list[str] = []
+    json_write(lazily(value, made), pieces.append, indent)
+    assert "".join(pieces) == expected
+    assert len(made) == count_items(value)
+
+
+@given(VALUES)
+def test_a_value_repeated_in_a_document_is_formatted_alike_each_time(value: Any) -> None:
+    document = {"first": [value, {"again": value}], "second": {"again": [value]}}
+    assert json_text(document, reuse=True) == reference_text(document)
+
+
+def test_empty_arrays_and_objects_stream_as_they_format_whole() -> None:
+    assert json_text({"studies": LazyArray([])}) == '{"studies": []}'
+    assert json_text(LazyArray(iter([]))) == "[]"
+    assert json_text({"a": LazyArray([{}, []])}) == reference_text({"a": [{}, []]})
+    nested = {"studies": LazyArray([{"series": LazyArray([])}])}
+    assert json_text(nested) == reference_text({"studies": [{"series": []}]})
+
+
+def test_a_lazy_array_is_written_as_its_items_are_made() -> None:
+    count = 10_000
+    written: list[str] = []
+    paths_written = [0]
+
+    def write(text: str) -> None:
+        written.append(text)
+        paths_written[0] += text.count('"path"')
+
+    def instances() -> Any:
+        for number in range(count):
+            # all but the item read ahead and those since the last write are written already
+            assert paths_written[0] >= number - 1 - 4096
+            yield {"attributes": {"00080018": {"vr": "UI", "Value": [str(number)]}}, "path": "p"}
+
+    json_write({"instances": LazyArray(instances())}, write, 2)
+    assert len(written) > 2
+    whole = [
+        {"attributes": {"00080018": {"vr": "UI", "Value": [str(n)]}}, "path": "p"}
+        for n in range(count)
+    ]
+    assert "".join(written) == reference_text({"instances": whole}, 2)
+
+
+def test_reuse_refuses_a_lazy_array() -> None:
+    with pytest.raises(TypeError, match="held whole"):
+        json_text([LazyArray([[[1]], [2]])], reuse=True)
+
+
+def test_a_formatted_file_ends_with_a_newline(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    document = {"name": "\u00e9", "series": [{"a": [1, {"b": 2}]}]}
+    write_formatted(target, {"name": "\u00e9", "series": LazyArray(document["series"])})
+    assert target.read_text(encoding="utf-8") == reference_text(document) + "\n"
 
 
 def test_shallow_values_take_one_line_and_deeper_ones_a_line_per_member() -> None:

@@ -11,13 +11,9 @@ import pytest
 from reliability_support import time_limit
 from selector_support import SeriesFixture, judge
 from series_selection.common.errors import RulesError
+from series_selection.common.models import RULES_BASE64_ENV
 from series_selection.selector.cli import main
-from series_selection.selector.rules import (
-    RULES_BASE64_ENV,
-    load_rules,
-    parse_rules,
-    read_rules_text,
-)
+from series_selection.selector.rules import load_rules, parse_rules, read_rules_text
 
 RULES = Path(__file__).resolve().parent.parent / "rules"
 

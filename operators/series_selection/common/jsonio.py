@@ -7,10 +7,12 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from importlib import resources
+from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -110,18 +112,86 @@ def check_output(data: Any, path: Path, schema_name: str, part: str = "") -> Non
         )
 
 
-def write_json(path: Path, data: Any, schema_name: str) -> None:
-    """Validate ``data`` against its schema, then write it atomically with stable formatting."""
+def write_json(path: Path, data: Any, schema_name: str, *, compact: bool = False) -> None:
+    """Validate ``data`` against its schema, then write it atomically, formatted by
+    ``json_write`` (``compact``: on one line, without spaces, for a file only programs read)."""
     check_output(data, path, schema_name)
-    text = json_text(data) + "\n"
+    if compact:
+        _write_atomically(path, lambda write: write(_compact(data)))
+    else:
+        write_formatted(path, data)
+
+
+def write_formatted(path: Path, data: Any, *, reuse: bool = False) -> None:
+    """Write ``data`` atomically, formatted by ``json_write`` (see it for ``reuse``): the items
+    of a ``LazyArray`` are made, formatted and written one after the other, never held whole.
+    The caller has checked ``data`` against its schema, or checks each item as it makes it."""
+
+    def format_data(write: Callable[[str], object]) -> None:
+        json_write(data, write, reuse=reuse)
+        write("\n")
+
+    _write_atomically(path, format_data)
+
+
+def _write_atomically(path: Path, produce: Callable[[Callable[[str], object]], object]) -> None:
+    """Write the text ``produce`` hands its argument, in pieces, to ``path`` atomically;
+    ``OSError`` becomes an ``OutputError``."""
     try:
-        atomic_write_bytes(path, json_bytes(text))
+        with atomic_file(path) as handle:
+            produce(lambda text: handle.write(json_bytes(text)))
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
 
-_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+class LazyArray:
+    """A JSON array whose items are made while its text is written (by ``json_write``), so that
+    a document larger than memory is never held whole: the items are read once, in order.
+
+    The layout needs to know whether an array has an item that is an object or array; to find
+    out, the formatter reads items ahead, up to the first such item, and keeps them until their
+    turn: an array of objects is read one item ahead."""
+
+    __slots__ = ("_ahead", "_items")
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._items = iter(items)
+        self._ahead: deque[Any] = deque()
+
+    def __iter__(self) -> Iterator[Any]:
+        return chain(self._read_ahead(), self._items)
+
+    def _read_ahead(self) -> Iterator[Any]:
+        ahead = self._ahead
+        while ahead:
+            yield ahead.popleft()
+
+    def any(self, test: Callable[[Any], bool]) -> bool:
+        """Whether an item passes ``test``, reading items ahead until one does."""
+        if any(test(item) for item in self._ahead):
+            return True
+        for item in self._items:
+            self._ahead.append(item)
+            if test(item):
+                return True
+        return False
+
+    def items_read(self) -> list[Any]:
+        """Every item, once ``any`` has read them all."""
+        self._ahead.extend(self._items)
+        return list(self._ahead)
+
+
+def _lazy_as_list(value: Any) -> list[Any]:
+    if isinstance(value, LazyArray):
+        return value.items_read()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_lazy_as_list).encode
+_compact = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
+_CONTAINER = (dict, list, LazyArray)
 
 
 def json_bytes(text: str) -> bytes:
@@ -135,20 +205,103 @@ def json_bytes(text: str) -> bytes:
         return shown.encode("utf-8", "backslashreplace")
 
 
-def json_text(data: Any, indent: int = 0) -> str:
-    """``data`` as the JSON files are formatted, its lines after the first indented by
-    ``indent`` spaces so it can be placed inside an enclosing document.
+def json_text(data: Any, indent: int = 0, *, reuse: bool = False) -> str:
+    """``data`` as the JSON files are formatted (see ``json_write``), as one text."""
+    pieces: list[str] = []
+    json_write(data, pieces.append, indent, reuse=reuse)
+    return "".join(pieces)
+
+
+def json_write(
+    data: Any, write: Callable[[str], object], indent: int = 0, *, reuse: bool = False
+) -> None:
+    """Hand ``data``, as the JSON files are formatted, to ``write`` in pieces, its lines after
+    the first indented by ``indent`` spaces so it can be placed inside an enclosing document.
+    The one definition of the layout of every JSON file.
 
     Values at most two levels deep (a DICOM element, a shape, a direction matrix) take one
-    line; deeper objects and arrays list one member per line, one space further in."""
-    if _one_line(data):
-        return _encode(data)
+    line; deeper objects and arrays list one member per line, one space further in. An array
+    may be a ``LazyArray``: the text made so far is handed on after each of its items, so a
+    document made as it is written is held one item at a time.
+
+    ``reuse``: an object that appears several times in ``data`` (the same ``dict``, as a
+    series chosen by several selections) is formatted once. Only for data held whole: it keeps
+    the text of every object of ``data`` that takes several lines.
+    """
+    pieces: list[str] = []
+
+    def flush() -> None:
+        write("".join(pieces))
+        pieces.clear()
+
+    _put(data, indent, pieces, flush, {} if reuse else None)
+    write("".join(pieces))
+
+
+_PIECES_PER_WRITE = 4096
+"""Pieces of text joined into one ``write`` (some 100 kB of a DICOM dataset)."""
+
+
+def _put(
+    data: Any,
+    indent: int,
+    pieces: list[str],
+    flush: Callable[[], None],
+    made: dict[tuple[int, int], str] | None,
+) -> None:
+    """Append the pieces of ``data``'s text to ``pieces``, handed on (``flush``) between the
+    items of a ``LazyArray`` once they are many; with ``made``, take or keep the text of an
+    object by its identity."""
+    if made is not None and isinstance(data, dict):
+        key = (id(data), indent)
+        text = made.get(key)
+        if text is None:
+            if _one_line(data):
+                pieces.append(_encode(data))
+                return
+            start = len(pieces)
+            _put_lines(data, indent, pieces, flush, made)
+            text = made[key] = "".join(pieces[start:])
+            del pieces[start:]
+        pieces.append(text)
+    elif _one_line(data):
+        pieces.append(_encode(data))
+    elif made is not None and isinstance(data, LazyArray):
+        raise TypeError("reuse is for data held whole, not a LazyArray")
+    else:
+        _put_lines(data, indent, pieces, flush, made)
+
+
+def _put_lines(
+    data: Any,
+    indent: int,
+    pieces: list[str],
+    flush: Callable[[], None],
+    made: dict[tuple[int, int], str] | None,
+) -> None:
+    """An object or array that does not fit one line: a member per line."""
     inner = "\n" + " " * (indent + 1)
+    separator = inner
     if isinstance(data, dict):
-        members = [f"{inner}{_encode(k)}: {json_text(v, indent + 1)}" for k, v in data.items()]
-        return "{" + ",".join(members) + "\n" + " " * indent + "}"
-    items = [inner + json_text(item, indent + 1) for item in data]
-    return "[" + ",".join(items) + "\n" + " " * indent + "]"
+        pieces.append("{")
+        for key, value in data.items():
+            pieces.append(separator + _encode(key) + ": ")
+            if isinstance(value, _CONTAINER):
+                _put(value, indent + 1, pieces, flush, made)
+            else:
+                pieces.append(_encode(value))
+            separator = "," + inner
+        pieces.append("\n" + " " * indent + "}")
+        return
+    lazy = isinstance(data, LazyArray)
+    pieces.append("[")
+    for item in data:
+        pieces.append(separator)
+        _put(item, indent + 1, pieces, flush, made)
+        separator = "," + inner
+        if lazy and len(pieces) >= _PIECES_PER_WRITE:
+            flush()
+    pieces.append("\n" + " " * indent + "]")
 
 
 def _one_line(value: Any) -> bool:
@@ -156,6 +309,8 @@ def _one_line(value: Any) -> bool:
         return all(_flat(member) for member in value.values())
     if isinstance(value, list):
         return all(_flat(item) for item in value)
+    if isinstance(value, LazyArray):
+        return not value.any(lambda item: not _flat(item))
     return True
 
 
@@ -164,8 +319,10 @@ def _flat(value: Any) -> bool:
     if isinstance(value, dict):
         value = value.values()
     elif not isinstance(value, list):
+        if isinstance(value, LazyArray):
+            return not value.any(lambda item: isinstance(item, _CONTAINER))
         return True
-    return not any(isinstance(item, dict | list) for item in value)
+    return not any(isinstance(item, _CONTAINER) for item in value)
 
 
 def read_json(path: Path, schema_name: str) -> Any:

@@ -1,7 +1,14 @@
-"""Frozen records for what the operators exchange: the DICOM hierarchy and the volumes.
+"""The files the operators exchange: their names, and one frozen, typed model of each JSON file
+with its ``to_json`` and ``from_json`` (the schemas in ``schemas/`` say what each field may
+hold; ``to_json`` gives the fields in the order the files have them).
+
+- ``dicom-metadata.json``: ``DicomMetadata`` -> ``Study`` -> ``Series`` -> ``Instance``;
+- ``series-images.json``: ``SeriesImages`` -> ``VolumeEntry`` -> ``Rescale``;
+- ``selected-images.json``: ``SelectedImages`` -> ``SelectionImages`` -> ``ChosenSeries`` ->
+  ``ImageEntry``.
 
 ``attributes`` are DICOM JSON Model datasets (PS3.18 Annex F): ``{"GGGGEEEE": {"vr": ...,
-"Value": [...]}}``. They are what ``dicom-metadata.json`` holds, so both operators share them.
+"Value": [...]}}``. The text of every file is made by ``jsonio.json_write``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,21 @@ from typing import Any
 
 from pydicom.datadict import tag_for_keyword
 
+from series_selection.common.jsonio import LazyArray
+
+METADATA_FILE = "dicom-metadata.json"
+SERIES_IMAGES_FILE = "series-images.json"
+REPORT_FILE = "parse-report.json"
+SELECTED_IMAGES_FILE = "selected-images.json"
+EXPLAIN_FILE = "selection-explain.json"
+RULES_BASE64_ENV = "NVIDIA_CLARA_SELECTION_RULES_BASE64"
+"""The selection rules, base64-encoded: how a pipeline hands them to the selector."""
+RULES_FILE_ENV = "NVIDIA_CLARA_SELECTION_RULES_FILE"
+"""The selection rules file, when no base64 rules are given."""
+
 JsonDataset = Mapping[str, Any]
+JsonArray = list[Any] | LazyArray
+"""The JSON of a model's children: a list, or a ``LazyArray`` for a writer that streams them."""
 
 
 @cache
@@ -56,6 +77,19 @@ class Instance:
     def sop_instance_uid(self) -> str:
         return str(json_value(self.attributes, "SOPInstanceUID"))
 
+    def to_json(self) -> dict[str, Any]:
+        return self.json_entry(self.path, self.attributes)
+
+    @staticmethod
+    def json_entry(path: str, attributes: JsonDataset) -> dict[str, Any]:
+        """An instance's JSON from its path and attributes."""
+        dataset = attributes if isinstance(attributes, dict) else dict(attributes)
+        return {"attributes": dataset, "path": path}
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> Instance:
+        return cls(path=entry["path"], attributes=entry["attributes"])
+
 
 @dataclass(frozen=True)
 class Series:
@@ -67,6 +101,22 @@ class Series:
     @property
     def uid(self) -> str:
         return str(json_value(self.attributes, "SeriesInstanceUID"))
+
+    def to_json(self) -> dict[str, Any]:
+        return self.json_entry(self.attributes, [i.to_json() for i in self.instances])
+
+    @staticmethod
+    def json_entry(attributes: JsonDataset, instances: JsonArray) -> dict[str, Any]:
+        """A series' JSON from its attributes and its instances' JSON."""
+        dataset = attributes if isinstance(attributes, dict) else dict(attributes)
+        return {"attributes": dataset, "instances": instances}
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> Series:
+        return cls(
+            attributes=entry["attributes"],
+            instances=tuple(Instance.from_json(i) for i in entry["instances"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -80,47 +130,46 @@ class Study:
     def uid(self) -> str:
         return str(json_value(self.attributes, "StudyInstanceUID"))
 
+    def to_json(self) -> dict[str, Any]:
+        return self.json_entry(self.attributes, [s.to_json() for s in self.series])
 
-def hierarchy_to_json(studies: tuple[Study, ...]) -> dict[str, Any]:
-    """The ``dicom-metadata.json`` document for ``studies``."""
-    return {
-        "studies": [
-            {
-                "attributes": dict(study.attributes),
-                "series": [
-                    {
-                        "attributes": dict(series.attributes),
-                        "instances": [
-                            {"attributes": dict(i.attributes), "path": i.path}
-                            for i in series.instances
-                        ],
-                    }
-                    for series in study.series
-                ],
-            }
-            for study in studies
-        ]
-    }
+    @staticmethod
+    def json_entry(attributes: JsonDataset, series: JsonArray) -> dict[str, Any]:
+        """A study's JSON from its attributes and its series' JSON."""
+        dataset = attributes if isinstance(attributes, dict) else dict(attributes)
+        return {"attributes": dataset, "series": series}
 
-
-def hierarchy_from_json(document: Mapping[str, Any]) -> tuple[Study, ...]:
-    """The studies of a (schema-valid) ``dicom-metadata.json`` document."""
-    return tuple(
-        Study(
-            attributes=study["attributes"],
-            series=tuple(
-                Series(
-                    attributes=series["attributes"],
-                    instances=tuple(
-                        Instance(path=i["path"], attributes=i["attributes"])
-                        for i in series["instances"]
-                    ),
-                )
-                for series in study["series"]
-            ),
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> Study:
+        return cls(
+            attributes=entry["attributes"],
+            series=tuple(Series.from_json(s) for s in entry["series"]),
         )
-        for study in document["studies"]
-    )
+
+
+@dataclass(frozen=True)
+class DicomMetadata:
+    """``dicom-metadata.json``: the studies, each with its series, each with its instances.
+
+    The parser writes it as it reads the headers back, with the ``json_entry`` of each class
+    (the children of each level given as a ``LazyArray``); whoever holds it whole uses
+    ``to_json``, which makes its JSON with the same ``json_entry``.
+    """
+
+    studies: tuple[Study, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return self.json_entry([study.to_json() for study in self.studies])
+
+    @staticmethod
+    def json_entry(studies: JsonArray) -> dict[str, Any]:
+        """The document's JSON from its studies' JSON."""
+        return {"studies": studies}
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> DicomMetadata:
+        """The model of a schema-valid document."""
+        return cls(studies=tuple(Study.from_json(study) for study in document["studies"]))
 
 
 @dataclass(frozen=True)
@@ -197,3 +246,141 @@ class VolumeEntry:
             study_instance_uid=entry.get("StudyInstanceUID", ""),
             geometry=entry.get("geometry", PATIENT_GEOMETRY),
         )
+
+
+@dataclass(frozen=True)
+class SeriesImages:
+    """``series-images.json``: the volumes of each series that has any, by SeriesInstanceUID, in
+    the order of the series in ``dicom-metadata.json``."""
+
+    volumes: Mapping[str, tuple[VolumeEntry, ...]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {uid: [v.to_json() for v in volumes] for uid, volumes in self.volumes.items()}
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> SeriesImages:
+        """The model of a schema-valid document."""
+        return cls(
+            volumes={
+                uid: tuple(VolumeEntry.from_json(entry) for entry in entries)
+                for uid, entries in document.items()
+            }
+        )
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One volume of a chosen series, as ``selected-images.json`` lists it."""
+
+    path: str
+    """Relative to the folder holding ``selected-images.json``."""
+    format: str
+    label: str
+    shape: tuple[int, ...]
+    spacing: tuple[float, float, float]
+    orientation: str
+    dtype: str
+    channels: int
+    geometry: str = PATIENT_GEOMETRY
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "label": self.label,
+            "shape": list(self.shape),
+            "spacing": list(self.spacing),
+            "orientation": self.orientation,
+            "geometry": self.geometry,
+            "dtype": self.dtype,
+            "channels": self.channels,
+        }
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> ImageEntry:
+        return cls(
+            path=entry["path"],
+            format=entry["format"],
+            label=entry["label"],
+            shape=tuple(entry["shape"]),
+            spacing=(entry["spacing"][0], entry["spacing"][1], entry["spacing"][2]),
+            orientation=entry["orientation"],
+            dtype=entry["dtype"],
+            channels=entry["channels"],
+            geometry=entry.get("geometry", PATIENT_GEOMETRY),
+        )
+
+
+@dataclass(frozen=True)
+class ChosenSeries:
+    """A series a selection chose, with its volumes."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    series_number: int | float | str | None
+    series_description: str | None
+    modality: str | None
+    instance_count: int
+    images: tuple[ImageEntry, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "StudyInstanceUID": self.study_instance_uid,
+            "SeriesInstanceUID": self.series_instance_uid,
+            "SeriesNumber": self.series_number,
+            "SeriesDescription": self.series_description,
+            "Modality": self.modality,
+            "instance_count": self.instance_count,
+            "images": [image.to_json() for image in self.images],
+        }
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> ChosenSeries:
+        return cls(
+            study_instance_uid=entry["StudyInstanceUID"],
+            series_instance_uid=entry["SeriesInstanceUID"],
+            series_number=entry["SeriesNumber"],
+            series_description=entry["SeriesDescription"],
+            modality=entry["Modality"],
+            instance_count=entry["instance_count"],
+            images=tuple(ImageEntry.from_json(image) for image in entry["images"]),
+        )
+
+
+@dataclass(frozen=True)
+class SelectionImages:
+    """One selection of the rules and the series it chose, in the selection's order."""
+
+    name: str
+    series: tuple[ChosenSeries, ...]
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> SelectionImages:
+        return cls(
+            name=entry["name"], series=tuple(ChosenSeries.from_json(s) for s in entry["series"])
+        )
+
+
+@dataclass(frozen=True)
+class SelectedImages:
+    """``selected-images.json``: every selection, in rule order, with the series it chose."""
+
+    selections: tuple[SelectionImages, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The document; a series chosen by several selections (the same ``ChosenSeries``) has
+        one entry object, listed under each (``json_write`` with ``reuse`` formats it once)."""
+        chosen = {id(series): series for s in self.selections for series in s.series}
+        entries = {key: series.to_json() for key, series in chosen.items()}
+        return {
+            "selections": [
+                {"name": s.name, "series": [entries[id(series)] for series in s.series]}
+                for s in self.selections
+            ]
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> SelectedImages:
+        """The model of a schema-valid document."""
+        return cls(selections=tuple(SelectionImages.from_json(s) for s in document["selections"]))

@@ -13,6 +13,7 @@ from pathlib import Path
 from series_selection.common.cli import run_reporting_errors
 from series_selection.common.errors import InputError
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
+from series_selection.common.models import METADATA_FILE, REPORT_FILE, SERIES_IMAGES_FILE
 from series_selection.common.settings import Option, add_options, resolve
 from series_selection.parser.run import ParseSummary, parse_folder
 from series_selection.parser.writers import FORMATS
@@ -44,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dicom-parser",
         description=(
             "Scan a folder of DICOM files, write the study/series/instance hierarchy as "
-            "dicom-metadata.json (DICOM JSON Model), one volume per image series listed in "
-            "series-images.json, and parse-report.json accounting for every file. "
+            f"{METADATA_FILE} (DICOM JSON Model), one volume per image series listed in "
+            f"{SERIES_IMAGES_FILE}, and {REPORT_FILE} accounting for every file. "
             "Exit codes: 0 done (skipped files are not failures), 2 unusable input or arguments, "
             "5 outputs cannot be written."
         ),

@@ -7,14 +7,14 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any
 
 from series_selection.common.errors import OutputError
-from series_selection.common.jsonio import atomic_file, check_output, json_bytes, json_text
-from series_selection.common.models import JsonDataset
+from series_selection.common.jsonio import LazyArray, check_output, write_formatted
+from series_selection.common.models import DicomMetadata, Instance, JsonDataset, Series, Study
 from series_selection.parser.hierarchy import (
     SeriesGroup,
     StudyGroup,
@@ -74,49 +74,40 @@ class HeaderStore:
 
 
 def write_metadata(path: Path, studies: Sequence[StudyGroup], store: HeaderStore) -> None:
-    """Write the hierarchy of ``studies``, each part checked against its part of the schema.
+    """Write the hierarchy of ``studies`` (the ``DicomMetadata`` model's JSON), each part
+    checked against its part of the schema, then formatted and written before the next is made.
 
     Each study's headers are read twice: once for its own attributes, then series by series.
     """
-    try:
-        _write_studies(path, studies, store)
-    except OSError as error:
-        raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
+    document = DicomMetadata.json_entry(LazyArray(_studies(path, studies, store)))
+    write_formatted(path, document)
 
 
-def _write_studies(path: Path, studies: Sequence[StudyGroup], store: HeaderStore) -> None:
-    with atomic_file(path) as file:
-        if not studies:
-            file.write(json_bytes(json_text({"studies": []}) + "\n"))
-            return
-        file.write(b'{\n "studies": [')
-        for study_index, study in enumerate(studies):
-            headers = (store.get(h.path) for series in study.series for h in series.headers)
-            attributes = study_attributes(headers, study.uid)
-            check_output({"attributes": attributes, "series": []}, path, SCHEMA, STUDY_SCHEMA)
-            opening = ',\n  {\n   "attributes": ' if study_index else '\n  {\n   "attributes": '
-            file.write(json_bytes(opening + json_text(attributes, 3) + ',\n   "series": ['))
-            for series_index, series in enumerate(study.series):
-                file.write(b",\n    " if series_index else b"\n    ")
-                _write_series(file, path, series, attributes, store)
-            file.write(b"\n   ]\n  }")
-        file.write(b"\n ]\n}\n")
+def _studies(path: Path, studies: Sequence[StudyGroup], store: HeaderStore) -> Iterator[Any]:
+    for study in studies:
+        headers = (store.get(h.path) for series in study.series for h in series.headers)
+        attributes = study_attributes(headers, study.uid)
+        check_output(Study.json_entry(attributes, []), path, SCHEMA, STUDY_SCHEMA)
+        series = (_series(path, series, attributes, store) for series in study.series)
+        yield Study.json_entry(attributes, LazyArray(series))
 
 
-def _write_series(
-    file: BinaryIO, path: Path, series: SeriesGroup, study_level: JsonDataset, store: HeaderStore
-) -> None:
-    """Write one series entry, formatted as ``json_text(entry, 4)`` formats it, one instance at
-    a time: the series' headers are read twice, never all held at once."""
+def _series(
+    path: Path, series: SeriesGroup, study_level: JsonDataset, store: HeaderStore
+) -> dict[str, Any]:
+    """One series' JSON, its instances made one at a time as they are written: the series'
+    headers are read twice, never all held at once."""
     headers = (store.get(header.path) for header in series.headers)
     attributes, excluded = series_attributes(headers, study_level, series.uid)
     check_output(attributes, path, SCHEMA, SERIES_ATTRIBUTES_SCHEMA)
-    file.write(
-        ('{\n     "attributes": ' + json_text(attributes, 5) + ',\n     "instances": [').encode()
-    )
-    for index, header in enumerate(series.headers):
+    return Series.json_entry(attributes, LazyArray(_instances(path, series, excluded, store)))
+
+
+def _instances(
+    path: Path, series: SeriesGroup, excluded: Collection[str], store: HeaderStore
+) -> Iterator[dict[str, Any]]:
+    for header in series.headers:
         own = {k: v for k, v in store.get(header.path).items() if k not in excluded}
-        instance = {"attributes": own, "path": header.path}
+        instance = Instance.json_entry(header.path, own)
         check_output(instance, path, SCHEMA, INSTANCE_SCHEMA)
-        file.write(json_bytes((",\n      " if index else "\n      ") + json_text(instance, 6)))
-    file.write(b"\n     ]\n    }")
+        yield instance

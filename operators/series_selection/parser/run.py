@@ -17,6 +17,13 @@ from pydicom import config
 from series_selection.common.errors import InputError
 from series_selection.common.folders import OutputFolder, check_apart
 from series_selection.common.jsonio import write_json
+from series_selection.common.models import (
+    METADATA_FILE,
+    REPORT_FILE,
+    SERIES_IMAGES_FILE,
+    SeriesImages,
+    VolumeEntry,
+)
 from series_selection.common.progress import Progress
 from series_selection.parser.bounds import default_max_series_bytes, size_text
 from series_selection.parser.convert import (
@@ -37,9 +44,6 @@ from series_selection.parser.workers import Workers
 
 log = logging.getLogger(__name__)
 
-METADATA_FILE = "dicom-metadata.json"
-SERIES_IMAGES_FILE = "series-images.json"
-REPORT_FILE = "parse-report.json"
 OWNER = "dicom-parser"
 LOST = " (by the out-of-memory killer, say)"
 
@@ -128,13 +132,14 @@ def _parse(
             outcome = SeriesOutcome(study.uid, series.uid, problems=(reason,), has_pixels=False)
             outcomes[study.uid, series.uid] = outcome
             _log_outcome(series, outcome)
-    series_images: dict[str, list[dict[str, Any]]] = {}
+    volumes: dict[str, tuple[VolumeEntry, ...]] = {}
     for study, series in _all_series(studies):
         outcome = outcomes[study.uid, series.uid]
         if outcome.volumes:
-            series_images.setdefault(series.uid, []).extend(v.to_json() for v in outcome.volumes)
+            volumes[series.uid] = volumes.get(series.uid, ()) + outcome.volumes
+    series_images = SeriesImages(volumes)
     report = _report(listed, skipped, headers, duplicates, studies, outcomes, input_root, fmt)
-    write_json(staging / SERIES_IMAGES_FILE, series_images, "series-images")
+    write_json(staging / SERIES_IMAGES_FILE, series_images.to_json(), "series-images")
     write_json(staging / REPORT_FILE, report, "parse-report")
     published = [METADATA_FILE, SERIES_IMAGES_FILE, REPORT_FILE, *_volume_files(series_images)]
     return ParseSummary(**report["summary"]), published
@@ -337,15 +342,15 @@ def _compared(path: Path, kept: Path) -> str:
         return f"content not compared: {error.strerror or error}"
 
 
-def _volume_files(series_images: dict[str, list[dict[str, Any]]]) -> list[str]:
+def _volume_files(series_images: SeriesImages) -> list[str]:
     """The files of every listed volume (a MetaImage header and its ``.raw``)."""
     files = []
-    for volumes in series_images.values():
+    for volumes in series_images.volumes.values():
         for volume in volumes:
-            path = PurePosixPath(volume["path"])
+            path = PurePosixPath(volume.path)
             files += (
                 [str(path), str(path.with_suffix(".raw"))]
-                if volume["format"] == "mhd"
+                if volume.format == "mhd"
                 else [str(path)]
             )
     return files

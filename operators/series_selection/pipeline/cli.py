@@ -13,14 +13,13 @@ import yaml
 from series_selection.common.cli import run_reporting_errors
 from series_selection.common.errors import InputError, OutputError
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
+from series_selection.common.models import RULES_BASE64_ENV
 from series_selection.common.settings import add_options, resolve
 from series_selection.pipeline.argo import workflow_template
 from series_selection.pipeline.definition import load_pipeline
 from series_selection.pipeline.runner import Engine, LocalEngine, run_pipeline
 
 log = logging.getLogger(__name__)
-
-RULES_VARIABLE = "NVIDIA_CLARA_SELECTION_RULES_BASE64"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", type=Path, required=True, help="the job's input folder")
     run.add_argument("--output", type=Path, required=True, help="where the outputs go")
     run.add_argument(
-        "--rules", type=Path, help=f"selection rules for the selector (passed as {RULES_VARIABLE})"
+        "--rules",
+        type=Path,
+        help=f"selection rules for the selector (passed as {RULES_BASE64_ENV})",
     )
     run.add_argument(
         "--engine",
@@ -73,7 +74,7 @@ def _run(arguments: argparse.Namespace, log_level: str) -> int:
             rules = arguments.rules.read_bytes()
         except OSError as error:
             raise InputError(f"cannot read rules file {arguments.rules}: {error}") from error
-        environment[RULES_VARIABLE] = base64.b64encode(rules).decode("ascii")
+        environment[RULES_BASE64_ENV] = base64.b64encode(rules).decode("ascii")
     engine: Engine
     if arguments.engine == "docker":
         from series_selection.pipeline.docker_engine import DockerEngine

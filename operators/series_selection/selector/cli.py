@@ -14,15 +14,17 @@ from series_selection.common.cli import run_reporting_errors
 from series_selection.common.errors import SelectionError
 from series_selection.common.folders import OutputFolder, check_apart, reading
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
-from series_selection.common.settings import Option, add_options, resolve
-from series_selection.selector.explain import EXPLAIN_FILE, explain_table, write_explain
-from series_selection.selector.inputs import read_parser_output
-from series_selection.selector.outputs import (
+from series_selection.common.models import (
+    EXPLAIN_FILE,
+    RULES_BASE64_ENV,
+    RULES_FILE_ENV,
     SELECTED_IMAGES_FILE,
-    VOLUME_MODES,
-    write_selected_images,
 )
-from series_selection.selector.rules import RULES_BASE64_ENV, RULES_FILE_ENV, load_rules
+from series_selection.common.settings import Option, add_options, resolve
+from series_selection.selector.explain import explain_table, write_explain
+from series_selection.selector.inputs import read_parser_output
+from series_selection.selector.outputs import VOLUME_MODES, write_selected_images
+from series_selection.selector.rules import load_rules
 from series_selection.selector.selection import Outcome, check_required, select, series_label
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,7 @@ OWNER = "series-selector"
 
 OPTIONS = (
     Option("--input", "SERIES_SELECTOR_INPUT", "/input", "dicom-parser's output folder"),
-    Option("--output", "SERIES_SELECTOR_OUTPUT", "/output", "folder for selected-images.json"),
+    Option("--output", "SERIES_SELECTOR_OUTPUT", "/output", f"folder for {SELECTED_IMAGES_FILE}"),
     Option(
         "--rules",
         RULES_FILE_ENV,

@@ -9,14 +9,12 @@ is written, as every JSON output is.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from series_selection.common.errors import OutputError
-from series_selection.common.jsonio import atomic_write_bytes, check_output
-from series_selection.common.models import json_value
+from series_selection.common.jsonio import write_json
+from series_selection.common.models import EXPLAIN_FILE, json_value
 from series_selection.selector.inputs import series_identity
 from series_selection.selector.matching import (
     Condition,
@@ -32,7 +30,6 @@ from series_selection.selector.matching import (
 from series_selection.selector.rules import Rules
 from series_selection.selector.selection import Outcome, Selected, Verdict
 
-EXPLAIN_FILE = "selection-explain.json"
 SCHEMA = "selection-explain"
 CELL_WIDTH = 26
 
@@ -68,12 +65,7 @@ def write_explain(selected: Selected, rules: Rules, output_dir: Path) -> Path:
         ],
     }
     target = output_dir / EXPLAIN_FILE
-    check_output(document, target, SCHEMA)
-    text = json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    try:
-        atomic_write_bytes(target, text.encode("utf-8"))
-    except OSError as error:
-        raise OutputError(f"cannot write {target}: {error.strerror or error}") from error
+    write_json(target, document, SCHEMA, compact=True)
     return target
 
 

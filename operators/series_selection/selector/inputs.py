@@ -11,17 +11,17 @@ from typing import Any
 from series_selection.common.errors import InputError
 from series_selection.common.jsonio import read_json
 from series_selection.common.models import (
+    METADATA_FILE,
+    SERIES_IMAGES_FILE,
+    DicomMetadata,
     Series,
+    SeriesImages,
     Study,
     VolumeEntry,
-    hierarchy_from_json,
     json_value,
     json_values,
 )
 from series_selection.selector.matching import Facts, Values, as_number
-
-METADATA_FILE = "dicom-metadata.json"
-SERIES_IMAGES_FILE = "series-images.json"
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,13 @@ def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate
     """
     if not folder.is_dir():
         raise InputError(f"input folder {folder} does not exist or is not a folder")
-    studies = hierarchy_from_json(read_json(folder / METADATA_FILE, "dicom-metadata"))
-    listed = read_json(folder / SERIES_IMAGES_FILE, "series-images")
-    volumes = {
-        uid: tuple(VolumeEntry.from_json(entry) for entry in entries)
-        for uid, entries in listed.items()
-    }
+    metadata = DicomMetadata.from_json(read_json(folder / METADATA_FILE, "dicom-metadata"))
+    volumes = SeriesImages.from_json(
+        read_json(folder / SERIES_IMAGES_FILE, "series-images")
+    ).volumes
     wanted = tuple(sorted(set(keywords)))
     candidates = []
-    for study in studies:
+    for study in metadata.studies:
         for series in study.series:
             own = tuple(
                 v for v in volumes.get(series.uid, ()) if v.study_instance_uid in ("", study.uid)

@@ -7,15 +7,22 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Literal
 
 from series_selection.common.errors import InputError, OutputError
-from series_selection.common.jsonio import atomic_write_bytes, check_output, json_text
-from series_selection.common.models import VolumeEntry, json_value
-from series_selection.selector.inputs import Candidate, InputFolder, series_identity
+from series_selection.common.jsonio import check_output, write_formatted
+from series_selection.common.models import (
+    SELECTED_IMAGES_FILE,
+    ChosenSeries,
+    ImageEntry,
+    SelectedImages,
+    SelectionImages,
+    VolumeEntry,
+    json_value,
+)
+from series_selection.selector.inputs import Candidate, InputFolder
 from series_selection.selector.selection import Outcome
 
-SELECTED_IMAGES_FILE = "selected-images.json"
 SCHEMA = "selected-images"
 SERIES_SCHEMA = "/$defs/series"
 VolumeMode = Literal["place", "refer"]
@@ -39,37 +46,23 @@ def write_selected_images(
     """
     staging = staging or output_dir
     target = staging / SELECTED_IMAGES_FILE
-    entries = _SeriesEntries(InputFolder(input_dir), output_dir, mode, staging)
-    chosen = [(o.selection.name, [entries.text(c) for c in o.chosen]) for o in outcomes]
-    check_output(
-        {"selections": [{"name": name, "series": []} for name, _ in chosen]}, target, SCHEMA
+    chosen = _ChosenSeries(InputFolder(input_dir), output_dir, mode, staging)
+    selected = SelectedImages(
+        tuple(SelectionImages(o.selection.name, tuple(map(chosen.of, o.chosen))) for o in outcomes)
     )
-    try:
-        atomic_write_bytes(target, _document_text(chosen).encode("utf-8"))
-    except OSError as error:
-        raise OutputError(f"cannot write {target}: {error.strerror or error}") from error
-    return [SELECTED_IMAGES_FILE, *entries.placed]
+    document = selected.to_json()
+    entries = {id(e): e for s in document["selections"] for e in s["series"]}
+    for entry in entries.values():
+        check_output(entry, target, SCHEMA, SERIES_SCHEMA)
+    skeleton = [{"name": s["name"], "series": []} for s in document["selections"]]
+    check_output({"selections": skeleton}, target, SCHEMA)
+    write_formatted(target, document, reuse=True)
+    return [SELECTED_IMAGES_FILE, *chosen.placed]
 
 
-def _document_text(chosen: Sequence[tuple[str, Sequence[str]]]) -> str:
-    """The document, formatted as ``json_text`` formats it, from each selection's name and the
-    text of each of its series (``json_text`` indented by 4)."""
-    selections = [
-        f'{{\n   "name": {json_text(name)},\n   "series": [\n    '
-        + ",\n    ".join(series)
-        + "\n   ]\n  }"
-        if series
-        else json_text({"name": name, "series": []}, 2)
-        for name, series in chosen
-    ]
-    if not selections:
-        return json_text({"selections": []}) + "\n"
-    return '{\n "selections": [\n  ' + ",\n  ".join(selections) + "\n ]\n}\n"
-
-
-class _SeriesEntries:
-    """The entry of each chosen series as text, made (its volumes placed, the entry checked
-    against the schema) once however many selections choose it."""
+class _ChosenSeries:
+    """The model of each chosen series, made (its volumes placed) once however many selections
+    choose it."""
 
     def __init__(
         self, input_folder: InputFolder, output_dir: Path, mode: VolumeMode, staging: Path
@@ -78,24 +71,25 @@ class _SeriesEntries:
         self.output_dir = output_dir
         self.mode = mode
         self.staging = staging
-        self.target = staging / SELECTED_IMAGES_FILE
         self.placed: list[str] = []
-        self._made: dict[int, str] = {}
+        self._made: dict[int, ChosenSeries] = {}
 
-    def text(self, candidate: Candidate) -> str:
+    def of(self, candidate: Candidate) -> ChosenSeries:
         made = self._made.get(id(candidate))
         if made is None:
-            entry = {
-                **series_identity(candidate),
-                "Modality": json_value(candidate.series.attributes, "Modality"),
-                "instance_count": len(candidate.series.instances),
-                "images": [self._image_entry(volume) for volume in candidate.volumes],
-            }
-            check_output(entry, self.target, SCHEMA, SERIES_SCHEMA)
-            made = self._made[id(candidate)] = json_text(entry, 4)
+            attributes = candidate.series.attributes
+            made = self._made[id(candidate)] = ChosenSeries(
+                study_instance_uid=candidate.study.uid,
+                series_instance_uid=candidate.series.uid,
+                series_number=json_value(attributes, "SeriesNumber"),
+                series_description=json_value(attributes, "SeriesDescription"),
+                modality=json_value(attributes, "Modality"),
+                instance_count=len(candidate.series.instances),
+                images=tuple(self._image(volume) for volume in candidate.volumes),
+            )
         return made
 
-    def _image_entry(self, volume: VolumeEntry) -> dict[str, Any]:
+    def _image(self, volume: VolumeEntry) -> ImageEntry:
         if self.mode == "place":
             for relative in (volume.path, *data_files(self.input_folder, volume)):
                 place(self.input_folder.file(relative), self.staging / relative)
@@ -104,17 +98,17 @@ class _SeriesEntries:
         else:
             located = self.input_folder.file(volume.path)
             path = Path(os.path.relpath(located, self.output_dir)).as_posix()
-        return {
-            "path": path,
-            "format": volume.format,
-            "label": volume.label,
-            "shape": list(volume.shape),
-            "spacing": list(volume.spacing),
-            "orientation": volume.orientation,
-            "geometry": volume.geometry,
-            "dtype": volume.dtype,
-            "channels": volume.channels,
-        }
+        return ImageEntry(
+            path=path,
+            format=volume.format,
+            label=volume.label,
+            shape=volume.shape,
+            spacing=volume.spacing,
+            orientation=volume.orientation,
+            geometry=volume.geometry,
+            dtype=volume.dtype,
+            channels=volume.channels,
+        )
 
 
 def data_files(input_folder: InputFolder, volume: VolumeEntry) -> list[str]:

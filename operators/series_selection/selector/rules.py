@@ -27,6 +27,7 @@ from pydicom.datadict import dictionary_VR, keyword_dict
 
 from series_selection.common.errors import RulesError
 from series_selection.common.jsonio import schema_errors
+from series_selection.common.models import RULES_BASE64_ENV
 from series_selection.common.orientation import OBLIQUE, PLANES
 from series_selection.selector.matching import (
     COMPARISONS,
@@ -44,8 +45,6 @@ from series_selection.selector.matching import (
     member_text,
 )
 
-RULES_BASE64_ENV = "NVIDIA_CLARA_SELECTION_RULES_BASE64"
-RULES_FILE_ENV = "NVIDIA_CLARA_SELECTION_RULES_FILE"
 DEFAULT_RULES = "default.yaml"
 COMBINATORS = ("any", "all", "not")
 DERIVED_ORDER_KEYS = {

@@ -11,7 +11,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from series_selection.parser.run import REPORT_FILE, SERIES_IMAGES_FILE, parse_folder
+from series_selection.common.models import REPORT_FILE, SERIES_IMAGES_FILE
+from series_selection.parser.run import parse_folder
 from series_selection_tools.fidelity.dicom_truth import compare_with_dicom, read_slices
 from series_selection_tools.fidelity.worldspace import (
     Comparison,

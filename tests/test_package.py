@@ -9,6 +9,9 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tomllib
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +112,18 @@ def test_packages_import_only_what_the_architecture_allows(package: str) -> None
                 parts = name.split(".")
                 if parts[0] == "series_selection" and len(parts) > 1:
                     assert parts[1] in ALLOWED[package], f"{module.name} imports {name}"
+
+
+SCRIPTS = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_every_command_says_its_version(script: str) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / script), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{script} {metadata.version('dicom-series-selection')}"

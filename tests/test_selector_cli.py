@@ -469,3 +469,19 @@ def test_a_symbolic_link_in_the_output_leads_nowhere(
     assert {k: v for k, v in after.items() if not k.startswith("out/")} == {
         k: v for k, v in before.items() if not k.startswith("out/")
     }
+
+
+@pytest.mark.parametrize("missing", ["--input", "--output"])
+def test_a_missing_folder_is_asked_for_not_guessed(
+    missing: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SERIES_SELECTOR_INPUT", raising=False)
+    monkeypatch.delenv("SERIES_SELECTOR_OUTPUT", raising=False)
+    given = {"--input": str(tmp_path / "in"), "--output": str(tmp_path / "out")}
+    del given[missing]
+    assert main([item for pair in given.items() for item in pair]) == 2
+    variable = f"SERIES_SELECTOR_{missing.strip('-').upper()}"
+    assert f"give {missing} or set {variable}" in capsys.readouterr().err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable
+from importlib import metadata
 
 from series_selection.common.errors import (
     InputError,
@@ -26,6 +28,18 @@ EXIT_CODES: dict[type[PipelineError], int] = {
 """The process exit code of each kind of user error, the first kind that fits; 0 is
 success, 130 an interruption."""
 INTERRUPTED = 130
+
+
+DISTRIBUTION = "dicom-series-selection"
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the command's name and the installed distribution's version."""
+    try:
+        version = metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        version = "unknown (not installed)"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
 
 
 def exit_code(error: PipelineError) -> int:

@@ -26,7 +26,8 @@ class Option:
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
     """Declare each option on ``parser``; its default is resolved later, from the environment."""
     for option in options:
-        shown = f" (default: {option.default}; environment: {option.env})"
+        default = "" if option.default is None else f"default: {option.default}; "
+        shown = f" ({default}environment: {option.env})"
         parser.add_argument(
             option.flag,
             default=None,

@@ -10,7 +10,7 @@ import sys
 from contextlib import suppress
 from pathlib import Path
 
-from series_selection.common.cli import run_reporting_errors
+from series_selection.common.cli import add_version, run_reporting_errors
 from series_selection.common.errors import InputError
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
 from series_selection.common.models import METADATA_FILE, REPORT_FILE, SERIES_IMAGES_FILE
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     add_options(parser, OPTIONS)
+    add_version(parser)
     return parser
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from series_selection.common.cli import run_reporting_errors
+from series_selection.common.cli import add_version, run_reporting_errors
 from series_selection.common.errors import InputError, OutputError
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
 from series_selection.common.models import RULES_BASE64_ENV
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="series-pipeline", description=__doc__)
+    add_version(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the pipeline on a folder of DICOM files")

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from series_selection.common.cli import run_reporting_errors
-from series_selection.common.errors import SelectionError
+from series_selection.common.cli import add_version, run_reporting_errors
+from series_selection.common.errors import InputError, SelectionError
 from series_selection.common.folders import OutputFolder, check_apart, reading
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
 from series_selection.common.models import (
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 OWNER = "series-selector"
 
 OPTIONS = (
-    Option("--input", "SERIES_SELECTOR_INPUT", "/input", "dicom-parser's output folder"),
-    Option("--output", "SERIES_SELECTOR_OUTPUT", "/output", f"folder for {SELECTED_IMAGES_FILE}"),
+    Option("--input", "SERIES_SELECTOR_INPUT", None, "dicom-parser's output folder"),
+    Option("--output", "SERIES_SELECTOR_OUTPUT", None, f"folder for {SELECTED_IMAGES_FILE}"),
     Option(
         "--rules",
         RULES_FILE_ENV,
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Choose image series from dicom-parser's output with selection rules.",
     )
     add_options(parser, OPTIONS)
+    add_version(parser)
     parser.add_argument(
         "--explain",
         action="store_true",
@@ -91,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(settings: dict[str, Any], explain: bool = False) -> int:
     """Select from the input folder into the output folder; ``explain`` prints the table."""
+    for name in ("input", "output"):
+        if not settings[name]:
+            raise InputError(f"give --{name} or set SERIES_SELECTOR_{name.upper()}")
     input_dir, output_dir = Path(settings["input"]), Path(settings["output"])
     rules = load_rules(settings["rules"], os.environ)
     log.info("rules from %s: %d selection(s)", rules.source, len(rules.selections))

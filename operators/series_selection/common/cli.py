@@ -23,10 +23,8 @@ EXIT_CODES: dict[type[PipelineError], int] = {
     RulesError: 2,
     SelectionError: 4,
     OutputError: 5,
-    PipelineError: 1,  # any other, such as no Docker engine answering
 }
-"""The process exit code of each kind of user error, the first kind that fits; 0 is
-success, 130 an interruption."""
+"""The process exit code of each kind of user error; 0 is success, 130 an interruption."""
 INTERRUPTED = 130
 
 

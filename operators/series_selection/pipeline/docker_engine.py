@@ -9,7 +9,7 @@ from docker.client import DockerClient
 from docker.errors import DockerException, ImageNotFound
 from docker.models.images import Image
 
-from series_selection.common.errors import InputError, PipelineError
+from series_selection.common.errors import InputError
 from series_selection.pipeline.definition import Operator
 from series_selection.pipeline.runner import Mount, copy_lines
 
@@ -36,7 +36,7 @@ class DockerEngine:
             self.client = DockerClient.from_env()
             self.client.ping()
         except DockerException as error:
-            raise PipelineError(f"no Docker engine answers: {error}") from error
+            raise InputError(f"--engine docker: no Docker engine answers: {error}") from error
 
     def check(self, operator: Operator) -> None:
         self._image(operator)

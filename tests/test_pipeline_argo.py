@@ -17,6 +17,7 @@ from series_selection.common.jsonio import schema_errors
 from series_selection.pipeline.argo import workflow_template
 from series_selection.pipeline.cli import main
 from series_selection.pipeline.definition import load_pipeline, parse_pipeline
+from test_pipeline_definition import CLARA
 
 REPO = Path(__file__).resolve().parents[1]
 ARGO_SCHEMA = REPO.parent / "shared/argo/workflow-schema.json"
@@ -152,3 +153,17 @@ def test_the_command_line_writes_yaml_that_kubectl_would_read(
     assert main(["export", "argo"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == written
     assert "&id" not in target.read_text()  # no YAML anchors: plain for every reader
+
+
+def test_requests_become_resources_and_pull_secrets_are_carried() -> None:
+    manifest = workflow_template(parse_pipeline(CLARA, "clara.yaml"))
+    assert schema_errors(manifest, "argo-workflowtemplate") == []
+    assert argo_errors(manifest) == []
+    assert manifest["spec"]["imagePullSecrets"] == [{"name": "ngc-clara"}]
+    templates = {t["name"]: t for t in manifest["spec"]["templates"]}
+    resources = {"cpu": "2000m", "memory": "8192Mi", "nvidia.com/gpu": "1"}
+    assert templates["inference"]["container"]["resources"] == {
+        "requests": resources,
+        "limits": resources,
+    }
+    assert "resources" not in templates["dicom-parser"]["container"]

@@ -263,3 +263,85 @@ def test_a_missing_definition_file_is_a_clear_error(
 ) -> None:
     assert main(["export", "argo", "--pipeline", str(tmp_path / "nope.yaml")]) == 2
     assert "cannot read pipeline definition" in capsys.readouterr().err
+
+
+CLARA = """\
+api-version: 0.4.0
+name: with-inference
+orchestrator: Clara
+pull-secrets: [ngc-clara]
+parameters:
+  model-tag: "1.0"
+  FORMAT: nii.gz
+operators:
+- name: dicom-parser
+  container: {image: series-selection/dicom-parser, tag: 0.1.0, command: [dicom-parser]}
+  variables: {DICOM_PARSER_FORMAT: "${{ FORMAT }}"}
+  input: [{path: /input}]
+  output: [{path: /output}]
+- name: inference
+  container:
+    image: example/inference
+    tag: ${{ model-tag }}
+    command: [infer, --format, "{{ FORMAT }}"]
+  requests: {gpu: 1, memory: 8192, cpu: 2}
+  input: [{from: dicom-parser, path: /input}]
+  output: [{path: /output}]
+"""
+
+
+def test_a_clara_definition_with_requests_and_parameters_loads() -> None:
+    pipeline = parse_pipeline(CLARA, "clara.yaml")
+    parser, inference = pipeline.operators
+    assert parser.variables["DICOM_PARSER_FORMAT"] == "nii.gz"
+    assert inference.container.reference == "example/inference:1.0"
+    assert inference.container.command == ("infer", "--format", "nii.gz")
+    assert (inference.requests.gpu, inference.requests.memory_mb, inference.requests.cpu) == (
+        1,
+        8192,
+        2,
+    )
+    assert parser.requests.gpu is None
+    assert pipeline.pull_secrets == ("ngc-clara",)
+
+
+def test_parameters_are_set_from_the_command_line_and_unknown_ones_refused() -> None:
+    pipeline = parse_pipeline(CLARA, "clara.yaml", {"model-tag": "2.1", "FORMAT": "mhd"})
+    parser, inference = pipeline.operators
+    assert inference.container.tag == "2.1"
+    assert parser.variables["DICOM_PARSER_FORMAT"] == "mhd"
+    with pytest.raises(InputError, match="no parameter named GPUS is declared"):
+        parse_pipeline(CLARA, "clara.yaml", {"GPUS": "2"})
+
+
+def test_a_placeholder_without_a_parameter_is_refused() -> None:
+    text = CLARA.replace("${{ model-tag }}", "${{ model-version }}")
+    assert "placeholder ${{ model-version }} names no declared parameter" in problem(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        CLARA + "services:\n- name: trtis\n  container: {image: nvcr.io/trtis, tag: x}\n",
+        CLARA.replace("  requests:", "  services: [{name: trtis}]\n  requests:"),
+    ],
+    ids=["pipeline", "operator"],
+)
+def test_services_are_refused_with_the_reason(text: str) -> None:
+    assert problem(text) == (
+        "test.yaml: services are not supported (Clara deprecated them): run the service on its "
+        "own and give its address to the operator in its variables"
+    )
+
+
+def test_the_command_line_takes_parameters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    definition_file = tmp_path / "clara.yaml"
+    definition_file.write_text(CLARA)
+    out = tmp_path / "argo.yaml"
+    arguments = ["export", "argo", "--pipeline", str(definition_file), "--output", str(out)]
+    assert main([*arguments, "--parameter", "model-tag=3.0"]) == 0
+    assert "example/inference:3.0" in out.read_text()
+    assert main([*arguments, "--parameter", "model-tag"]) == 2
+    assert "--parameter 'model-tag': give NAME=VALUE" in capsys.readouterr().err

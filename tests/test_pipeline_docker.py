@@ -229,3 +229,32 @@ def test_a_missing_image_is_reported_before_anything_runs(
         "image series-selection/series-selector:never-built of operator 'series-selector'" in error
     )
     assert not out.exists()
+
+
+LIMITS = """
+import os
+v2 = os.path.exists("/sys/fs/cgroup/memory.max")
+def read(v2_name, v1_name):
+    return open("/sys/fs/cgroup/" + (v2_name if v2 else v1_name)).read().split()
+print(*read("memory.max", "memory/memory.limit_in_bytes"))
+period = [] if v2 else read("", "cpu/cpu.cfs_period_us")
+print(*read("cpu.max", "cpu/cpu.cfs_quota_us"), *period)
+"""
+"""Inside a container: its memory limit in bytes, then its CPU quota and period (cgroup v2 or
+v1)."""
+
+
+def test_the_docker_engine_runner_sets_an_operators_requests_as_limits(
+    images: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    definition = yaml.safe_load((REPO / "pipeline.yaml").read_text())
+    parser = definition["operators"][0]
+    parser["container"]["command"] = ["python3", "-c", LIMITS]
+    parser["requests"] = {"memory": 256, "cpu": 0.5, "gpu": 1}
+    definition_file = tmp_path / "pipeline.yaml"
+    definition_file.write_text(yaml.safe_dump(definition))
+    out = tmp_path / "run"
+    arguments = ["run", "--engine", "docker", "--pipeline", str(definition_file)]
+    main([*arguments, "--input", str(REPO / "samples"), "--output", str(out)])
+    assert (out / "dicom-parser.log").read_text().split() == [str(256 << 20), "50000", "100000"]
+    assert "requests 1 GPU(s); this Docker engine has no GPU runtime" in capsys.readouterr().err

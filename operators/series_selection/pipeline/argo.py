@@ -43,6 +43,11 @@ def workflow_template(pipeline: Pipeline) -> dict[str, Any]:
                     },
                 ]
             },
+            **(
+                {"imagePullSecrets": [{"name": name} for name in pipeline.pull_secrets]}
+                if pipeline.pull_secrets
+                else {}
+            ),
             "securityContext": {
                 "runAsNonRoot": True,
                 "runAsUser": RUN_AS,
@@ -100,6 +105,9 @@ def _container_template(operator: Operator) -> dict[str, Any]:
     if operator.container.command is not None:
         container["command"] = list(operator.container.command)
     container["env"] = [{"name": k, "value": v} for k, v in operator.variables.items()]
+    resources = _resources(operator)
+    if resources:
+        container["resources"] = {"requests": resources, "limits": resources}
     container["volumeMounts"] = mounts
     container["securityContext"] = {
         "allowPrivilegeEscalation": False,
@@ -108,6 +116,19 @@ def _container_template(operator: Operator) -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
     }
     return {"name": operator.name, "container": container}
+
+
+def _resources(operator: Operator) -> dict[str, str]:
+    """The operator's ``requests`` as Kubernetes quantities (memory in MiB: Clara's MB)."""
+    requests = operator.requests
+    resources = {}
+    if requests.cpu is not None:
+        resources["cpu"] = f"{round(requests.cpu * 1000)}m"
+    if requests.memory_mb is not None:
+        resources["memory"] = f"{requests.memory_mb}Mi"
+    if requests.gpu:
+        resources["nvidia.com/gpu"] = str(requests.gpu)
+    return resources
 
 
 def _sub_path(operator: str, output_name: str | None) -> str:

@@ -16,7 +16,7 @@ from series_selection.common.logs import LOG_OPTIONS, setup_logging
 from series_selection.common.models import RULES_BASE64_ENV
 from series_selection.common.settings import add_options, resolve
 from series_selection.pipeline.argo import workflow_template
-from series_selection.pipeline.definition import load_pipeline
+from series_selection.pipeline.definition import Pipeline, load_pipeline
 from series_selection.pipeline.runner import Engine, LocalEngine, run_pipeline
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,24 @@ def _add_pipeline_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pipeline", type=Path, help="pipeline definition (default: the shipped pipeline.yaml)"
     )
+    parser.add_argument(
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a value for a parameter the definition declares (repeat for several)",
+    )
+
+
+def _pipeline(arguments: argparse.Namespace) -> Pipeline:
+    """The definition the arguments name, its parameters set from ``--parameter``."""
+    values = {}
+    for given in arguments.parameter:
+        name, equals, value = given.partition("=")
+        if not equals or not name:
+            raise InputError(f"--parameter {given!r}: give NAME=VALUE")
+        values[name] = value
+    return load_pipeline(arguments.pipeline, values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(arguments: argparse.Namespace, log_level: str) -> int:
-    pipeline = load_pipeline(arguments.pipeline)
+    pipeline = _pipeline(arguments)
     environment = {"LOG_LEVEL": log_level}  # the operators log as the pipeline does
     if arguments.rules is not None:
         try:
@@ -89,7 +107,7 @@ def _run(arguments: argparse.Namespace, log_level: str) -> int:
 
 
 def _export(arguments: argparse.Namespace) -> int:
-    manifest = workflow_template(load_pipeline(arguments.pipeline))
+    manifest = workflow_template(_pipeline(arguments))
     text = yaml.safe_dump(manifest, sort_keys=False)
     if arguments.output is None:
         sys.stdout.write(text)

@@ -2,12 +2,15 @@
 
 Semantics as in Clara: an input without ``from`` is the job's input folder; ``from: X`` is the
 output of operator X (``from`` + ``name``: its output of that name); operators run in dependency
-order; ``variables`` are the operator's environment variables.
+order; ``variables`` are the operator's environment variables; ``requests`` the resources it
+needs; ``parameters`` declare the template placeholders ``${{ name }}`` and their defaults.
+``services``, which Clara itself deprecated, are refused.
 """
 
 from __future__ import annotations
 
 import graphlib
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +24,22 @@ from series_selection.common.errors import InputError
 from series_selection.common.jsonio import schema_errors
 
 SCHEMA = "pipeline"
+PLACEHOLDER = re.compile(r"(\$?)\{\{\s*([A-Za-z_][-A-Za-z0-9_.]*)\s*\}\}")
+"""A template placeholder: ``${{ name }}`` as Clara writes it (``{{ name }}`` too, for a
+declared name)."""
+SERVICES = (
+    "services are not supported (Clara deprecated them): run the service on its own and give "
+    "its address to the operator in its variables"
+)
+
+
+@dataclass(frozen=True)
+class Requests:
+    """What an operator asks of the machine; ``None`` where it does not say."""
+
+    cpu: float | None = None
+    gpu: int | None = None
+    memory_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +80,7 @@ class Operator:
     inputs: tuple[Input, ...]
     outputs: tuple[Output, ...]
     description: str = ""
+    requests: Requests = Requests()
 
     def output(self, name: str | None) -> Output | None:
         """The output called ``name`` (``None``: the unnamed one), if the operator has it."""
@@ -76,6 +96,7 @@ class Operator:
 class Pipeline:
     name: str
     operators: tuple[Operator, ...]  # in an order where each runs after those it reads from
+    pull_secrets: tuple[str, ...] = ()
 
 
 def default_pipeline_text() -> str:
@@ -83,23 +104,31 @@ def default_pipeline_text() -> str:
     return resources.files("series_selection.pipeline").joinpath("pipeline.yaml").read_text()
 
 
-def load_pipeline(path: Path | None = None) -> Pipeline:
-    """Load and check ``path``, or the shipped definition when ``path`` is ``None``."""
+def load_pipeline(path: Path | None = None, arguments: Mapping[str, str] = {}) -> Pipeline:
+    """Load and check ``path``, or the shipped definition when ``path`` is ``None``, with its
+    parameters set from ``arguments``."""
     if path is None:
-        return parse_pipeline(default_pipeline_text(), "the default pipeline.yaml")
+        return parse_pipeline(default_pipeline_text(), "the default pipeline.yaml", arguments)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read pipeline definition {path}: {error}") from error
-    return parse_pipeline(text, str(path))
+    return parse_pipeline(text, str(path), arguments)
 
 
-def parse_pipeline(text: str, origin: str) -> Pipeline:
-    """Parse YAML ``text``; any problem becomes an ``InputError`` naming ``origin``."""
+def parse_pipeline(text: str, origin: str, arguments: Mapping[str, str] = {}) -> Pipeline:
+    """Parse YAML ``text``, its placeholders resolved from ``arguments`` and the declared
+    defaults; any problem becomes an ``InputError`` naming ``origin``."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise InputError(f"{origin} is not valid YAML: {error}") from error
+        raise InputError(f"{origin} is not valid YAML: " + " ".join(str(error).split())) from error
+    if isinstance(document, dict):
+        if "services" in document or any(
+            isinstance(op, dict) and "services" in op for op in document.get("operators") or []
+        ):
+            raise InputError(f"{origin}: {SERVICES}")
+        document = _resolved(document, arguments, origin)
     problems = schema_errors(document, SCHEMA)
     if problems:
         raise InputError(f"{origin} is not a valid pipeline definition: " + "; ".join(problems))
@@ -107,7 +136,46 @@ def parse_pipeline(text: str, origin: str) -> Pipeline:
     problems = _wiring_problems(operators)
     if problems:
         raise InputError(f"{origin}: " + "; ".join(problems))
-    return Pipeline(name=document["name"], operators=_in_dependency_order(operators, origin))
+    return Pipeline(
+        name=document["name"],
+        operators=_in_dependency_order(operators, origin),
+        pull_secrets=tuple(document.get("pull-secrets", ())),
+    )
+
+
+def _resolved(
+    document: dict[str, Any], arguments: Mapping[str, str], origin: str
+) -> dict[str, Any]:
+    """``document`` with every placeholder replaced: by its argument, else its default."""
+    declared = document.get("parameters") or {}
+    if not isinstance(declared, dict):
+        return document  # the schema says what is wrong
+    unknown = sorted(set(arguments) - set(declared))
+    if unknown:
+        names = ", ".join(unknown)
+        raise InputError(f"{origin}: no parameter named {names} is declared in its parameters")
+    values = {name: str(value) for name, value in declared.items()} | dict(arguments)
+
+    def replace(match: re.Match[str]) -> str:
+        dollar, name = match.groups()
+        if name in values:
+            return values[name]
+        if dollar:
+            raise InputError(f"{origin}: placeholder ${{{{ {name} }}}} names no declared parameter")
+        return match.group(0)
+
+    def resolve(value: Any) -> Any:
+        if isinstance(value, str):
+            return PLACEHOLDER.sub(replace, value)
+        if isinstance(value, list):
+            return [resolve(item) for item in value]
+        if isinstance(value, dict):
+            return {key: resolve(item) for key, item in value.items()}
+        return value
+
+    return {
+        key: value if key == "parameters" else resolve(value) for key, value in document.items()
+    }
 
 
 def _operator(entry: Mapping[str, Any]) -> Operator:
@@ -122,6 +190,11 @@ def _operator(entry: Mapping[str, Any]) -> Operator:
             command=None if command is None else tuple(command),
         ),
         variables=dict(entry.get("variables", {})),
+        requests=Requests(
+            cpu=entry.get("requests", {}).get("cpu"),
+            gpu=entry.get("requests", {}).get("gpu"),
+            memory_mb=entry.get("requests", {}).get("memory"),
+        ),
         inputs=tuple(
             Input(path=i["path"], source=i.get("from"), output_name=i.get("name"))
             for i in entry.get("input", [])

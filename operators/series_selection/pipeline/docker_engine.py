@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import IO, Any
 
 from docker.client import DockerClient
 from docker.errors import DockerException, ImageNotFound
 from docker.models.images import Image
+from docker.types import DeviceRequest
 
 from series_selection.common.errors import InputError
 from series_selection.pipeline.definition import Operator
 from series_selection.pipeline.runner import Mount, copy_lines
+
+log = logging.getLogger(__name__)
 
 HARDENING: dict[str, Any] = {
     "read_only": True,
@@ -69,6 +73,7 @@ class DockerEngine:
                 for m in mounts
             },
             user=_container_user(image.attrs["Config"].get("User") or "", mounts),
+            **self._limits(operator),
             **HARDENING,
         )
         try:
@@ -77,6 +82,29 @@ class DockerEngine:
             return int(container.wait()["StatusCode"])
         finally:
             container.remove(force=True)
+
+    def _limits(self, operator: Operator) -> dict[str, Any]:
+        """The operator's ``requests`` as container limits; GPUs only where the engine has the
+        NVIDIA runtime (else the operator runs without, and the log says so)."""
+        requests = operator.requests
+        limits: dict[str, Any] = {}
+        if requests.memory_mb is not None:
+            limits["mem_limit"] = f"{requests.memory_mb}m"
+        if requests.cpu is not None:
+            limits["nano_cpus"] = int(requests.cpu * 1e9)
+        if requests.gpu:
+            if "nvidia" in (self.client.info().get("Runtimes") or {}):
+                limits["device_requests"] = [
+                    DeviceRequest(count=requests.gpu, capabilities=[["gpu"]])
+                ]
+            else:
+                log.warning(
+                    "operator %s requests %d GPU(s); this Docker engine has no GPU runtime: "
+                    "running it without",
+                    operator.name,
+                    requests.gpu,
+                )
+        return limits
 
 
 def _container_user(image_user: str, mounts: list[Mount]) -> str:

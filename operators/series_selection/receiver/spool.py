@@ -1,0 +1,225 @@
+"""The spool: received instances checked, then made durable before anyone is told so.
+
+Layout under the spool folder::
+
+    tmp/                   files being written (removed at start-up: never acknowledged)
+    groups/<job id>/       one folder per group, the job's input: <sha256>.dcm per instance
+
+An instance's file name is the SHA-256 of its bytes: identical bytes sent twice are one file,
+and no value from the sender ever becomes part of a path.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import uuid
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from series_selection.common.errors import PipelineError
+
+TMP = "tmp"
+GROUPS = "groups"
+SUFFIX = ".dcm"
+
+
+class InstanceRefused(PipelineError):
+    """An instance that is not kept; ``status`` is the C-STORE failure status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+OUT_OF_RESOURCES = 0xA700
+"""Refused: Out of Resources (PS3.4 B.2.3): the disk is full, or the data set too large."""
+DATA_SET_DOES_NOT_MATCH = 0xA900
+"""Error: Data Set Does Not Match SOP Class."""
+CANNOT_UNDERSTAND = 0xC000
+"""Error: Cannot Understand: the data set cannot be decoded or lacks its identifiers."""
+PROCESSING_FAILURE = 0x0110
+"""Processing failure (PS3.7 C.4.2): anything else that kept the instance from the disk."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """What the receiver needs to know of a received instance."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+
+
+def check_instance(
+    data: bytes,
+    max_bytes: int,
+    sop_class_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+) -> Instance:
+    """Decode ``data`` (a DICOM file: preamble, file meta and data set) whole and return its
+    identifiers; ``InstanceRefused`` with the status to answer when it cannot be kept.
+
+    ``sop_class_uid`` and ``sop_instance_uid`` are the ones of the C-STORE request: a data set
+    that names others does not match it. Every element must decode up to the last byte (a
+    truncated data set is refused); a deflated data set is inflated to at most ``max_bytes``."""
+    if len(data) > max_bytes:
+        raise InstanceRefused(
+            OUT_OF_RESOURCES, f"{len(data)} bytes is over the limit of {max_bytes} bytes"
+        )
+    try:
+        dataset = dcmread(io.BytesIO(_bounded(data, max_bytes)), force=True)
+        # Touch every element: values are decoded lazily, a short one fails only here.
+        for element in dataset.iterall():
+            _ = element.value
+        identifiers = [
+            str(dataset.get(keyword, "") or "").strip()
+            for keyword in (
+                "SOPClassUID",
+                "SOPInstanceUID",
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+            )
+        ]
+    except InstanceRefused:
+        raise
+    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as error:
+        raise InstanceRefused(CANNOT_UNDERSTAND, f"data set cannot be decoded: {error}") from None
+    except Exception as error:  # pydicom raises many kinds on hostile bytes
+        raise InstanceRefused(
+            CANNOT_UNDERSTAND, f"data set cannot be decoded: {type(error).__name__}: {error}"
+        ) from None
+    missing = [
+        name
+        for name, value in zip(("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
+                                "SeriesInstanceUID"), identifiers, strict=True)
+        if not value
+    ]
+    if missing:
+        raise InstanceRefused(CANNOT_UNDERSTAND, f"data set has no {', '.join(missing)}")
+    instance = Instance(*identifiers)
+    if sop_class_uid is not None and instance.sop_class_uid != sop_class_uid.strip():
+        raise InstanceRefused(
+            DATA_SET_DOES_NOT_MATCH,
+            f"data set's SOP class {instance.sop_class_uid} is not the request's {sop_class_uid}",
+        )
+    if sop_instance_uid is not None and instance.sop_instance_uid != sop_instance_uid.strip():
+        raise InstanceRefused(
+            DATA_SET_DOES_NOT_MATCH,
+            f"data set's SOP instance {instance.sop_instance_uid} is not the request's "
+            f"{sop_instance_uid}",
+        )
+    return instance
+
+
+def _bounded(data: bytes, max_bytes: int) -> bytes:
+    """``data``, with a deflated data set first checked to inflate to at most ``max_bytes``
+    (pydicom would inflate it whole, whatever its size)."""
+    if DeflatedExplicitVRLittleEndian.encode() not in data[:4096]:
+        return data
+    meta = dcmread(io.BytesIO(data), stop_before_pixels=True, force=True, specific_tags=[])
+    if str(meta.file_meta.get("TransferSyntaxUID", "")) != DeflatedExplicitVRLittleEndian:
+        return data
+    start = _data_set_offset(data)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = 0
+    view = memoryview(data)[start:]
+    for offset in range(0, len(view), 1 << 16):
+        chunk = inflater.decompress(view[offset : offset + (1 << 16)], max_bytes + 1 - inflated)
+        inflated += len(chunk)
+        if inflated > max_bytes or inflater.unconsumed_tail:
+            raise InstanceRefused(
+                OUT_OF_RESOURCES, f"deflated data set inflates to over {max_bytes} bytes"
+            )
+    return data
+
+
+def _data_set_offset(data: bytes) -> int:
+    """Where the data set starts after the 128-byte preamble, ``DICM`` and the file meta."""
+    position = 132
+    group_length = int.from_bytes(data[position + 8 : position + 12], "little")
+    return position + 12 + group_length
+
+
+def digest_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Spool:
+    """Durable files in the spool folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.tmp = folder / TMP
+        self.groups = folder / GROUPS
+
+    def open(self) -> None:
+        """Create the folders; remove files a crash left half-written."""
+        for path in (self.folder, self.tmp, self.groups):
+            path.mkdir(parents=True, exist_ok=True)
+        for leftover in self.tmp.iterdir():
+            leftover.unlink(missing_ok=True)
+        _fsync_folder(self.folder)
+
+    def group_folder(self, group_id: str) -> Path:
+        return self.groups / group_id
+
+    def create_group(self, group_id: str) -> Path:
+        folder = self.group_folder(group_id)
+        folder.mkdir(exist_ok=True)
+        _fsync_folder(self.groups)
+        return folder
+
+    def files(self, group_id: str) -> list[Path]:
+        """The instance files of a group, by name."""
+        folder = self.group_folder(group_id)
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.iterdir() if p.suffix == SUFFIX)
+
+    def store(self, group_id: str, data: bytes, digest: str) -> tuple[Path, bool]:
+        """Write ``data`` as ``<digest>.dcm`` in the group's folder, durably: a temporary file
+        written, flushed and synced, renamed into place, the folder synced. Returns the path and
+        whether the file was already there (same bytes). ``InstanceRefused`` when it cannot be
+        written (out of resources when the disk is full)."""
+        target = self.group_folder(group_id) / f"{digest}{SUFFIX}"
+        if target.is_file():
+            return target, True
+        temporary = self.tmp / f"{uuid.uuid4().hex}.part"
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(descriptor, view)
+                    view = view[written:]
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.rename(temporary, target)
+            _fsync_folder(target.parent)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            status = (
+                OUT_OF_RESOURCES
+                if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+                else PROCESSING_FAILURE
+            )
+            raise InstanceRefused(status, f"cannot write to the spool: {error.strerror}") from None
+        return target, False
+
+
+def _fsync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

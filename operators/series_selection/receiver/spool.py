@@ -19,6 +19,7 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -76,10 +77,12 @@ def check_instance(
             OUT_OF_RESOURCES, f"{len(data)} bytes is over the limit of {max_bytes} bytes"
         )
     try:
-        dataset = dcmread(io.BytesIO(_bounded(data, max_bytes)), force=True)
-        # Touch every element: values are decoded lazily, a short one fails only here.
-        for element in dataset.iterall():
-            _ = element.value
+        dataset = dcmread(
+            io.BytesIO(_bounded(data, max_bytes)), force=True, stop_before_pixels=True
+        )
+        syntax = str(dataset.file_meta.get("TransferSyntaxUID", "") or "")
+        if syntax != DeflatedExplicitVRLittleEndian:
+            check_structure(data, syntax)
         identifiers = [
             str(dataset.get(keyword, "") or "").strip()
             for keyword in (
@@ -147,6 +150,127 @@ def _data_set_offset(data: bytes) -> int:
     position = 132
     group_length = int.from_bytes(data[position + 8 : position + 12], "little")
     return position + 12 + group_length
+
+
+LONG_LENGTH_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+UNDEFINED = 0xFFFFFFFF
+ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+PIXEL_DATA = 0x7FE00010
+MAX_DEPTH = 64
+
+
+class _Truncated(Exception):
+    pass
+
+
+def check_structure(data: bytes, syntax: str) -> None:
+    """Walk every element of the file's data set by its tag and length, into sequences of
+    undefined length: each value must end inside the data, the last exactly at its end.
+    ``InstanceRefused`` (cannot understand) names the offset where it does not.
+
+    pydicom reads a value cut short without complaint: this is what tells a truncated data set
+    from a whole one (a cut exactly between two elements cannot be told)."""
+    little = syntax != "1.2.840.10008.1.2.2"
+    try:
+        start = _after_file_meta(data)
+        # As pydicom does: the first element tells explicit from implicit VR, whatever the
+        # transfer syntax claims (real files get it wrong).
+        explicit = _looks_explicit(data[start + 4 : start + 6])
+        _Walker(data, explicit, little).elements(start, len(data), 0)
+    except _Truncated as error:
+        raise InstanceRefused(CANNOT_UNDERSTAND, f"data set is cut short: {error}") from None
+
+
+def _looks_explicit(vr: bytes) -> bool:
+    return len(vr) == 2 and all(0x41 <= c <= 0x5A for c in vr)
+
+
+def _after_file_meta(data: bytes) -> int:
+    """The offset of the data set: after the preamble, ``DICM`` and the group 2 elements."""
+    position = 132 if data[128:132] == b"DICM" else 0
+    while position + 8 <= len(data) and int.from_bytes(data[position : position + 2], "little") == 2:
+        vr = data[position + 4 : position + 6]
+        if vr in LONG_LENGTH_VRS:
+            length = int.from_bytes(data[position + 8 : position + 12], "little")
+            position += 12 + length
+        else:
+            position += 8 + int.from_bytes(data[position + 6 : position + 8], "little")
+    if position > len(data):
+        raise _Truncated(f"file meta information runs past the end ({len(data)} bytes)")
+    return position
+
+
+class _Walker:
+    def __init__(self, data: bytes, explicit: bool, little: bool) -> None:
+        self.data = data
+        self.explicit = explicit
+        self.order: Literal["little", "big"] = "little" if little else "big"
+
+    def _int(self, start: int, size: int) -> int:
+        if start + size > len(self.data):
+            raise _Truncated(f"element header at byte {start} runs past the end")
+        return int.from_bytes(self.data[start : start + size], self.order)
+
+    def _tag(self, position: int) -> int:
+        return (self._int(position, 2) << 16) | self._int(position + 2, 2)
+
+    def elements(self, position: int, end: int, depth: int) -> int:
+        """Walk elements from ``position`` to ``end`` (or to an item delimiter when ``end``
+        is ``None``-like: -1); returns the position after them."""
+        if depth > MAX_DEPTH:
+            raise _Truncated(f"sequences nested deeper than {MAX_DEPTH} levels")
+        while position < end if end >= 0 else True:
+            tag = self._tag(position)
+            if tag == ITEM_END:
+                if end >= 0:
+                    raise _Truncated(f"item delimiter outside an item at byte {position}")
+                return position + 8
+            vr = b""
+            if self.explicit and tag >> 16 != 0xFFFE:
+                vr = self.data[position + 4 : position + 6]
+                if vr in LONG_LENGTH_VRS:
+                    length, header = self._int(position + 8, 4), 12
+                else:
+                    length, header = self._int(position + 6, 2), 8
+            else:
+                length, header = self._int(position + 4, 4), 8
+            position += header
+            if length == UNDEFINED:
+                position = self._undefined(tag, vr, position, depth)
+            else:
+                position += length
+                limit = end if end >= 0 else len(self.data)
+                if position > limit:
+                    raise _Truncated(
+                        f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs {length} bytes, "
+                        f"{limit - position + length} remain"
+                    )
+        if end >= 0 and position != end:
+            raise _Truncated(f"elements end at byte {position}, not at {end}")
+        return position
+
+    def _undefined(self, tag: int, vr: bytes, position: int, depth: int) -> int:
+        """Items up to the sequence delimiter: fragments of encapsulated pixel data, or data
+        sets of a sequence."""
+        fragments = tag == PIXEL_DATA or vr not in (b"", b"SQ", b"UN")
+        while True:
+            item = self._tag(position)
+            length = self._int(position + 4, 4)
+            position += 8
+            if item == SEQUENCE_END:
+                return position
+            if item != ITEM:
+                raise _Truncated(f"expected an item at byte {position - 8}")
+            if length == UNDEFINED:
+                if fragments:
+                    raise _Truncated(f"pixel data fragment of undefined length at {position}")
+                position = self.elements(position, -1, depth + 1)
+            elif position + length > len(self.data):
+                raise _Truncated(f"item at byte {position - 8} needs {length} bytes")
+            else:
+                position += length
 
 
 def digest_of(data: bytes) -> str:

@@ -6,13 +6,13 @@ used: by the command, and by callers that start a ``Receiver`` themselves."""
 from series_selection.receiver.config import CalledAE, ReceiverConfig, load_config, parse_config
 from series_selection.receiver.groups import Groups
 from series_selection.receiver.ledger import Ledger
-from series_selection.receiver.spool import Instance, InstanceRefused, Spool, check_instance
+from series_selection.receiver.spool import Instance, InstanceRefusedError, Spool, check_instance
 
 __all__ = [
     "CalledAE",
     "Groups",
     "Instance",
-    "InstanceRefused",
+    "InstanceRefusedError",
     "Ledger",
     "ReceiverConfig",
     "Spool",

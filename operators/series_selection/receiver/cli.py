@@ -34,21 +34,38 @@ DEFAULT_OUTPUT = Path("output")
 
 OPTIONS = (
     Option("--config", "DICOM_RECEIVER_CONFIG", None, "configuration file (YAML)"),
-    Option("--port", "DICOM_RECEIVER_PORT", None, f"TCP port (config, else {DEFAULT_PORT})",
-           type=int),
+    Option(
+        "--port", "DICOM_RECEIVER_PORT", None, f"TCP port (config, else {DEFAULT_PORT})", type=int
+    ),
     Option("--host", "DICOM_RECEIVER_HOST", None, f"address to listen on (else {DEFAULT_HOST})"),
-    Option("--spool", "DICOM_RECEIVER_SPOOL", None,
-           f"folder for received instances (config, else ./{DEFAULT_SPOOL})"),
-    Option("--output", "DICOM_RECEIVER_OUTPUT", None,
-           f"folder for the ledger and OUTPUT/jobs/<job id>/ (config, else ./{DEFAULT_OUTPUT})"),
-    Option("--engine", "DICOM_RECEIVER_ENGINE", None,
-           "local: operators as processes here; docker: one container each (config, else local)",
-           choices=ENGINES),
+    Option(
+        "--spool",
+        "DICOM_RECEIVER_SPOOL",
+        None,
+        f"folder for received instances (config, else ./{DEFAULT_SPOOL})",
+    ),
+    Option(
+        "--output",
+        "DICOM_RECEIVER_OUTPUT",
+        None,
+        f"folder for the ledger and OUTPUT/jobs/<job id>/ (config, else ./{DEFAULT_OUTPUT})",
+    ),
+    Option(
+        "--engine",
+        "DICOM_RECEIVER_ENGINE",
+        None,
+        "local: operators as processes here; docker: one container each (config, else local)",
+        choices=ENGINES,
+    ),
     *LOG_OPTIONS,
 )
 STATUS_OPTIONS = (
-    Option("--output", "DICOM_RECEIVER_OUTPUT", str(DEFAULT_OUTPUT),
-           "the receiver's output folder (holds the ledger)"),
+    Option(
+        "--output",
+        "DICOM_RECEIVER_OUTPUT",
+        str(DEFAULT_OUTPUT),
+        "the receiver's output folder (holds the ledger)",
+    ),
     *LOG_OPTIONS,
 )
 
@@ -127,8 +144,7 @@ def serve(settings: dict[str, Any]) -> int:
     receiver.start()
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        log.info("stopping (signal %d): running jobs finish, open groups resume at restart",
-                 signum)
+        log.info("stopping (signal %d): running jobs finish, open groups resume at restart", signum)
         receiver.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
@@ -167,13 +183,16 @@ def print_status(output: Path, as_json: bool) -> int:
 
 def status_table(jobs: list[Job]) -> str:
     """The jobs as an aligned text table, one line each (values cut at 60 characters)."""
-    rows = [[str(j.as_json()[c] if j.as_json()[c] is not None else "-") for c in COLUMNS]
-            for j in jobs]
+    rows = [
+        [str(j.as_json()[c] if j.as_json()[c] is not None else "-") for c in COLUMNS] for j in jobs
+    ]
     rows = [[_cell(v) for v in row] for row in rows]
     header = [c.upper() for c in COLUMNS]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(COLUMNS))]
-    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
-             for r in [header, *rows]]
+    lines = [
+        "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
     if not jobs:
         lines.append("(no jobs)")
     return "\n".join(lines) + "\n"

@@ -18,7 +18,7 @@ from series_selection.common.jsonio import schema_errors
 Grouping = Literal["study", "series"]
 
 DEFAULT_PORT = 11112
-DEFAULT_HOST = "0.0.0.0"  # noqa: S104 - a DICOM listener serves the network by design
+DEFAULT_HOST = "0.0.0.0"  # a DICOM listener serves the network
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_INSTANCE_BYTES = 2 << 30
 DEFAULT_MAX_ASSOCIATIONS = 32

@@ -37,14 +37,26 @@ class Groups:
         self._open: dict[tuple[str, str], OpenGroup] = {}
         self._lock = threading.Lock()
 
-    def begin(self, called_ae: str, key: str, timeout: float, now: float) -> tuple[OpenGroup, bool]:
+    def begin(
+        self,
+        called_ae: str,
+        key: str,
+        timeout: float,
+        now: float,
+        on_open: Callable[[OpenGroup], None] | None = None,
+    ) -> tuple[OpenGroup, bool]:
         """An instance for (``called_ae``, ``key``) is about to be written: the group it goes
-        into (opened when there is none) and whether it was opened now. Pair with ``end``."""
+        into (opened when there is none) and whether it was opened now. Pair with ``end``.
+
+        ``on_open`` prepares a new group (its ledger row, its folder) before any other thread
+        can see it; when it raises, the group is not opened."""
         with self._lock:
             group = self._open.get((called_ae, key))
             opened = group is None
             if group is None:
                 group = OpenGroup(self._new_id(), called_ae, key, timeout, now)
+                if on_open is not None:
+                    on_open(group)
                 self._open[(called_ae, key)] = group
             group.writing += 1
             return group, opened

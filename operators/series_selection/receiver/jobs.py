@@ -75,9 +75,7 @@ class JobRunner:
         self._engine = engine()
         self._queues: dict[str, queue.Queue[str | None]] = {t: queue.Queue() for t in called}
         self._threads = [
-            threading.Thread(
-                target=self._work, args=(title,), name=f"job-{title}-{n}", daemon=True
-            )
+            threading.Thread(target=self._work, args=(title,), name=f"job-{title}-{n}", daemon=True)
             for title, entry in called.items()
             for n in range(entry.max_jobs)
         ]

@@ -135,9 +135,7 @@ class Ledger:
                     self._db.execute("ROLLBACK")
                 raise
 
-    def create_job(
-        self, job_id: str, called_ae: str, grouping: str, key: str, now: float
-    ) -> None:
+    def create_job(self, job_id: str, called_ae: str, grouping: str, key: str, now: float) -> None:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO jobs (id, called_ae, grouping, group_key, state, created,"

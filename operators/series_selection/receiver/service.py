@@ -26,7 +26,7 @@ from pydicom.uid import (
     UncompressedTransferSyntaxes,
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
-from pynetdicom.events import Event
+from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -46,7 +46,7 @@ from series_selection.receiver.ledger import LEDGER_FILE, Ledger
 from series_selection.receiver.spool import (
     PROCESSING_FAILURE,
     Instance,
-    InstanceRefused,
+    InstanceRefusedError,
     Spool,
     check_instance,
     digest_of,
@@ -142,9 +142,10 @@ class Receiver:
         ae.acse_timeout = 30
         ae.dimse_timeout = 60
         for context in AllStoragePresentationContexts:
+            assert context.abstract_syntax is not None
             ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
-        handlers = [
+        handlers: list[EventHandlerType] = [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
@@ -201,8 +202,9 @@ class Receiver:
             if job.state == "receiving":
                 self._record_unlisted_files(job.id)
                 elapsed = min(max(now_wall - job.last_instance, 0.0), called.timeout)
-                self.groups.resume(job.id, job.called_ae, job.group_key, called.timeout,
-                                   now - elapsed)
+                self.groups.resume(
+                    job.id, job.called_ae, job.group_key, called.timeout, now - elapsed
+                )
                 resumed += 1
             else:
                 self.ledger.set_state(job.id, "queued", now_wall)
@@ -221,14 +223,22 @@ class Receiver:
             try:
                 data = path.read_bytes()
                 instance = check_instance(data, self.config.max_instance_bytes)
-            except (OSError, InstanceRefused) as error:
-                log.warning("job %s: spool file %s is unreadable (%s): removed",
-                            job_id, path.name, error)
+            except (OSError, InstanceRefusedError) as error:
+                log.warning(
+                    "job %s: spool file %s is unreadable (%s): removed", job_id, path.name, error
+                )
                 path.unlink(missing_ok=True)
                 continue
-            self.ledger.add_file(job_id, path.name, instance.sop_instance_uid,
-                                 instance.sop_class_uid, instance.series_instance_uid,
-                                 len(data), "", time.time())
+            self.ledger.add_file(
+                job_id,
+                path.name,
+                instance.sop_instance_uid,
+                instance.sop_class_uid,
+                instance.series_instance_uid,
+                len(data),
+                "",
+                time.time(),
+            )
 
     # -- timer --------------------------------------------------------------------------------
 
@@ -246,8 +256,12 @@ class Receiver:
     def close_due_groups(self) -> None:
         for group in self.groups.close_due(time.monotonic()):
             self.ledger.set_state(group.id, "queued", time.time())
-            log.info("group %s (%s %s) is complete: job queued", group.id,
-                     self.config.ae_titles[group.called_ae].grouping, group.key)
+            log.info(
+                "group %s (%s %s) is complete: job queued",
+                group.id,
+                self.config.ae_titles[group.called_ae].grouping,
+                group.key,
+            )
             self.runner.submit(group.called_ae, group.id)
 
     # -- association events --------------------------------------------------------------------
@@ -268,8 +282,13 @@ class Receiver:
         elif not called.allows_host(host):
             reject, why = REJECT_NO_REASON, f"host {host} is not allowed"
         if reject is not None:
-            log.warning("association from %r at %s to %r rejected: %s",
-                        calling.strip(), host, called_title.strip(), why)
+            log.warning(
+                "association from %r at %s to %r rejected: %s",
+                calling.strip(),
+                host,
+                called_title.strip(),
+                why,
+            )
             event.assoc.acse.send_reject(*reject)
             event.assoc.kill()
             return
@@ -290,16 +309,25 @@ class Receiver:
             return PROCESSING_FAILURE
         try:
             status = self._store(event, association)
-        except InstanceRefused as refused:
+        except InstanceRefusedError as refused:
             association.failed += 1
-            log.warning("C-STORE from %r at %s refused (status 0x%04X): %s",
-                        association.calling_ae, association.host, refused.status,
-                        refused.message)
+            log.warning(
+                "C-STORE from %r at %s refused (status 0x%04X): %s",
+                association.calling_ae,
+                association.host,
+                refused.status,
+                refused.message,
+            )
             return refused.status
         except Exception as error:  # never a traceback, never success
             association.failed += 1
-            log.error("C-STORE from %r at %s failed: %s: %s", association.calling_ae,
-                      association.host, type(error).__name__, error)
+            log.error(
+                "C-STORE from %r at %s failed: %s: %s",
+                association.calling_ae,
+                association.host,
+                type(error).__name__,
+                error,
+            )
             return PROCESSING_FAILURE
         return status
 
@@ -323,11 +351,11 @@ class Receiver:
             else instance.series_instance_uid
         )
         digest = digest_of(data)
-        group, opened = self.groups.begin(called.title, key, called.timeout, time.monotonic())
+        group, _ = self.groups.begin(
+            called.title, key, called.timeout, time.monotonic(), self._open_group
+        )
         stored = False
         try:
-            if opened:
-                self._open_group(group)
             _, existed = self.spool.store(group.id, data, digest)
             self._record(group, instance, f"{digest}.dcm", len(data), association)
             stored = True
@@ -342,25 +370,48 @@ class Receiver:
 
     def _open_group(self, group: OpenGroup) -> None:
         try:
-            self.ledger.create_job(group.id, group.called_ae,
-                                   self.config.ae_titles[group.called_ae].grouping,
-                                   group.key, time.time())
+            self.ledger.create_job(
+                group.id,
+                group.called_ae,
+                self.config.ae_titles[group.called_ae].grouping,
+                group.key,
+                time.time(),
+            )
             self.spool.create_group(group.id)
         except OSError as error:
-            raise InstanceRefused(PROCESSING_FAILURE,
-                                  f"cannot open group {group.id}: {error}") from None
-        log.info("group %s opened for %s %s (AE title %s)", group.id,
-                 self.config.ae_titles[group.called_ae].grouping, group.key, group.called_ae)
+            raise InstanceRefusedError(
+                PROCESSING_FAILURE, f"cannot open group {group.id}: {error}"
+            ) from None
+        log.info(
+            "group %s opened for %s %s (AE title %s)",
+            group.id,
+            self.config.ae_titles[group.called_ae].grouping,
+            group.key,
+            group.called_ae,
+        )
 
-    def _record(self, group: OpenGroup, instance: Instance, name: str, size: int,
-                association: Association) -> None:
-        others = self.ledger.add_file(group.id, name, instance.sop_instance_uid,
-                                      instance.sop_class_uid, instance.series_instance_uid,
-                                      size, association.calling_ae, time.time())
+    def _record(
+        self, group: OpenGroup, instance: Instance, name: str, size: int, association: Association
+    ) -> None:
+        others = self.ledger.add_file(
+            group.id,
+            name,
+            instance.sop_instance_uid,
+            instance.sop_class_uid,
+            instance.series_instance_uid,
+            size,
+            association.calling_ae,
+            time.time(),
+        )
         if others:
-            log.warning("group %s: SOP instance %s received again with different bytes: "
-                        "both kept (%s and %s)", group.id, instance.sop_instance_uid,
-                        name, ", ".join(others))
+            log.warning(
+                "group %s: SOP instance %s received again with different bytes: "
+                "both kept (%s and %s)",
+                group.id,
+                instance.sop_instance_uid,
+                name,
+                ", ".join(others),
+            )
 
     def _on_released(self, event: Event) -> None:
         association = self._association(event)
@@ -381,9 +432,16 @@ class Receiver:
         log.info(
             "association from %r at %s to %s %s after %.1f s: %d instance(s) stored "
             "(%d bytes), %d again, %d ignored, %d refused",
-            association.calling_ae, association.host, association.called.title,
-            association.ending, seconds, association.stored, association.bytes,
-            association.duplicates, association.ignored, association.failed,
+            association.calling_ae,
+            association.host,
+            association.called.title,
+            association.ending,
+            seconds,
+            association.stored,
+            association.bytes,
+            association.duplicates,
+            association.ignored,
+            association.failed,
         )
 
     def status(self) -> list[dict[str, Any]]:

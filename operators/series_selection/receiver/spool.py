@@ -32,7 +32,7 @@ GROUPS = "groups"
 SUFFIX = ".dcm"
 
 
-class InstanceRefused(PipelineError):
+class InstanceRefusedError(PipelineError):
     """An instance that is not kept; ``status`` is the C-STORE failure status to answer."""
 
     def __init__(self, status: int, message: str) -> None:
@@ -67,13 +67,13 @@ def check_instance(
     sop_instance_uid: str | None = None,
 ) -> Instance:
     """Decode ``data`` (a DICOM file: preamble, file meta and data set) whole and return its
-    identifiers; ``InstanceRefused`` with the status to answer when it cannot be kept.
+    identifiers; ``InstanceRefusedError`` with the status to answer when it cannot be kept.
 
     ``sop_class_uid`` and ``sop_instance_uid`` are the ones of the C-STORE request: a data set
     that names others does not match it. Every element must decode up to the last byte (a
     truncated data set is refused); a deflated data set is inflated to at most ``max_bytes``."""
     if len(data) > max_bytes:
-        raise InstanceRefused(
+        raise InstanceRefusedError(
             OUT_OF_RESOURCES, f"{len(data)} bytes is over the limit of {max_bytes} bytes"
         )
     try:
@@ -92,30 +92,35 @@ def check_instance(
                 "SeriesInstanceUID",
             )
         ]
-    except InstanceRefused:
+    except InstanceRefusedError:
         raise
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as error:
-        raise InstanceRefused(CANNOT_UNDERSTAND, f"data set cannot be decoded: {error}") from None
+        raise InstanceRefusedError(
+            CANNOT_UNDERSTAND, f"data set cannot be decoded: {error}"
+        ) from None
     except Exception as error:  # pydicom raises many kinds on hostile bytes
-        raise InstanceRefused(
+        raise InstanceRefusedError(
             CANNOT_UNDERSTAND, f"data set cannot be decoded: {type(error).__name__}: {error}"
         ) from None
     missing = [
         name
-        for name, value in zip(("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID",
-                                "SeriesInstanceUID"), identifiers, strict=True)
+        for name, value in zip(
+            ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"),
+            identifiers,
+            strict=True,
+        )
         if not value
     ]
     if missing:
-        raise InstanceRefused(CANNOT_UNDERSTAND, f"data set has no {', '.join(missing)}")
+        raise InstanceRefusedError(CANNOT_UNDERSTAND, f"data set has no {', '.join(missing)}")
     instance = Instance(*identifiers)
     if sop_class_uid is not None and instance.sop_class_uid != sop_class_uid.strip():
-        raise InstanceRefused(
+        raise InstanceRefusedError(
             DATA_SET_DOES_NOT_MATCH,
             f"data set's SOP class {instance.sop_class_uid} is not the request's {sop_class_uid}",
         )
     if sop_instance_uid is not None and instance.sop_instance_uid != sop_instance_uid.strip():
-        raise InstanceRefused(
+        raise InstanceRefusedError(
             DATA_SET_DOES_NOT_MATCH,
             f"data set's SOP instance {instance.sop_instance_uid} is not the request's "
             f"{sop_instance_uid}",
@@ -139,7 +144,7 @@ def _bounded(data: bytes, max_bytes: int) -> bytes:
         chunk = inflater.decompress(view[offset : offset + (1 << 16)], max_bytes + 1 - inflated)
         inflated += len(chunk)
         if inflated > max_bytes or inflater.unconsumed_tail:
-            raise InstanceRefused(
+            raise InstanceRefusedError(
                 OUT_OF_RESOURCES, f"deflated data set inflates to over {max_bytes} bytes"
             )
     return data
@@ -161,14 +166,14 @@ PIXEL_DATA = 0x7FE00010
 MAX_DEPTH = 64
 
 
-class _Truncated(Exception):
+class _TruncatedError(Exception):
     pass
 
 
 def check_structure(data: bytes, syntax: str) -> None:
     """Walk every element of the file's data set by its tag and length, into sequences of
     undefined length: each value must end inside the data, the last exactly at its end.
-    ``InstanceRefused`` (cannot understand) names the offset where it does not.
+    ``InstanceRefusedError`` (cannot understand) names the offset where it does not.
 
     pydicom reads a value cut short without complaint: this is what tells a truncated data set
     from a whole one (a cut exactly between two elements cannot be told)."""
@@ -179,8 +184,8 @@ def check_structure(data: bytes, syntax: str) -> None:
         # transfer syntax claims (real files get it wrong).
         explicit = _looks_explicit(data[start + 4 : start + 6])
         _Walker(data, explicit, little).elements(start, len(data), 0)
-    except _Truncated as error:
-        raise InstanceRefused(CANNOT_UNDERSTAND, f"data set is cut short: {error}") from None
+    except _TruncatedError as error:
+        raise InstanceRefusedError(CANNOT_UNDERSTAND, f"data set is cut short: {error}") from None
 
 
 def _looks_explicit(vr: bytes) -> bool:
@@ -190,7 +195,9 @@ def _looks_explicit(vr: bytes) -> bool:
 def _after_file_meta(data: bytes) -> int:
     """The offset of the data set: after the preamble, ``DICM`` and the group 2 elements."""
     position = 132 if data[128:132] == b"DICM" else 0
-    while position + 8 <= len(data) and int.from_bytes(data[position : position + 2], "little") == 2:
+    while (
+        position + 8 <= len(data) and int.from_bytes(data[position : position + 2], "little") == 2
+    ):
         vr = data[position + 4 : position + 6]
         if vr in LONG_LENGTH_VRS:
             length = int.from_bytes(data[position + 8 : position + 12], "little")
@@ -198,7 +205,7 @@ def _after_file_meta(data: bytes) -> int:
         else:
             position += 8 + int.from_bytes(data[position + 6 : position + 8], "little")
     if position > len(data):
-        raise _Truncated(f"file meta information runs past the end ({len(data)} bytes)")
+        raise _TruncatedError(f"file meta information runs past the end ({len(data)} bytes)")
     return position
 
 
@@ -210,7 +217,7 @@ class _Walker:
 
     def _int(self, start: int, size: int) -> int:
         if start + size > len(self.data):
-            raise _Truncated(f"element header at byte {start} runs past the end")
+            raise _TruncatedError(f"element header at byte {start} runs past the end")
         return int.from_bytes(self.data[start : start + size], self.order)
 
     def _tag(self, position: int) -> int:
@@ -220,12 +227,12 @@ class _Walker:
         """Walk elements from ``position`` to ``end`` (or to an item delimiter when ``end``
         is ``None``-like: -1); returns the position after them."""
         if depth > MAX_DEPTH:
-            raise _Truncated(f"sequences nested deeper than {MAX_DEPTH} levels")
+            raise _TruncatedError(f"sequences nested deeper than {MAX_DEPTH} levels")
         while position < end if end >= 0 else True:
             tag = self._tag(position)
             if tag == ITEM_END:
                 if end >= 0:
-                    raise _Truncated(f"item delimiter outside an item at byte {position}")
+                    raise _TruncatedError(f"item delimiter outside an item at byte {position}")
                 return position + 8
             vr = b""
             if self.explicit and tag >> 16 != 0xFFFE:
@@ -243,12 +250,12 @@ class _Walker:
                 position += length
                 limit = end if end >= 0 else len(self.data)
                 if position > limit:
-                    raise _Truncated(
+                    raise _TruncatedError(
                         f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs {length} bytes, "
                         f"{limit - position + length} remain"
                     )
         if end >= 0 and position != end:
-            raise _Truncated(f"elements end at byte {position}, not at {end}")
+            raise _TruncatedError(f"elements end at byte {position}, not at {end}")
         return position
 
     def _undefined(self, tag: int, vr: bytes, position: int, depth: int) -> int:
@@ -262,19 +269,30 @@ class _Walker:
             if item == SEQUENCE_END:
                 return position
             if item != ITEM:
-                raise _Truncated(f"expected an item at byte {position - 8}")
+                raise _TruncatedError(f"expected an item at byte {position - 8}")
             if length == UNDEFINED:
                 if fragments:
-                    raise _Truncated(f"pixel data fragment of undefined length at {position}")
+                    raise _TruncatedError(f"pixel data fragment of undefined length at {position}")
                 position = self.elements(position, -1, depth + 1)
             elif position + length > len(self.data):
-                raise _Truncated(f"item at byte {position - 8} needs {length} bytes")
+                raise _TruncatedError(f"item at byte {position - 8} needs {length} bytes")
             else:
                 position += length
 
 
 def digest_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    """The SHA-256 of the data set in ``data`` (a DICOM file), file meta left out but its
+    transfer syntax in: the same instance sent by two peers (whose file meta differ, as it
+    names the sender) is one file."""
+    try:
+        start = _after_file_meta(data)
+        meta = dcmread(io.BytesIO(data[:start]), force=True).file_meta
+        syntax = str(meta.get("TransferSyntaxUID", ""))
+    except Exception:  # a file checked already; whatever fails, the whole file is hashed
+        start, syntax = 0, ""
+    digest = hashlib.sha256(syntax.encode("ascii", "replace") + b"\0")
+    digest.update(memoryview(data)[start:])
+    return digest.hexdigest()
 
 
 class Spool:
@@ -312,7 +330,7 @@ class Spool:
     def store(self, group_id: str, data: bytes, digest: str) -> tuple[Path, bool]:
         """Write ``data`` as ``<digest>.dcm`` in the group's folder, durably: a temporary file
         written, flushed and synced, renamed into place, the folder synced. Returns the path and
-        whether the file was already there (same bytes). ``InstanceRefused`` when it cannot be
+        whether the file was already there (same bytes). ``InstanceRefusedError`` when it cannot be
         written (out of resources when the disk is full)."""
         target = self.group_folder(group_id) / f"{digest}{SUFFIX}"
         if target.is_file():
@@ -328,7 +346,7 @@ class Spool:
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
-            os.rename(temporary, target)
+            temporary.rename(target)
             _fsync_folder(target.parent)
         except OSError as error:
             temporary.unlink(missing_ok=True)
@@ -337,7 +355,9 @@ class Spool:
                 if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
                 else PROCESSING_FAILURE
             )
-            raise InstanceRefused(status, f"cannot write to the spool: {error.strerror}") from None
+            raise InstanceRefusedError(
+                status, f"cannot write to the spool: {error.strerror}"
+            ) from None
         return target, False
 
 

@@ -34,10 +34,13 @@ from series_selection.receiver.spool import (
     CANNOT_UNDERSTAND,
     DATA_SET_DOES_NOT_MATCH,
     OUT_OF_RESOURCES,
+    Instance,
     InstanceRefusedError,
     Spool,
     check_instance,
-    digest_of,
+    file_meta,
+    file_name,
+    read_file_meta,
 )
 
 CT = sorted(p for p in (SAMPLES / "ct-abdomen" / "portal-venous-5mm").rglob("*") if p.is_file())
@@ -180,8 +183,10 @@ def test_arbitrary_bytes_never_escape_as_another_exception(data: bytes, prefix: 
 
 def test_limits_and_mismatches_have_their_statuses() -> None:
     data = CT[0].read_bytes()
+    start, _ = read_file_meta(data)
+    check_instance(data, len(data) - start)  # the limit is the data set's size
     with pytest.raises(InstanceRefusedError) as refused:
-        check_instance(data, len(data) - 1)
+        check_instance(data, len(data) - start - 1)
     assert refused.value.status == OUT_OF_RESOURCES
     with pytest.raises(InstanceRefusedError) as refused:
         check_instance(data, GIB, sop_class_uid="1.2.840.10008.5.1.4.1.1.4")
@@ -204,10 +209,37 @@ def test_the_spool_keeps_identical_bytes_once_and_leaves_no_temporary_file(
     assert list(spool.tmp.iterdir()) == []
     spool.create_group("g1")
     data = CT[0].read_bytes()
-    path, existed = spool.store("g1", data, digest_of(data))
-    assert not existed and path.read_bytes() == data
-    assert spool.store("g1", data, digest_of(data)) == (path, True)
-    assert spool.files("g1") == [path] and list(spool.tmp.iterdir()) == []
+    path, existed = spool.store("g1", "1.2.3.dcm", data)
+    assert not existed and path.read_bytes() == data and path.name == "1.2.3.dcm"
+    assert spool.store("g1", "1.2.3.dcm", data) == (path, True)
+    other = data[:-2] + b"\x01\x02"  # other bytes under the same name: kept beside it
+    beside, existed = spool.store("g1", "1.2.3.dcm", other)
+    assert not existed and beside.name.startswith("1.2.3-") and beside.read_bytes() == other
+    assert spool.store("g1", "1.2.3.dcm", other) == (beside, True)
+    assert path.read_bytes() == data
+    assert spool.files("g1") == sorted([path, beside]) and list(spool.tmp.iterdir()) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(uid=st.text(max_size=80))
+def test_file_names_come_from_well_formed_uids_only(uid: str) -> None:
+    instance = Instance("1.2", uid, "1.3", "1.4")
+    name = file_name(instance, b"data")
+    assert name.endswith(".dcm") and "/" not in name and len(name) <= 68
+    assert name[:-4] == uid or (len(name) == 68 and all(c in "0123456789abcdef" for c in name[:-4]))
+
+
+def test_the_file_meta_depends_only_on_the_instance_and_syntax() -> None:
+    dataset = dcmread(CT[0])
+    instance = check_instance(CT[0].read_bytes(), GIB)
+    meta = file_meta(instance, dataset.file_meta.TransferSyntaxUID)
+    start, _ = read_file_meta(CT[0].read_bytes())
+    rebuilt = meta + CT[0].read_bytes()[start:]
+    again = dcmread(io.BytesIO(rebuilt))
+    assert again.file_meta.MediaStorageSOPInstanceUID == dataset.SOPInstanceUID
+    assert again.file_meta.TransferSyntaxUID == dataset.file_meta.TransferSyntaxUID
+    assert again.PixelData == dataset.PixelData
+    assert check_instance(rebuilt, GIB) == instance
 
 
 def test_the_ledger_records_states_files_and_different_bytes_of_one_instance(
@@ -377,7 +409,7 @@ def test_refused_instances_get_failure_statuses_and_are_never_on_disk(
         running.stop()
     assert statuses == [CANNOT_UNDERSTAND, OUT_OF_RESOURCES if big.stat().st_size > limit else 0, 0]
     (kept,) = [p for g in (running.spool / "groups").iterdir() for p in g.iterdir()]
-    assert kept.name == f"{digest_of(data)}.dcm"  # the same data set, our own file meta
+    assert kept.name == f"{dcmread(CT[0]).SOPInstanceUID}.dcm"
     assert dcmread(kept).SOPInstanceUID == dcmread(CT[0]).SOPInstanceUID
     assert list((running.spool / "tmp").iterdir()) == []
     text = running.text()

@@ -4,7 +4,8 @@ in the output folder).
 A group collects the instances of one study (or series) sent to one called AE title; when its
 timer runs out it becomes a job with the same id. States: ``receiving`` -> ``queued`` ->
 ``running`` -> ``done`` or ``failed``. One connection serves every thread, behind a lock; the
-database is in WAL mode and each change is committed (and synced) before the call returns.
+database is in WAL mode and each change is committed, and synced but for a file's row, before
+the call returns.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class Ledger:
             else:
                 self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
                 self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(SCHEMA)
             self._db.execute("PRAGMA busy_timeout=10000")
         except sqlite3.Error as error:
@@ -124,9 +125,13 @@ class Ledger:
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction; ``durable``: synced to disk when it returns (with it, every
+        transaction before it). Without, it survives the process's death but perhaps not the
+        machine's."""
         with self._lock:
             try:
+                self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
@@ -156,8 +161,12 @@ class Ledger:
     ) -> list[str]:
         """Record a file of the job; returns the names of other files of the job with the same
         SOP Instance UID (different bytes: both are kept). A file already recorded is not
-        recorded again."""
-        with self._transaction() as db:
+        recorded again.
+
+        Not synced: the file itself is, and a restart records the files of an open group that
+        the ledger lacks (``Receiver._resume``); the next synced change (the group's closing)
+        makes the rows durable."""
+        with self._transaction(durable=False) as db:
             others = [
                 row[0]
                 for row in db.execute(

@@ -9,6 +9,7 @@ failure status and one log line, never success.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -44,12 +45,15 @@ from series_selection.receiver.groups import Groups, OpenGroup
 from series_selection.receiver.jobs import JobRunner, Plan
 from series_selection.receiver.ledger import LEDGER_FILE, Ledger
 from series_selection.receiver.spool import (
+    CANNOT_UNDERSTAND,
     PROCESSING_FAILURE,
     Instance,
     InstanceRefusedError,
     Spool,
+    check_data_set,
     check_instance,
-    digest_of,
+    file_meta,
+    file_name,
 )
 
 log = logging.getLogger(__name__)
@@ -338,26 +342,31 @@ class Receiver:
         if sop_class in called.ignore_sop_classes:
             association.ignored += 1
             return SUCCESS
-        data = event.encoded_dataset(include_meta=True)
-        instance = check_instance(
-            data,
+        received = getattr(request, "DataSet", None)
+        if not isinstance(received, io.BytesIO):  # pynetdicom keeps it in memory by default
+            raise InstanceRefusedError(CANNOT_UNDERSTAND, "C-STORE request without a data set")
+        syntax = str(event.context.transfer_syntax)
+        instance = check_data_set(
+            received.getbuffer(),
+            syntax,
             self.config.max_instance_bytes,
             sop_class,
             str(getattr(request, "AffectedSOPInstanceUID", "") or "") or None,
         )
+        data = file_meta(instance, syntax) + received.getbuffer()
         key = (
             instance.study_instance_uid
             if called.grouping == "study"
             else instance.series_instance_uid
         )
-        digest = digest_of(data)
+        name = file_name(instance, data)
         group, _ = self.groups.begin(
             called.title, key, called.timeout, time.monotonic(), self._open_group
         )
         stored = False
         try:
-            _, existed = self.spool.store(group.id, data, digest)
-            self._record(group, instance, f"{digest}.dcm", len(data), association)
+            path, existed = self.spool.store(group.id, name, data)
+            self._record(group, instance, path.name, len(data), association)
             stored = True
         finally:
             self.groups.end(group, time.monotonic(), stored)

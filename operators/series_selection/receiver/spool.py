@@ -3,27 +3,31 @@
 Layout under the spool folder::
 
     tmp/                   files being written (removed at start-up: never acknowledged)
-    groups/<job id>/       one folder per group, the job's input: <sha256>.dcm per instance
+    groups/<job id>/       one folder per group, the job's input: <SOP Instance UID>.dcm
 
-An instance's file name is the SHA-256 of its bytes: identical bytes sent twice are one file,
-and no value from the sender ever becomes part of a path.
+Each file holds the data set as it was received, after a file meta of our own that depends only
+on the instance and its transfer syntax: the same instance sent twice, by any peer, is the same
+bytes, kept once. Other bytes under the same SOP Instance UID are kept beside it.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
+import re
 import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
-from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ImplicitVRLittleEndian,
+)
 
 from series_selection.common.errors import PipelineError
 
@@ -66,54 +70,52 @@ def check_instance(
     sop_class_uid: str | None = None,
     sop_instance_uid: str | None = None,
 ) -> Instance:
-    """Decode ``data`` (a DICOM file: preamble, file meta and data set) whole and return its
+    """Check ``data``, a DICOM file (preamble, file meta and data set), as ``check_data_set``
+    does; the transfer syntax is the file meta's."""
+    try:
+        start, syntax = read_file_meta(data)
+    except _TruncatedError as error:
+        raise InstanceRefusedError(
+            CANNOT_UNDERSTAND, f"file meta cannot be read: {error}"
+        ) from None
+    return check_data_set(
+        memoryview(data)[start:], syntax, max_bytes, sop_class_uid, sop_instance_uid
+    )
+
+
+def check_data_set(
+    data: bytes | memoryview,
+    syntax: str,
+    max_bytes: int,
+    sop_class_uid: str | None = None,
+    sop_instance_uid: str | None = None,
+) -> Instance:
+    """Walk every element of the data set ``data`` (encoded in ``syntax``) and return its
     identifiers; ``InstanceRefusedError`` with the status to answer when it cannot be kept.
 
-    ``sop_class_uid`` and ``sop_instance_uid`` are the ones of the C-STORE request: a data set
-    that names others does not match it. Every element must decode up to the last byte (a
-    truncated data set is refused); a deflated data set is inflated to at most ``max_bytes``."""
+    Each value must end inside the data, the last exactly at its end (a truncated data set is
+    refused: pydicom reads a value cut short without complaint); sequences of undefined length
+    are walked into. A deflated data set is inflated to at most ``max_bytes`` first.
+    ``sop_class_uid`` and ``sop_instance_uid`` are the C-STORE request's: a data set that names
+    others does not match it."""
     if len(data) > max_bytes:
         raise InstanceRefusedError(
             OUT_OF_RESOURCES, f"{len(data)} bytes is over the limit of {max_bytes} bytes"
         )
+    if syntax == DeflatedExplicitVRLittleEndian:
+        data = _inflate(data, max_bytes)
     try:
-        dataset = dcmread(
-            io.BytesIO(_bounded(data, max_bytes)), force=True, stop_before_pixels=True
-        )
-        syntax = str(dataset.file_meta.get("TransferSyntaxUID", "") or "")
-        if syntax != DeflatedExplicitVRLittleEndian:
-            check_structure(data, syntax)
-        identifiers = [
-            str(dataset.get(keyword, "") or "").strip()
-            for keyword in (
-                "SOPClassUID",
-                "SOPInstanceUID",
-                "StudyInstanceUID",
-                "SeriesInstanceUID",
-            )
-        ]
-    except InstanceRefusedError:
-        raise
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as error:
-        raise InstanceRefusedError(
-            CANNOT_UNDERSTAND, f"data set cannot be decoded: {error}"
-        ) from None
-    except Exception as error:  # pydicom raises many kinds on hostile bytes
-        raise InstanceRefusedError(
-            CANNOT_UNDERSTAND, f"data set cannot be decoded: {type(error).__name__}: {error}"
-        ) from None
-    missing = [
-        name
-        for name, value in zip(
-            ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"),
-            identifiers,
-            strict=True,
-        )
-        if not value
-    ]
+        # As pydicom does: the first element tells explicit from implicit VR, whatever the
+        # transfer syntax claims (real files get it wrong).
+        walker = _Walker(data, _looks_explicit(bytes(data[4:6])), syntax != ExplicitVRBigEndian)
+        walker.elements(0, len(data), 0)
+    except _TruncatedError as error:
+        raise InstanceRefusedError(CANNOT_UNDERSTAND, f"data set is cut short: {error}") from None
+    values = [walker.found.get(tag, "") for tag in IDENTIFIERS.values()]
+    missing = [name for name, value in zip(IDENTIFIERS, values, strict=True) if not value]
     if missing:
         raise InstanceRefusedError(CANNOT_UNDERSTAND, f"data set has no {', '.join(missing)}")
-    instance = Instance(*identifiers)
+    instance = Instance(*values)
     if sop_class_uid is not None and instance.sop_class_uid != sop_class_uid.strip():
         raise InstanceRefusedError(
             DATA_SET_DOES_NOT_MATCH,
@@ -128,33 +130,67 @@ def check_instance(
     return instance
 
 
-def _bounded(data: bytes, max_bytes: int) -> bytes:
-    """``data``, with a deflated data set first checked to inflate to at most ``max_bytes``
-    (pydicom would inflate it whole, whatever its size)."""
-    if DeflatedExplicitVRLittleEndian.encode() not in data[:4096]:
-        return data
-    meta = dcmread(io.BytesIO(data), stop_before_pixels=True, force=True, specific_tags=[])
-    if str(meta.file_meta.get("TransferSyntaxUID", "")) != DeflatedExplicitVRLittleEndian:
-        return data
-    start = _data_set_offset(data)
+IDENTIFIERS = {
+    "SOPClassUID": 0x00080016,
+    "SOPInstanceUID": 0x00080018,
+    "StudyInstanceUID": 0x0020000D,
+    "SeriesInstanceUID": 0x0020000E,
+}
+MAX_IDENTIFIER_BYTES = 256
+
+
+def _inflate(data: bytes | memoryview, max_bytes: int) -> bytes:
+    """The deflated data set ``data`` inflated, refused past ``max_bytes`` (pydicom would
+    inflate it whole, whatever its size)."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    inflated = 0
-    view = memoryview(data)[start:]
-    for offset in range(0, len(view), 1 << 16):
-        chunk = inflater.decompress(view[offset : offset + (1 << 16)], max_bytes + 1 - inflated)
-        inflated += len(chunk)
-        if inflated > max_bytes or inflater.unconsumed_tail:
-            raise InstanceRefusedError(
-                OUT_OF_RESOURCES, f"deflated data set inflates to over {max_bytes} bytes"
-            )
-    return data
+    parts, inflated = [], 0
+    view = memoryview(data)
+    try:
+        for offset in range(0, len(view), 1 << 16):
+            chunk = inflater.decompress(view[offset : offset + (1 << 16)], max_bytes + 1 - inflated)
+            inflated += len(chunk)
+            parts.append(chunk)
+            if inflated > max_bytes or inflater.unconsumed_tail:
+                raise InstanceRefusedError(
+                    OUT_OF_RESOURCES, f"deflated data set inflates to over {max_bytes} bytes"
+                )
+        parts.append(inflater.flush())
+    except zlib.error as error:
+        raise InstanceRefusedError(
+            CANNOT_UNDERSTAND, f"deflated data set cannot be inflated: {error}"
+        ) from None
+    if not inflater.eof:
+        raise InstanceRefusedError(CANNOT_UNDERSTAND, "deflated data set is cut short")
+    return b"".join(parts)
 
 
-def _data_set_offset(data: bytes) -> int:
-    """Where the data set starts after the 128-byte preamble, ``DICM`` and the file meta."""
-    position = 132
-    group_length = int.from_bytes(data[position + 8 : position + 12], "little")
-    return position + 12 + group_length
+def file_meta(instance: Instance, syntax: str) -> bytes:
+    """The preamble, ``DICM`` and file meta of a file holding ``instance`` in ``syntax``
+    (explicit VR little endian, as PS3.10 7.1 says); the same for the same instance, whoever
+    sent it."""
+    elements = b"".join(
+        [
+            _element(0x0001, b"OB", b"\x00\x01"),
+            _element(0x0002, b"UI", _uid(instance.sop_class_uid)),
+            _element(0x0003, b"UI", _uid(instance.sop_instance_uid)),
+            _element(0x0010, b"UI", _uid(syntax)),
+            _element(0x0012, b"UI", _uid(PYDICOM_IMPLEMENTATION_UID)),
+        ]
+    )
+    length = _element(0x0000, b"UL", len(elements).to_bytes(4, "little"))
+    return b"\0" * 128 + b"DICM" + length + elements
+
+
+def _uid(value: str) -> bytes:
+    encoded = value.encode("ascii", "replace")
+    return encoded + b"\0" if len(encoded) % 2 else encoded
+
+
+def _element(element: int, vr: bytes, value: bytes) -> bytes:
+    tag = (2).to_bytes(2, "little") + element.to_bytes(2, "little")
+    if vr in LONG_LENGTH_VRS:
+        return tag + vr + b"\0\0" + len(value).to_bytes(4, "little") + value
+    return tag + vr + len(value).to_bytes(2, "little") + value
 
 
 LONG_LENGTH_VRS = frozenset(
@@ -163,6 +199,7 @@ LONG_LENGTH_VRS = frozenset(
 UNDEFINED = 0xFFFFFFFF
 ITEM, ITEM_END, SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 PIXEL_DATA = 0x7FE00010
+TRANSFER_SYNTAX = 0x00020010
 MAX_DEPTH = 64
 
 
@@ -170,50 +207,42 @@ class _TruncatedError(Exception):
     pass
 
 
-def check_structure(data: bytes, syntax: str) -> None:
-    """Walk every element of the file's data set by its tag and length, into sequences of
-    undefined length: each value must end inside the data, the last exactly at its end.
-    ``InstanceRefusedError`` (cannot understand) names the offset where it does not.
-
-    pydicom reads a value cut short without complaint: this is what tells a truncated data set
-    from a whole one (a cut exactly between two elements cannot be told)."""
-    little = syntax != "1.2.840.10008.1.2.2"
-    try:
-        start = _after_file_meta(data)
-        # As pydicom does: the first element tells explicit from implicit VR, whatever the
-        # transfer syntax claims (real files get it wrong).
-        explicit = _looks_explicit(data[start + 4 : start + 6])
-        _Walker(data, explicit, little).elements(start, len(data), 0)
-    except _TruncatedError as error:
-        raise InstanceRefusedError(CANNOT_UNDERSTAND, f"data set is cut short: {error}") from None
-
-
 def _looks_explicit(vr: bytes) -> bool:
     return len(vr) == 2 and all(0x41 <= c <= 0x5A for c in vr)
 
 
-def _after_file_meta(data: bytes) -> int:
-    """The offset of the data set: after the preamble, ``DICM`` and the group 2 elements."""
+def read_file_meta(data: bytes) -> tuple[int, str]:
+    """Where the data set starts in the file ``data`` (after the preamble, ``DICM`` and the
+    group 2 elements), and the transfer syntax the file meta names (implicit VR little endian
+    when it names none)."""
     position = 132 if data[128:132] == b"DICM" else 0
-    while (
-        position + 8 <= len(data) and int.from_bytes(data[position : position + 2], "little") == 2
-    ):
+    syntax: str = ImplicitVRLittleEndian
+    while position + 8 <= len(data) and data[position : position + 2] == b"\x02\x00":
+        tag = int.from_bytes(data[position + 2 : position + 4], "little")
         vr = data[position + 4 : position + 6]
         if vr in LONG_LENGTH_VRS:
             length = int.from_bytes(data[position + 8 : position + 12], "little")
-            position += 12 + length
+            header = 12
         else:
-            position += 8 + int.from_bytes(data[position + 6 : position + 8], "little")
+            length, header = int.from_bytes(data[position + 6 : position + 8], "little"), 8
+        if (0x0002 << 16 | tag) == TRANSFER_SYNTAX:
+            value = data[position + header : position + header + length]
+            syntax = value.decode("ascii", "replace").rstrip("\0 ").strip()
+        position += header + length
     if position > len(data):
         raise _TruncatedError(f"file meta information runs past the end ({len(data)} bytes)")
-    return position
+    return position, syntax
 
 
 class _Walker:
-    def __init__(self, data: bytes, explicit: bool, little: bool) -> None:
+    """Walks a data set's elements by tag and length; keeps the identifiers' values."""
+
+    def __init__(self, data: bytes | memoryview, explicit: bool, little: bool) -> None:
         self.data = data
         self.explicit = explicit
         self.order: Literal["little", "big"] = "little" if little else "big"
+        self.found: dict[int, str] = {}
+        self._wanted = frozenset(IDENTIFIERS.values())
 
     def _int(self, start: int, size: int) -> int:
         if start + size > len(self.data):
@@ -224,11 +253,12 @@ class _Walker:
         return (self._int(position, 2) << 16) | self._int(position + 2, 2)
 
     def elements(self, position: int, end: int, depth: int) -> int:
-        """Walk elements from ``position`` to ``end`` (or to an item delimiter when ``end``
-        is ``None``-like: -1); returns the position after them."""
+        """Walk elements from ``position`` to ``end``, or to an item delimiter when ``end`` is
+        -1; returns the position after them."""
         if depth > MAX_DEPTH:
             raise _TruncatedError(f"sequences nested deeper than {MAX_DEPTH} levels")
-        while position < end if end >= 0 else True:
+        size = len(self.data)
+        while end < 0 or position < end:
             tag = self._tag(position)
             if tag == ITEM_END:
                 if end >= 0:
@@ -236,7 +266,7 @@ class _Walker:
                 return position + 8
             vr = b""
             if self.explicit and tag >> 16 != 0xFFFE:
-                vr = self.data[position + 4 : position + 6]
+                vr = bytes(self.data[position + 4 : position + 6])
                 if vr in LONG_LENGTH_VRS:
                     length, header = self._int(position + 8, 4), 12
                 else:
@@ -246,14 +276,17 @@ class _Walker:
             position += header
             if length == UNDEFINED:
                 position = self._undefined(tag, vr, position, depth)
-            else:
-                position += length
-                limit = end if end >= 0 else len(self.data)
-                if position > limit:
-                    raise _TruncatedError(
-                        f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs {length} bytes, "
-                        f"{limit - position + length} remain"
-                    )
+                continue
+            limit = end if end >= 0 else size
+            if position + length > limit:
+                raise _TruncatedError(
+                    f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) needs {length} bytes, "
+                    f"{limit - position} remain"
+                )
+            if depth == 0 and tag in self._wanted and length <= MAX_IDENTIFIER_BYTES:
+                value = bytes(self.data[position : position + length])
+                self.found[tag] = value.decode("ascii", "replace").rstrip("\0 ").strip()
+            position += length
         if end >= 0 and position != end:
             raise _TruncatedError(f"elements end at byte {position}, not at {end}")
         return position
@@ -280,19 +313,17 @@ class _Walker:
                 position += length
 
 
-def digest_of(data: bytes) -> str:
-    """The SHA-256 of the data set in ``data`` (a DICOM file), file meta left out but its
-    transfer syntax in: the same instance sent by two peers (whose file meta differ, as it
-    names the sender) is one file."""
-    try:
-        start = _after_file_meta(data)
-        meta = dcmread(io.BytesIO(data[:start]), force=True).file_meta
-        syntax = str(meta.get("TransferSyntaxUID", ""))
-    except Exception:  # a file checked already; whatever fails, the whole file is hashed
-        start, syntax = 0, ""
-    digest = hashlib.sha256(syntax.encode("ascii", "replace") + b"\0")
-    digest.update(memoryview(data)[start:])
-    return digest.hexdigest()
+SAFE_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+
+
+def file_name(instance: Instance, data: bytes) -> str:
+    """The spool file name of an instance: its SOP Instance UID where that is a well-formed
+    UID (digits and dots, 64 characters at most), else the SHA-256 of the bytes: no other value
+    from a sender ever becomes part of a path."""
+    uid = instance.sop_instance_uid
+    if len(uid) <= 64 and SAFE_UID.fullmatch(uid):
+        return f"{uid}{SUFFIX}"
+    return f"{hashlib.sha256(data).hexdigest()}{SUFFIX}"
 
 
 class Spool:
@@ -327,13 +358,17 @@ class Spool:
             return []
         return sorted(p for p in folder.iterdir() if p.suffix == SUFFIX)
 
-    def store(self, group_id: str, data: bytes, digest: str) -> tuple[Path, bool]:
-        """Write ``data`` as ``<digest>.dcm`` in the group's folder, durably: a temporary file
-        written, flushed and synced, renamed into place, the folder synced. Returns the path and
-        whether the file was already there (same bytes). ``InstanceRefusedError`` when it cannot be
-        written (out of resources when the disk is full)."""
-        target = self.group_folder(group_id) / f"{digest}{SUFFIX}"
-        if target.is_file():
+    def store(self, group_id: str, name: str, data: bytes) -> tuple[Path, bool]:
+        """Write ``data`` as ``name`` in the group's folder, durably: a temporary file written,
+        flushed and synced, linked into place (never over another file), the folder synced.
+
+        Returns the path and whether the same bytes were there already (then nothing is
+        written). A different file of that name is kept: ``data`` goes beside it, its name
+        suffixed with its SHA-256. ``InstanceRefusedError`` when it cannot be written (out of
+        resources when the disk is full)."""
+        folder = self.group_folder(group_id)
+        target = folder / name
+        if _same_bytes(target, data):
             return target, True
         temporary = self.tmp / f"{uuid.uuid4().hex}.part"
         try:
@@ -346,8 +381,20 @@ class Spool:
                 os.fsync(descriptor)
             finally:
                 os.close(descriptor)
-            temporary.rename(target)
-            _fsync_folder(target.parent)
+            try:
+                os.link(temporary, target)
+            except FileExistsError:  # another association, or other bytes under this UID
+                if _same_bytes(target, data):
+                    temporary.unlink()
+                    return target, True
+                digest = hashlib.sha256(data).hexdigest()[:16]
+                target = folder / f"{Path(name).stem}-{digest}{SUFFIX}"
+                if _same_bytes(target, data):
+                    temporary.unlink()
+                    return target, True
+                os.link(temporary, target)
+            temporary.unlink()
+            _fsync_folder(folder)
         except OSError as error:
             temporary.unlink(missing_ok=True)
             status = (
@@ -355,10 +402,19 @@ class Spool:
                 if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
                 else PROCESSING_FAILURE
             )
-            raise InstanceRefusedError(
-                status, f"cannot write to the spool: {error.strerror}"
-            ) from None
+            message = f"cannot write to the spool: {error.strerror}"
+            raise InstanceRefusedError(status, message) from None
         return target, False
+
+
+def _same_bytes(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a file holding exactly ``data``."""
+    try:
+        if path.stat().st_size != len(data):
+            return False
+        return path.read_bytes() == data
+    except OSError:
+        return False
 
 
 def _fsync_folder(folder: Path) -> None:

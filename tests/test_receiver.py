@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import sqlite3
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 from receiver_support import (
     ECHOSCU,
     SAMPLES,
+    Running,
     acknowledged,
     assert_no_traceback,
     need,
@@ -429,3 +432,91 @@ def test_storescu_acknowledgements_are_read_from_its_verbose_output() -> None:
         ]
     )
     assert acknowledged(output) == [Path("/a/1.dcm"), Path("/a/3.dcm")]
+
+
+# -- hostile peers, byte by byte -------------------------------------------------------------
+
+APPLICATION_CONTEXT = b"1.2.840.10008.3.1.1.1"
+CT_STORAGE = b"1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_LITTLE = b"1.2.840.10008.1.2.1"
+
+
+def _item(kind: int, value: bytes) -> bytes:
+    return bytes([kind, 0]) + len(value).to_bytes(2, "big") + value
+
+
+def associate_request(called: bytes, calling: bytes = b"HOSTILE") -> bytes:
+    """An A-ASSOCIATE-RQ PDU (PS3.8 9.3.2) with AE title fields of any bytes."""
+    context = bytes([1, 0, 0, 0]) + _item(0x30, CT_STORAGE) + _item(0x40, EXPLICIT_LITTLE)
+    items = (
+        _item(0x10, APPLICATION_CONTEXT)
+        + _item(0x20, context)
+        + _item(0x50, _item(0x51, (16384).to_bytes(4, "big")))
+    )
+    body = (
+        (1).to_bytes(2, "big")
+        + b"\0\0"
+        + called[:16].ljust(16, b" ")
+        + calling[:16].ljust(16, b" ")
+        + b"\0" * 32
+        + items
+    )
+    return bytes([0x01, 0]) + len(body).to_bytes(4, "big") + body
+
+
+def exchange(port: int, *messages: bytes) -> bytes:
+    """Send ``messages`` on a new connection; the first bytes answered (empty: closed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        for message in messages:
+            connection.sendall(message)
+        try:
+            return connection.recv(4096)
+        except (TimeoutError, ConnectionResetError):
+            return b""
+
+
+@pytest.fixture(scope="module")
+def hostile_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    folder = tmp_path_factory.mktemp("hostile")
+    # each request pynetdicom cannot decode holds a slot until its ACSE timeout (10 s)
+    config = write_config(folder, {"GOOD": {"timeout": 60}}, max_associations=200)
+    with receiver(config) as running:
+        yield running
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(called=st.binary(min_size=0, max_size=16))
+def test_odd_called_ae_titles_are_never_accepted(hostile_target: Running, called: bytes) -> None:
+    if called.strip(b" ") == b"GOOD":
+        return
+    answer = exchange(hostile_target.port, associate_request(called))
+    assert answer[:1] in (b"", b"\x03", b"\x07")  # rejected, aborted or closed
+    if answer[:1] == b"\x03":  # result, source, diagnostic
+        assert answer[7:10] == bytes([1, 1, 7])
+    assert hostile_target.process is not None and hostile_target.process.poll() is None
+
+
+def test_a_peer_leaving_in_the_middle_of_a_data_set_leaves_nothing(
+    hostile_target: Running,
+) -> None:
+    with socket.create_connection(("127.0.0.1", hostile_target.port), timeout=10) as peer:
+        peer.sendall(associate_request(b"GOOD"))
+        assert peer.recv(4096)[:1] == b"\x02"  # accepted
+        # a P-DATA-TF announcing 100,000 bytes of data set, of which 1,000 come
+        pdv = (99_994).to_bytes(4, "big") + bytes([1, 0x00])
+        peer.sendall(bytes([0x04, 0]) + (100_000).to_bytes(4, "big") + pdv + b"\0" * 1000)
+    time.sleep(1)
+    exchange(hostile_target.port, associate_request(b"\x1b[31mRED\\"))
+    assert (
+        subprocess.run(
+            [str(need(ECHOSCU)), "-aec", "GOOD", "127.0.0.1", str(hostile_target.port)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )  # still serving
+    assert not list((hostile_target.spool / "groups").iterdir())
+    text = hostile_target.text()
+    assert "0 instance(s) stored" in text
+    assert "\x1b" not in text  # control characters from peers are escaped in the log
+    assert_no_traceback(text)

@@ -69,6 +69,8 @@ TRANSFER_SYNTAXES = [
 compressed ones pydicom decodes with the pylibjpeg plugins."""
 
 SUCCESS = 0x0000
+ACSE_TIMEOUT = 10
+"""Seconds to wait for an association request after the connection, or for a release."""
 TICK_SECONDS = 0.2
 """How often the timer looks for due groups at most (it sleeps until the next deadline)."""
 
@@ -143,7 +145,10 @@ class Receiver:
         ae.maximum_associations = self.config.max_associations
         ae.maximum_pdu_size = 0  # no limit on the peer's PDUs
         ae.network_timeout = 60
-        ae.acse_timeout = 30
+        # A peer that connects and sends nothing, or an association request pynetdicom cannot
+        # decode (an AE title with control characters), holds one of max_associations until
+        # this runs out
+        ae.acse_timeout = ACSE_TIMEOUT
         ae.dimse_timeout = 60
         for context in AllStoragePresentationContexts:
             assert context.abstract_syntax is not None

@@ -209,6 +209,7 @@ class Receiver:
                 log.error("job %s: %s", job.id, message)
                 continue
             if job.state == "receiving":
+                self.spool.create_group(job.id)  # a crash may have come before its folder
                 self._record_unlisted_files(job.id)
                 elapsed = min(max(now_wall - job.last_instance, 0.0), called.timeout)
                 self.groups.resume(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the operator images without any image registry.
+# Build the operator images and the receiver's without any image registry.
 #
 #   docker/build-images.sh               # on the public base image (python:3.11-slim-bookworm)
 #   docker/build-images.sh --local-base  # on a Debian base built here with mmdebstrap (offline)
@@ -54,7 +54,7 @@ elif [[ $# -gt 0 ]]; then
     exit 2
 fi
 build_wheelhouse
-for operator in dicom-parser series-selector; do
+for operator in dicom-parser series-selector dicom-receiver; do
     echo "== image series-selection/$operator:$tag on $base_image"
     DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$base_image" \
         --file "$here/$operator.Dockerfile" --tag "series-selection/$operator:$tag" "$here"

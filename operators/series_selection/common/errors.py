@@ -59,3 +59,13 @@ class DicomReadError(ValueError):
 
 class NestingError(ValueError):
     """A header nested more deeply than it may be encoded."""
+
+
+class InstanceRefusedError(ValueError):
+    """An instance the receiver does not keep; ``status`` is the C-STORE failure status that
+    answers the sender."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status

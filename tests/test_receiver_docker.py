@@ -1,0 +1,90 @@
+"""The receiver's container: built offline with the operator images, hardened as compose runs
+it, takes a study from storescu on its published port and runs the pipeline inside itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from docker.client import DockerClient
+
+from receiver_support import (
+    ECHOSCU,
+    SAMPLES,
+    acknowledged,
+    free_port,
+    need,
+    selected_images,
+    series_pipeline,
+    storescu,
+)
+from test_pipeline_docker import IMAGE_USER, engine, images  # noqa: F401 - fixtures
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+IMAGE = "series-selection/dicom-receiver:0.1.0"
+
+
+def writable_folder(path: Path) -> Path:
+    path.mkdir()
+    if os.getuid() == 0:
+        os.chown(path, *IMAGE_USER)
+    else:
+        path.chmod(0o777)
+    return path
+
+
+def test_the_receiver_image_runs_the_pipeline_on_a_received_study(
+    engine: DockerClient,  # noqa: F811 - the fixture imported above
+    images: None,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    image = engine.images.get(IMAGE)
+    assert image.attrs["Config"]["User"] == "10001:10001"
+    assert set(image.attrs["Config"]["ExposedPorts"]) == {"11112/tcp"}
+    spool, output = writable_folder(tmp_path / "spool"), writable_folder(tmp_path / "output")
+    port = free_port()
+    container = engine.containers.run(
+        IMAGE,
+        detach=True,
+        read_only=True,
+        tmpfs={"/tmp": ""},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges:true"],
+        ports={"11112/tcp": ("127.0.0.1", port)},
+        volumes={
+            str(spool): {"bind": "/spool", "mode": "rw"},
+            str(output): {"bind": "/output", "mode": "rw"},
+        },
+    )
+    try:
+        deadline = time.monotonic() + 60
+        echo = [str(need(ECHOSCU)), "-aec", "SERIES-SELECT", "127.0.0.1", str(port)]
+        while subprocess.run(echo, capture_output=True, check=False).returncode != 0:
+            assert time.monotonic() < deadline, container.logs().decode()
+            time.sleep(0.5)
+        sent = storescu(port, "SERIES-SELECT", SAMPLES / "ct-abdomen")
+        files = [p for p in (SAMPLES / "ct-abdomen").rglob("*") if p.is_file()]
+        assert len(acknowledged(sent.stdout + sent.stderr)) == len(files)
+        jobs = output / "jobs"
+        while not list(jobs.glob("*/series-selector/selections/selected-images.json")):
+            assert time.monotonic() < deadline + 120, container.logs().decode()
+            time.sleep(0.5)
+        time.sleep(1)  # the job's last line and the ledger's update
+        (job,) = list(jobs.iterdir())
+        reference = series_pipeline(SAMPLES / "ct-abdomen", tmp_path / "reference")
+        assert selected_images(job) == reference
+        container.stop(timeout=60)
+        logs = container.logs().decode().splitlines()
+    finally:
+        container.remove(force=True)
+    records = [json.loads(line) for line in logs if line.startswith("{")]
+    assert any("association from 'STORESCU'" in r["message"] for r in records)
+    assert any(
+        f"job {job.name} (SERIES-SELECT" in r["message"] and "done" in r["message"] for r in records
+    )
+    assert not any("Traceback" in line for line in logs)

@@ -22,7 +22,15 @@ from series_selection.selector.outputs import (
     VOLUME_MODES,
     write_selected_images,
 )
-from series_selection.selector.rules import RULES_BASE64_ENV, RULES_FILE_ENV, load_rules
+from series_selection.selector.matching import leaves
+from series_selection.selector.rules import (
+    RULES_BASE64_ENV,
+    RULES_FILE_ENV,
+    BoundedPattern,
+    load_rules,
+    parse_rules,
+    read_rules_text,
+)
 from series_selection.selector.selection import Outcome, check_required, select, series_label
 
 log = logging.getLogger(__name__)
@@ -61,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print, per selection, a table of every series and every condition",
     )
+    parser.add_argument(
+        "--check",
+        metavar="RULES",
+        help="only check the rules file RULES (schema, keywords, patterns) and exit: 0 valid, "
+        "2 not; reads no input",
+    )
     return parser
 
 
@@ -75,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> int:
         settings = resolve(args, OPTIONS)
         setup_logging(settings["log_level"], settings["log_format"])
+        if args.check is not None:
+            return check(args.check)
         return run(settings, explain=args.explain)
 
     # The run builds one large object graph (metadata, facts, results) that it frees when it
@@ -87,11 +103,35 @@ def main(argv: list[str] | None = None) -> int:
         gc.enable()
 
 
+def check(rules_file: str) -> int:
+    """Check one rules file without reading any input: 0 when valid (a ``RulesError`` else)."""
+    rules = parse_rules(*read_rules_text(rules_file, {}))
+    patterns = [leaf for s in rules.selections for leaf in leaves(s.conditions)]
+    bounded = sum(isinstance(getattr(leaf, "regex", None), BoundedPattern) for leaf in patterns)
+    if rules.blank:
+        log.info("%s is valid: blank, so every image series is chosen", rules.source)
+    else:
+        log.info(
+            "%s is valid: %d selection(s); %d pattern(s) in Python syntax run under a time limit",
+            rules.source,
+            len(rules.selections),
+            bounded,
+        )
+    return 0
+
+
 def run(settings: dict[str, Any], explain: bool = False) -> int:
     """Select from the input folder into the output folder; ``explain`` prints the table."""
     input_dir, output_dir = Path(settings["input"]), Path(settings["output"])
     rules = load_rules(settings["rules"], os.environ)
-    log.info("rules from %s: %d selection(s)", rules.source, len(rules.selections))
+    if rules.blank:
+        log.info(
+            "rules from %s are blank: every image series is chosen (as MONAI Deploy does "
+            "without rules)",
+            rules.source,
+        )
+    else:
+        log.info("rules from %s: %d selection(s)", rules.source, len(rules.selections))
     check_apart(input_dir, output_dir)
     with reading(input_dir), OutputFolder(output_dir, OWNER) as output:
         candidates = read_parser_output(input_dir, rules.keywords)

@@ -99,6 +99,8 @@ class Rules:
 
     source: str
     selections: tuple[Selection, ...]
+    blank: bool = False
+    """The rules text was blank (or only comments): every image series is chosen."""
 
     @property
     def keywords(self) -> frozenset[str]:
@@ -170,6 +172,14 @@ class BoundedPattern:
         )
 
 
+EVERY_IMAGE_SERIES = Selection(
+    name="all image series", conditions=AllOf("$.selections[0].conditions", ()), all_matched=True
+)
+"""What blank rules choose, as MONAI Deploy does with no rules (and as ``default.yaml`` does)."""
+TOP_LEVEL_KEYS = ("description", "selections")
+SELECTION_KEYS = ("name", "description", "conditions", "all_matched", "order_by", "required")
+
+
 class _BadRuleError(ValueError):
     """A bad value at ``path`` inside one selection; it becomes a ``RulesError`` naming the path."""
 
@@ -224,6 +234,9 @@ def _read_rules_file(path: Path) -> str:
 def parse_rules(text: str, source: str) -> Rules:
     """Checked ``Rules`` from YAML or JSON text; ``RulesError`` tells what is wrong and where."""
     document = _load_document(text, source)
+    if document is None:  # blank, or only comments: every image series, as in MONAI Deploy
+        return Rules(source=source, selections=(EVERY_IMAGE_SERIES,), blank=True)
+    _check_keys(document, source)
     problems = schema_errors(document, "rules")
     if problems:
         raise RulesError(f"{source}: {_locate(document, problems[0])}")
@@ -267,8 +280,13 @@ def _load_document(text: str, source: str) -> Any:
         document = json.loads(text) if kind == "JSON" else _load_yaml(text)
     except RecursionError:
         raise RulesError(f"{source}: nested deeper than {MAX_RULES_DEPTH} levels") from None
+    except json.JSONDecodeError as error:
+        raise RulesError(
+            f"{source} is not valid JSON: line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
     except ValueError as error:  # also a number of more digits than Python converts
-        raise RulesError(f"{source} is not valid {kind}: {error}".replace("\n", " ")) from None
+        reason = " ".join(str(error).split())
+        raise RulesError(f"{source} is not valid {kind}: {reason}") from None
     _size(document, source, 0, {})
     return document
 
@@ -278,8 +296,36 @@ def _load_yaml(text: str) -> Any:
 
     try:
         return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(p for p in (error.context, error.problem) if p)
+        raise ValueError(where + what) from error
     except yaml.YAMLError as error:
         raise ValueError(str(error)) from error
+
+
+def _check_keys(document: Any, source: str) -> None:
+    """``RulesError`` for a key the rules format does not have at the top or in a selection,
+    naming the key it most resembles (``all_match`` -> ``all_matched``)."""
+    if not isinstance(document, dict):
+        return
+    places: list[tuple[str, str, Any, Sequence[str]]] = [("", "$", document, TOP_LEVEL_KEYS)]
+    selections = document.get("selections")
+    if isinstance(selections, list):
+        places += [
+            (f"selection {_label(entry, i)} at ", f"$.selections[{i}]", entry, SELECTION_KEYS)
+            for i, entry in enumerate(selections)
+        ]
+    for label, path, mapping, known in places:
+        if not isinstance(mapping, dict):
+            continue
+        for key in mapping:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; use {', '.join(known)}"
+            raise RulesError(f"{source}: {label}{path}: unknown key {key!r}{hint}")
 
 
 def _size(node: Any, source: str, depth: int, seen: dict[int, tuple[int, int]]) -> tuple[int, int]:

@@ -17,12 +17,12 @@ from series_selection.common.logs import LOG_OPTIONS, setup_logging
 from series_selection.common.settings import Option, add_options, resolve
 from series_selection.selector.explain import EXPLAIN_FILE, explain_table, write_explain
 from series_selection.selector.inputs import read_parser_output
+from series_selection.selector.matching import leaves
 from series_selection.selector.outputs import (
     SELECTED_IMAGES_FILE,
     VOLUME_MODES,
     write_selected_images,
 )
-from series_selection.selector.matching import leaves
 from series_selection.selector.rules import (
     RULES_BASE64_ENV,
     RULES_FILE_ENV,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import jsonschema_rs
+import orjson
 
 from series_selection.common.errors import InputError, OutputError
 
@@ -174,9 +175,7 @@ def read_json(path: Path, schema_name: str) -> Any:
     Numbers must be finite: ``NaN``, ``Infinity`` and numbers beyond the float range are refused
     (no output could hold them), as are integers of more digits than Python converts."""
     try:
-        data = json.loads(
-            path.read_text(encoding="utf-8"), parse_float=_finite, parse_constant=_no_constant
-        )
+        data = _decode(path.read_bytes())
     except FileNotFoundError as error:
         raise InputError(f"{path} does not exist") from error
     except RecursionError:
@@ -189,6 +188,25 @@ def read_json(path: Path, schema_name: str) -> Any:
             f"{path} does not match schema {schema_name!r}: " + "; ".join(problems[:5])
         )
     return data
+
+
+_LONG_INTEGER = re.compile(rb"[\[,:]\s*-?\d{19}")
+"""A number of 19 digits or more (not inside a string, which starts with a quote): orjson would
+read an integer beyond 64 bits as a float."""
+
+
+def _decode(data: bytes) -> Any:
+    """The JSON document in ``data``, as ``json.loads`` with ``_finite`` and ``_no_constant``
+    reads it, decoded by orjson (about three times faster on the parser's files) whenever that
+    gives the same result: orjson refuses NaN, infinities, numbers beyond the float range and
+    lone surrogates, and reads integers beyond 64 bits as floats; those documents (and any it
+    refuses) are decoded by ``json``, which accepts or refuses them as before."""
+    if _LONG_INTEGER.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data.decode("utf-8"), parse_float=_finite, parse_constant=_no_constant)
 
 
 def _finite(text: str) -> float:

@@ -36,6 +36,9 @@ from series_selection.selector.selection import Outcome, check_required, select,
 log = logging.getLogger(__name__)
 
 OWNER = "series-selector"
+DEFAULT_CHOICES_LOGGED = 3
+"""Studies per selection whose default-order choice gets a warning of its own; the others are
+counted in one line (all are in selection-explain.json)."""
 
 OPTIONS = (
     Option("--input", "SERIES_SELECTOR_INPUT", "/input", "dicom-parser's output folder"),
@@ -142,8 +145,17 @@ def run(settings: dict[str, Any], explain: bool = False) -> int:
             sys.stdout.write(explain_table(outcomes, rules.source))
         for outcome in outcomes:
             log.info("selection %r chose %s", outcome.selection.name, _chosen_text(outcome))
-            for choice in outcome.by_default:
+            for choice in outcome.by_default[:DEFAULT_CHOICES_LOGGED]:
                 log.warning("selection %r: %s", outcome.selection.name, choice)
+            more = len(outcome.by_default) - DEFAULT_CHOICES_LOGGED
+            if more > 0:
+                log.warning(
+                    "selection %r: in %d more studies several series matched and the default "
+                    "order chose (each is in %s, decided_by_default); add order_by to decide",
+                    outcome.selection.name,
+                    more,
+                    EXPLAIN_FILE,
+                )
         try:
             check_required(outcomes)
         except SelectionError:

@@ -82,3 +82,11 @@ def test_decoding_refuses_what_it_refused_before(text: str) -> None:
 
     with pytest.raises(ValueError):
         _decode(text.encode("utf-8"))
+
+
+@given(VALUES)
+def test_decoding_any_written_value_gives_what_json_gives(value: Any) -> None:
+    from series_selection.common.jsonio import _decode
+
+    text = json_text(value)
+    assert repr(_decode(text.encode("utf-8", "surrogatepass"))) == repr(json.loads(text))

@@ -528,3 +528,18 @@ def test_check_validates_a_rules_file_without_any_input(
         in line
     )
     assert not (tmp_path / "absent").exists()
+
+
+def test_a_pattern_that_runs_out_of_time_ends_the_run_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slow = SeriesFixture(series={"Modality": "CT", "SeriesDescription": "a" * 60 + "!"})
+    folder = tmp_path / "parsed"
+    write_parser_output(folder, [slow])
+    rules = rules_json({"name": "slow", "conditions": {"SeriesDescription": r"^(a|a)*\1$"}})
+    assert run(folder, tmp_path / "out", rules) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
+    (line,) = errors
+    assert "selection 'slow' at $.selections[0].conditions.SeriesDescription: " in line
+    assert r"regular expression '^(a|a)*\1$' ran out of time" in line
+    assert not (tmp_path / "out" / "selected-images.json").exists()

@@ -112,3 +112,14 @@ def test_monai_rules_on_real_scanner_data(shared_data: Path, folder: str, tmp_pa
     assert set(chosen) == set(ON_SAMPLES)
     if folder == "dcm_qa_ct/In":
         assert chosen["ct-series.json"]["CT Series"], "a CT rule chose no CT series"
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_monai_rules_on_all_of_the_real_scanner_data(shared_data: Path, tmp_path: Path) -> None:
+    """All 44 cases at once (GE, Siemens, Philips, Hitachi; classic, enhanced, mosaic)."""
+    parsed = tmp_path / "parsed"
+    assert parse(["--input", str(shared_data), "--output", str(parsed)]) == 0
+    chosen = run_all(parsed, tmp_path)
+    assert chosen["blank.json"]["all image series"]
+    assert chosen["any-ct-series.json"]["Any CT Series (full-corpus validation)"]

@@ -298,8 +298,8 @@ def test_explain_prints_a_table(
     assert row.split()[3:] == ["no", "ok", "CT", "NO", "varies:", "Axial", "|", "Coronal"]
     assert any(line.split()[:5] == ["1", "2", "Portal", "venous", "CHOSEN"] for line in lines)
     assert (
-        "    study 1 series 1 'Scout': ImageOrientationPatient: 'Axial' - seen varies: Axial |"
-        " Coronal" in table
+        "    study 1 series 1 'Scout': ImageOrientationPatient: 'Axial': Axial/Coronal: slice"
+        in table
     )
     assert "  Studies:" in lines
     assert any(line.startswith("    1: ") for line in lines)

@@ -10,6 +10,7 @@ is written, as every JSON output is.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -225,9 +226,16 @@ def _failure(result: Result) -> str:
     if result.children:
         return result.why
     seen = _text(result.actual)
-    if result.actual is None or result.why.startswith(seen):
+    named = result.why.split(":", 1)[0]
+    if result.actual is None or result.why.startswith(seen) or _words(named) == _words(seen):
         return f"{result.condition}: {result.why}"
     return f"{result.condition} - seen {seen}: {result.why}"
+
+
+def _words(text: str) -> list[str]:
+    """The words of a shown value, in order, without the ``varies:`` of per-instance values
+    (``varies: Axial | Coronal`` and ``Axial/Coronal`` say the same)."""
+    return [w for w in re.findall(r"[^\s/|]+", text) if w != "varies:"]
 
 
 def failures(condition: Condition, facts: Facts) -> list[Result]:

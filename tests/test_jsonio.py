@@ -173,3 +173,39 @@ def test_str_subclasses_are_validated_too() -> None:
     element = {"vr": "UI", "Value": ["1.2.3"]}
     assert schema_errors({UID("00080018"): element}, "dicom-metadata", "/$defs/dataset") == []
     assert schema_errors({UID("1.2.3"): element}, "dicom-metadata", "/$defs/dataset") != []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": [1, 2.5, -0.0, 1e-7, "x\\u00e9", null, true]}',
+        '{"n": 123456789012345678901234567890}',  # beyond 64 bits: exact, as json reads it
+        '{"n": -9223372036854775809, "m": 18446744073709551616}',
+        '{"s": "lone \\udc80 surrogate"}',
+        '{"a": 1, "a": 2}',
+        '{"s": "a:1234567890123456789012 in text"}',
+    ],
+)
+def test_decoding_gives_what_json_gives(text: str) -> None:
+    """orjson decodes where it gives the same result; ``json`` decodes the rest."""
+    from series_selection.common.jsonio import _decode
+
+    decoded = _decode(text.encode("utf-8"))
+    assert decoded == json.loads(text)
+    assert repr(decoded) == repr(json.loads(text))
+
+
+@pytest.mark.parametrize("text", ["[1e400]", "[NaN]", "[-Infinity]", '{"a": 1,}', "\ufeff[1]"])
+def test_decoding_refuses_what_it_refused_before(text: str) -> None:
+    from series_selection.common.jsonio import _decode
+
+    with pytest.raises(ValueError):
+        _decode(text.encode("utf-8"))
+
+
+@given(VALUES)
+def test_decoding_any_written_value_gives_what_json_gives(value: Any) -> None:
+    from series_selection.common.jsonio import _decode
+
+    text = json_text(value)
+    assert repr(_decode(text.encode("utf-8", "surrogatepass"))) == repr(json.loads(text))

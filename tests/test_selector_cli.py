@@ -287,6 +287,7 @@ def test_explain_prints_a_table(
     assert "Selection 'CT axial': 1 series chosen" in lines
     header = next(line for line in lines if "Verdict" in line)
     assert header.split() == [
+        "Study",
         "Series",
         "Description",
         "Verdict",
@@ -294,12 +295,35 @@ def test_explain_prints_a_table(
         "ImageOrientationPatient",
     ]
     row = next(line for line in lines if "Scout" in line)
-    assert row.split()[2:] == ["no", "ok", "CT", "NO", "varies:", "Axial", "|", "Coronal"]
-    assert any(line.split()[:4] == ["2", "Portal", "venous", "CHOSEN"] for line in lines)
+    assert row.split()[3:] == ["no", "ok", "CT", "NO", "varies:", "Axial", "|", "Coronal"]
+    assert any(line.split()[:5] == ["1", "2", "Portal", "venous", "CHOSEN"] for line in lines)
     assert (
-        "    series 1 'Scout': ImageOrientationPatient: 'Axial' - seen varies: Axial | Coronal"
-        in (table)
+        "    study 1 series 1 'Scout': ImageOrientationPatient: 'Axial': Axial/Coronal: slice"
+        in table
     )
+    assert "  Studies:" in lines
+    assert any(line.startswith("    1: ") for line in lines)
+
+
+def test_explain_says_each_thing_once_and_shows_patterns_as_written(
+    parsed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = (
+        "selections:\n"
+        "  - name: T1\n"
+        "    conditions:\n"
+        "      SeriesDescription: '\\bT1\\b'\n"
+        "      ImageOrientationPatient: Sagittal\n"
+    )
+    assert run(parsed, tmp_path / "out", rules, "--explain") == 0
+    table = capsys.readouterr().out
+    assert "SeriesDescription: '\\bT1\\b'" in table
+    assert "\\\\b" not in table
+    assert "Axial: Axial" not in table
+    assert "ImageOrientationPatient: 'Sagittal': Axial: slice normal" in table
+    explain = json.loads((tmp_path / "out" / "selection-explain.json").read_text())
+    conditions = explain["selections"][0]["conditions"]
+    assert conditions[0]["condition"] == "SeriesDescription: '\\bT1\\b'"
 
 
 def replace_path(folder: Path, new_path: str) -> None:
@@ -485,3 +509,53 @@ def test_a_missing_folder_is_asked_for_not_guessed(
     assert main([item for pair in given.items() for item in pair]) == 2
     variable = f"SERIES_SELECTOR_{missing.strip('-').upper()}"
     assert f"give {missing} or set {variable}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("blank", ["", "   \n\n", "# no rules yet\n# (comments only)\n"])
+def test_blank_rules_choose_every_image_series_and_the_log_says_so(
+    parsed: Path, tmp_path: Path, blank: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As MONAI Deploy does without rules (one of its example apps ships blank rules)."""
+    assert run(parsed, tmp_path / "out", blank) == 0
+    selections = selected(tmp_path / "out")["selections"]
+    assert [s["name"] for s in selections] == ["all image series"]
+    described = {series["SeriesDescription"] for series in selections[0]["series"]}
+    assert described == {"Scout", "Portal venous", "dual echo"}
+    assert "are blank: every image series is chosen" in capsys.readouterr().err
+
+
+def test_check_validates_a_rules_file_without_any_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("selections:\n  - conditions: {SeriesDescription: '(?i)^(?!.*cor).*$'}\n")
+    assert main(["--check", str(good), "--input", str(tmp_path / "absent")]) == 0
+    assert "1 pattern(s) in Python syntax run under a time limit" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("selections:\n  - conditions: {Modalty: CT}\n")
+    assert main(["--check", str(bad)]) == 2
+    assert "did you mean Modality?" in capsys.readouterr().err
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("selections:\n  - conditions: {Modality: [CT\n")
+    assert main(["--check", str(broken)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert (
+        f"ERROR   series_selection.common.cli: {broken} is not valid YAML: line 3, column 1: "
+        in line
+    )
+    assert not (tmp_path / "absent").exists()
+
+
+def test_a_pattern_that_runs_out_of_time_ends_the_run_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    slow = SeriesFixture(series={"Modality": "CT", "SeriesDescription": "a" * 60 + "!"})
+    folder = tmp_path / "parsed"
+    write_parser_output(folder, [slow])
+    rules = rules_json({"name": "slow", "conditions": {"SeriesDescription": r"^(a|a)*\1$"}})
+    assert run(folder, tmp_path / "out", rules) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "ERROR" in line]
+    (line,) = errors
+    assert "selection 'slow' at $.selections[0].conditions.SeriesDescription: " in line
+    assert r"regular expression '^(a|a)*\1$' ran out of time" in line
+    assert not (tmp_path / "out" / "selected-images.json").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -125,10 +126,62 @@ def test_invalid_regex() -> None:
     )
 
 
-def test_backtracking_constructs_are_refused_because_matching_is_linear_time() -> None:
-    message = error_of('{"selections": [{"conditions": {"SeriesDescription": "(?=t1)"}}]}')
+def test_look_ahead_runs_in_python_syntax_as_in_monai() -> None:
+    """MONAI's pediatric abdomen CT app excludes reformats with a negative look-ahead."""
+    pattern = "(?i)^(?!.*(cor|sag)).*$"
+    assert judge(
+        {"SeriesDescription": pattern}, SeriesFixture(series={"SeriesDescription": "Ax 5mm"})
+    ).passed
+    assert not judge(
+        {"SeriesDescription": pattern}, SeriesFixture(series={"SeriesDescription": "COR 3mm"})
+    ).passed
+    back_reference = r"^(\w+) \1$"
+    assert judge(
+        {"SeriesDescription": back_reference}, SeriesFixture(series={"SeriesDescription": "T1 T1"})
+    ).passed
+
+
+def test_a_pattern_neither_engine_reads_is_refused_with_the_first_engines_reason() -> None:
+    message = error_of('{"selections": [{"conditions": {"SeriesDescription": "(?<=t1"}}]}')
     assert "selection 1 at $.selections[0].conditions.SeriesDescription" in message
-    assert "invalid regular expression" in message
+    assert "invalid regular expression '(?<=t1'" in message
+
+
+@pytest.mark.parametrize("pattern", [r"^(a|a)*\1$", r"^(?=(a|a)*\1$)"])
+def test_catastrophic_python_pattern_ends_within_its_bound(pattern: str) -> None:
+    """A back-reference or look-ahead needs the backtracking engine: it is stopped by its time
+    limit and the run ends with an error naming the selection and the pattern (exit 2)."""
+    fixture = SeriesFixture(series={"TextValue": "a" * 5000 + "!"})
+    with time_limit(10), pytest.raises(RulesError) as caught:
+        judge({"TextValue": pattern}, fixture)
+    message = caught.value.message
+    assert "selection 1 at $.selections[0].conditions.TextValue" in message
+    assert f"regular expression '{pattern}' ran out of time" in message
+
+
+def test_slow_python_patterns_are_bounded_in_all() -> None:
+    """Many slow patterns over many values stop at the shared budget, not after minutes."""
+    rules = parse_rules(
+        json.dumps(
+            {
+                "selections": [
+                    {"name": f"slow {i}", "conditions": {"TextValue": r"^(?=a)(a|a)*\1$"}}
+                    for i in range(50)
+                ]
+            }
+        ),
+        "slow.json",
+    )
+    budget = rules.selections[0].conditions.children[0].regex.budget  # type: ignore[attr-defined]
+    budget.each = 0.05
+    budget.total = 0.5
+    started = time.monotonic()
+    with time_limit(20), pytest.raises(RulesError) as caught:
+        for number, selection in enumerate(rules.selections):
+            leaf = selection.conditions.children[0]
+            leaf.test(("a" * (20 + number % 3) + "!",))  # type: ignore[attr-defined]
+    assert time.monotonic() - started < 10
+    assert "ran out of time" in caught.value.message
 
 
 def test_hostile_regex_runs_in_linear_time() -> None:
@@ -183,7 +236,16 @@ def test_unknown_sort_key() -> None:
 @pytest.mark.parametrize(
     ("text", "complaint"),
     [
-        ("selection:\n  - conditions: {}\n", "$: 'selections' is a required property"),
+        ("description: x\n", "$: 'selections' is a required property"),
+        (
+            "selection:\n  - conditions: {}\n",
+            "rules.yaml: $: unknown key 'selection' (did you mean 'selections'?)",
+        ),
+        (
+            "selections:\n  - conditions: {}\n    all_match: true\n",
+            "rules.yaml: selection 1 at $.selections[0]: unknown key 'all_match' "
+            "(did you mean 'all_matched'?)",
+        ),
         ("selections: []\n", "$.selections: [] should be non-empty"),
         ("selections:\n  - name: a\n", "selection 'a' at $.selections[0]: 'conditions' is a"),
         (
@@ -200,7 +262,8 @@ def test_unknown_sort_key() -> None:
         ),
         (
             "selections:\n  - conditions: {}\n    sort: [SeriesNumber]\n",
-            "selection 1 at $.selections[0]: Additional properties are not allowed ('sort'",
+            "selection 1 at $.selections[0]: unknown key 'sort'; use name, description, "
+            "conditions, all_matched, order_by, required",
         ),
         (
             "selections:\n  - conditions: {}\n    order_by: [SeriesNumber upwards]\n",

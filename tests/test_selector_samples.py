@@ -116,7 +116,7 @@ def test_sample_explain_shows_why_the_scout_is_refused(
     assert code == 0
     table = capsys.readouterr().out
     assert "lacks AXIAL" in table
-    assert "varies: Axial | Coronal | Sagittal" in table
+    assert "ImageOrientationPatient: 'Axial': Axial/Coronal/Sagittal: slice normal" in table
     explained = json.loads((out / "selection-explain.json").read_text())
     assert schema_errors(explained, "selection-explain") == []
     (scout,) = [i for i, s in enumerate(explained["series"]) if s["SeriesDescription"] == "Scout"]

@@ -261,3 +261,28 @@ def test_the_log_and_the_explanation_say_when_the_default_order_chose(
         assert (note["study"], note["matched"]) == ("1.2.3", 6)
         assert explain["series"][note["chosen"]]["SeriesNumber"] == 4
         assert note["why"].startswith(expected)
+
+
+def test_default_order_warnings_are_few_whatever_the_number_of_studies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three studies get a line each, the others one line together; the explanation file
+    lists every study."""
+    fixtures = [
+        SeriesFixture(
+            series={"Modality": "CT", "SeriesNumber": number},
+            study={"StudyInstanceUID": f"1.2.{study}"},
+        )
+        for study in range(1, 6)
+        for number in (1, 2)
+    ]
+    write_parser_output(tmp_path / "in", fixtures)
+    rules = tmp_path / "rules.json"
+    rules.write_text(rules_json({"name": "CT", "conditions": {"Modality": "CT"}}))
+    arguments = ["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out")]
+    assert main([*arguments, "--rules", str(rules)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+    assert len(warnings) == 4
+    assert "in 2 more studies several series matched and the default order chose" in warnings[3]
+    explain = json.loads((tmp_path / "out" / "selection-explain.json").read_text())
+    assert len(explain["selections"][0]["decided_by_default"]) == 5

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import jsonschema_rs
+import orjson
+import re2
 
 from series_selection.common.errors import InputError, OutputError
 
@@ -331,9 +333,7 @@ def read_json(path: Path, schema_name: str) -> Any:
     Numbers must be finite: ``NaN``, ``Infinity`` and numbers beyond the float range are refused
     (no output could hold them), as are integers of more digits than Python converts."""
     try:
-        data = json.loads(
-            path.read_text(encoding="utf-8"), parse_float=_finite, parse_constant=_no_constant
-        )
+        data = _decode(path.read_bytes())
     except FileNotFoundError as error:
         raise InputError(f"{path} does not exist") from error
     except RecursionError:
@@ -346,6 +346,33 @@ def read_json(path: Path, schema_name: str) -> Any:
             f"{path} does not match schema {schema_name!r}: " + "; ".join(problems[:5])
         )
     return data
+
+
+def _long_integer_pattern() -> Any:
+    options = re2.Options()
+    options.never_capture = True
+    return re2.compile(rb"[\[,:]\s*-?\d{19}", options)
+
+
+_LONG_INTEGER = _long_integer_pattern()
+"""A number of 19 digits or more (not inside a string, which starts with a quote): orjson would
+read an integer beyond 64 bits as a float. RE2 scans the 12 MB of the benchmark's metadata in
+0.025 s of CPU, Python's ``re`` in 0.2 s."""
+
+
+def _decode(data: bytes) -> Any:
+    """The JSON document in ``data``, as ``json.loads`` with ``_finite`` and ``_no_constant``
+    reads it, decoded by orjson (0.30 s of CPU, plus 0.025 s for the check below, where ``json``
+    takes 0.43 s, on the 12 MB ``dicom-metadata.json`` of the selector benchmark) whenever that
+    gives the same result: orjson refuses NaN, infinities, numbers beyond the float range and
+    lone surrogates, and reads integers beyond 64 bits as floats; those documents (and any it
+    refuses) are decoded by ``json``, which accepts or refuses them as before."""
+    if _LONG_INTEGER.search(data) is None:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data.decode("utf-8"), parse_float=_finite, parse_constant=_no_constant)
 
 
 def _finite(text: str) -> float:

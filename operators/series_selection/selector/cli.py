@@ -23,13 +23,22 @@ from series_selection.common.models import (
 from series_selection.common.settings import Option, add_options, resolve
 from series_selection.selector.explain import explain_table, write_explain
 from series_selection.selector.inputs import read_parser_output
+from series_selection.selector.matching import leaves
 from series_selection.selector.outputs import VOLUME_MODES, write_selected_images
-from series_selection.selector.rules import load_rules
+from series_selection.selector.rules import (
+    BoundedPattern,
+    load_rules,
+    parse_rules,
+    read_rules_text,
+)
 from series_selection.selector.selection import Outcome, check_required, select, series_label
 
 log = logging.getLogger(__name__)
 
 OWNER = "series-selector"
+DEFAULT_CHOICES_LOGGED = 3
+"""Studies per selection whose default-order choice gets a warning of its own; the others are
+counted in one line (all are in selection-explain.json)."""
 
 OPTIONS = (
     Option("--input", "SERIES_SELECTOR_INPUT", None, "dicom-parser's output folder"),
@@ -64,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print, per selection, a table of every series and every condition",
     )
+    parser.add_argument(
+        "--check",
+        metavar="RULES",
+        help="only check the rules file RULES (schema, keywords, patterns) and exit: 0 valid, "
+        "2 not; reads no input",
+    )
     return parser
 
 
@@ -78,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     def job() -> int:
         settings = resolve(args, OPTIONS)
         setup_logging(settings["log_level"], settings["log_format"])
+        if args.check is not None:
+            return check(args.check)
         return run(settings, explain=args.explain)
 
     # The run builds one large object graph (metadata, facts, results) that it frees when it
@@ -90,6 +107,23 @@ def main(argv: list[str] | None = None) -> int:
         gc.enable()
 
 
+def check(rules_file: str) -> int:
+    """Check one rules file without reading any input: 0 when valid (a ``RulesError`` else)."""
+    rules = parse_rules(*read_rules_text(rules_file, {}))
+    patterns = [leaf for s in rules.selections for leaf in leaves(s.conditions)]
+    bounded = sum(isinstance(getattr(leaf, "regex", None), BoundedPattern) for leaf in patterns)
+    if rules.blank:
+        log.info("%s is valid: blank, so every image series is chosen", rules.source)
+    else:
+        log.info(
+            "%s is valid: %d selection(s); %d pattern(s) in Python syntax run under a time limit",
+            rules.source,
+            len(rules.selections),
+            bounded,
+        )
+    return 0
+
+
 def run(settings: dict[str, Any], explain: bool = False) -> int:
     """Select from the input folder into the output folder; ``explain`` prints the table."""
     for name in ("input", "output"):
@@ -97,7 +131,14 @@ def run(settings: dict[str, Any], explain: bool = False) -> int:
             raise InputError(f"give --{name} or set SERIES_SELECTOR_{name.upper()}")
     input_dir, output_dir = Path(settings["input"]), Path(settings["output"])
     rules = load_rules(settings["rules"], os.environ)
-    log.info("rules from %s: %d selection(s)", rules.source, len(rules.selections))
+    if rules.blank:
+        log.info(
+            "rules from %s are blank: every image series is chosen (as MONAI Deploy does "
+            "without rules)",
+            rules.source,
+        )
+    else:
+        log.info("rules from %s: %d selection(s)", rules.source, len(rules.selections))
     check_apart(input_dir, output_dir)
     with reading(input_dir), OutputFolder(output_dir, OWNER) as output:
         candidates = read_parser_output(input_dir, rules.keywords)
@@ -108,8 +149,17 @@ def run(settings: dict[str, Any], explain: bool = False) -> int:
             sys.stdout.write(explain_table(outcomes, rules.source))
         for outcome in outcomes:
             log.info("selection %r chose %s", outcome.selection.name, _chosen_text(outcome))
-            for choice in outcome.by_default:
+            for choice in outcome.by_default[:DEFAULT_CHOICES_LOGGED]:
                 log.warning("selection %r: %s", outcome.selection.name, choice)
+            more = len(outcome.by_default) - DEFAULT_CHOICES_LOGGED
+            if more > 0:
+                log.warning(
+                    "selection %r: in %d more studies several series matched and the default "
+                    "order chose (each is in %s, decided_by_default); add order_by to decide",
+                    outcome.selection.name,
+                    more,
+                    EXPLAIN_FILE,
+                )
         try:
             check_required(outcomes)
         except SelectionError:

@@ -9,12 +9,13 @@ is written, as every JSON output is.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from series_selection.common.jsonio import write_json
-from series_selection.common.models import EXPLAIN_FILE, json_value
+from series_selection.common.models import EXPLAIN_FILE, Study, json_value
 from series_selection.selector.inputs import series_identity
 from series_selection.selector.matching import (
     Condition,
@@ -137,12 +138,14 @@ def _selection_table(outcome: Outcome) -> str:
     if not verdicts:
         return title + "\n  (no series in the input)"
     columns = [r.path.rsplit(".", 1)[-1] for r in verdicts[0].result.children]
-    header = ["Series", "Description", "Verdict", *columns]
+    header = ["Study", "Series", "Description", "Verdict", *columns]
     rows = [header]
+    studies = _study_numbers(verdicts)
     for verdict in verdicts:
         series = verdict.candidate.series
         rows.append(
             [
+                str(studies[verdict.candidate.study.uid]),
                 _text(json_value(series.attributes, "SeriesNumber")),
                 _clip(_text(json_value(series.attributes, "SeriesDescription"))),
                 _verdict_word(verdict),
@@ -152,13 +155,38 @@ def _selection_table(outcome: Outcome) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = [title, *(f"  Default order: {choice}" for choice in outcome.by_default)]
     lines += [
-        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
     ]
-    reasons = [_reasons(v) for v in verdicts if not v.chosen]
+    reasons = [_reasons(v, studies) for v in verdicts if not v.chosen]
     if any(reasons):
         lines.append("  Why not:")
         lines.extend(f"    {reason}" for reason in reasons if reason)
+    lines.append("  Studies:")
+    lines.extend(f"    {number}: {_study_label(study)}" for study, number in _studies(verdicts))
     return "\n".join(lines)
+
+
+def _studies(verdicts: Sequence[Verdict]) -> list[tuple[Study, int]]:
+    """The studies of the series, numbered from 1 in the fixed order (date, time, UID)."""
+    found = {v.candidate.study.uid: v.candidate for v in verdicts}
+    ordered = sorted(found.values(), key=lambda c: c.order[:3])
+    return [(candidate.study, number) for number, candidate in enumerate(ordered, start=1)]
+
+
+def _study_numbers(verdicts: Sequence[Verdict]) -> dict[str, int]:
+    return {study.uid: number for study, number in _studies(verdicts)}
+
+
+def _study_label(study: Study) -> str:
+    """A study as people find it: date, description, UID."""
+    attributes = study.attributes
+    parts = [
+        _text(json_value(attributes, "StudyDate")),
+        repr(_text(json_value(attributes, "StudyDescription"))),
+        study.uid,
+    ]
+    return " ".join(parts)
 
 
 def _verdict_word(verdict: Verdict) -> str:
@@ -175,15 +203,31 @@ def _cell(result: Result) -> str:
     return _clip(mark + shown)
 
 
-def _reasons(verdict: Verdict) -> str:
+def _reasons(verdict: Verdict, studies: dict[str, int]) -> str:
     series = verdict.candidate.series
     number = _text(json_value(series.attributes, "SeriesNumber"))
-    label = f"series {number} {_text(json_value(series.attributes, 'SeriesDescription'))!r}"
-    failed = [
-        f"{r.condition} - seen {_text(r.actual)}: {r.why}" if not r.children else r.why
-        for r in failures(verdict.conditions, verdict.candidate.facts)
-    ]
+    description = _text(json_value(series.attributes, "SeriesDescription"))
+    label = f"study {studies[verdict.candidate.study.uid]} series {number} {description!r}"
+    failed = [_failure(r) for r in failures(verdict.conditions, verdict.candidate.facts)]
     return f"{label}: {'; '.join(failed) if failed else _summary(verdict)}"
+
+
+def _failure(result: Result) -> str:
+    """Why one condition failed, each thing said once: the value seen is left out where the
+    reason already begins with it (``Sagittal: slice normal ...``) or is the missing value."""
+    if result.children:
+        return result.why
+    seen = _text(result.actual)
+    named = result.why.split(":", 1)[0]
+    if result.actual is None or result.why.startswith(seen) or _words(named) == _words(seen):
+        return f"{result.condition}: {result.why}"
+    return f"{result.condition} - seen {seen}: {result.why}"
+
+
+def _words(text: str) -> list[str]:
+    """The words of a shown value, in order, without the ``varies:`` of per-instance values
+    (``varies: Axial | Coronal`` and ``Axial/Coronal`` say the same)."""
+    return [w for w in re.findall(r"[^\s/|]+", text) if w != "varies:"]
 
 
 def failures(condition: Condition, facts: Facts) -> list[Result]:

@@ -100,6 +100,18 @@ def as_number(value: Any) -> float | None:
     return None
 
 
+def as_written(value: Any) -> str:
+    r"""A value of the rules as its author wrote it: text quoted but not escaped (``'\\bT1\\b'``
+    shows as ``'\bT1\b'``), lists in brackets, ``null`` for None."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(as_written(v) for v in value) + "]"
+    return repr(value)
+
+
 def number_text(value: float) -> str:
     """A number as DICOM writes it: ``3`` rather than ``3.0``."""
     if isinstance(value, int):
@@ -130,7 +142,7 @@ class Leaf:
 
     @property
     def condition(self) -> str:
-        return f"{self.keyword}: {self.expected!r}"
+        return f"{self.keyword}: {as_written(self.expected)}"
 
     def test(self, values: Values) -> tuple[bool, str]:
         raise NotImplementedError
@@ -165,7 +177,8 @@ class Text(Leaf):
     """Text: equal ignoring case, else the regular expression (case-insensitive) matches.
 
     ``regex`` is an RE2 pattern compiled from UTF-8 bytes (RE2 runs in linear time; bytes spare
-    its Python wrapper the work of mapping match offsets back to characters).
+    its Python wrapper the work of mapping match offsets back to characters), or, for the Python
+    syntax RE2 lacks, a ``rules.BoundedPattern`` taking the same bytes under a time limit.
 
     It is searched anywhere in text values and must match the whole of a number's text; text
     that reads as a number also equals a numerically equal value (``"3"`` equals ``3.0``).

@@ -4,6 +4,11 @@ Rules are read with a safe YAML loader (JSON is read as JSON), validated against
 ``schemas/rules.schema.json``, then checked for meaning: every key must be a DICOM keyword that
 can be matched, every regular expression must compile, every operator must exist. Problems are
 a ``RulesError`` naming the selection and the JSON path of the bad value.
+
+Regular expressions run on RE2 (linear time) whenever RE2 accepts them; the Python syntax RE2
+lacks (look-around, back-references: MONAI Deploy's rules are written for Python's ``re``) runs
+on the ``regex`` package under a time limit per value and in all (``PatternBudget``). A pattern
+that runs out of time ends the run with a ``RulesError`` naming the selection and the pattern.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import math
 import os
 import re
 import stat
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import re2
+import regex
 from pydicom.datadict import dictionary_VR, keyword_dict
 
 from series_selection.common.errors import RulesError
@@ -41,6 +48,7 @@ from series_selection.selector.matching import (
     Number,
     Orientation,
     Text,
+    as_written,
     leaves,
     member_text,
 )
@@ -90,6 +98,8 @@ class Rules:
 
     source: str
     selections: tuple[Selection, ...]
+    blank: bool = False
+    """The rules text was blank (or only comments): every image series is chosen."""
 
     @property
     def keywords(self) -> frozenset[str]:
@@ -98,6 +108,75 @@ class Rules:
         for selection in self.selections:
             used.update(leaf.keyword for leaf in leaves(selection.conditions))
         return frozenset(used)
+
+
+PATTERN_SECONDS = 0.1
+"""Time one Python-syntax pattern may take on one value (RE2 patterns need no limit)."""
+PATTERNS_TOTAL_SECONDS = 2.0
+"""Time all Python-syntax patterns of a run may take together."""
+
+
+class PatternBudget:
+    """The time left to the Python-syntax patterns of one set of rules, shared by all of them."""
+
+    def __init__(self, total: float = PATTERNS_TOTAL_SECONDS, each: float = PATTERN_SECONDS):
+        self.total = total
+        self.each = each
+        self.spent = 0.0
+
+
+class BoundedPattern:
+    """A pattern RE2 refuses, run by the ``regex`` package (Python ``re`` syntax) with a time
+    limit. It takes UTF-8 bytes, as the RE2 patterns do, so ``Text`` uses both alike.
+
+    Running out of time, on one value or in all, is a ``RulesError`` (exit code 2) naming the
+    selection and the pattern: a condition that silently failed would choose another series."""
+
+    def __init__(self, pattern: str, owner: str, budget: PatternBudget) -> None:
+        self.pattern = pattern
+        self.owner = owner
+        self.budget = budget
+        self._compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
+
+    def search(self, text: bytes) -> bool:
+        return self._run(self._compiled.search, text)
+
+    def fullmatch(self, text: bytes) -> bool:
+        return self._run(self._compiled.fullmatch, text)
+
+    def _run(self, method: Any, text: bytes) -> bool:
+        budget = self.budget
+        left = budget.total - budget.spent
+        started = time.perf_counter()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            found = method(text.decode("utf-8", "surrogateescape"), timeout=min(budget.each, left))
+        except TimeoutError:
+            raise RulesError(self._too_slow(left)) from None
+        finally:
+            budget.spent += time.perf_counter() - started
+        return found is not None
+
+    def _too_slow(self, left: float) -> str:
+        if left < self.budget.each:
+            limit = f"the {self.budget.total:g} s all Python-syntax patterns may take together"
+        else:
+            limit = f"the {self.budget.each:g} s it may take on one value"
+        return (
+            f"{self.owner}: regular expression {as_written(self.pattern)} ran out of time "
+            f"({limit}); "
+            "it needs Python syntax (look-around or back-references), which runs under a time "
+            "limit: simplify it, or write it without look-around so that RE2 runs it"
+        )
+
+
+EVERY_IMAGE_SERIES = Selection(
+    name="all image series", conditions=AllOf("$.selections[0].conditions", ()), all_matched=True
+)
+"""What blank rules choose, as MONAI Deploy does with no rules (and as ``default.yaml`` does)."""
+TOP_LEVEL_KEYS = ("description", "selections")
+SELECTION_KEYS = ("name", "description", "conditions", "all_matched", "order_by", "required")
 
 
 class _BadRuleError(ValueError):
@@ -154,18 +233,25 @@ def _read_rules_file(path: Path) -> str:
 def parse_rules(text: str, source: str) -> Rules:
     """Checked ``Rules`` from YAML or JSON text; ``RulesError`` tells what is wrong and where."""
     document = _load_document(text, source)
+    if document is None:  # blank, or only comments: every image series, as in MONAI Deploy
+        return Rules(source=source, selections=(EVERY_IMAGE_SERIES,), blank=True)
+    _check_keys(document, source)
     problems = schema_errors(document, "rules")
     if problems:
         raise RulesError(f"{source}: {_locate(document, problems[0])}")
     selections = []
+    budget = PatternBudget()
     for index, entry in enumerate(document["selections"]):
         name = entry.get("name") or f"selection {index + 1}"
         base = f"$.selections[{index}]"
+        owner = f"{source}: selection {_label(entry, index)}"
         try:
             selections.append(
                 Selection(
                     name=name,
-                    conditions=_conditions(entry["conditions"], f"{base}.conditions"),
+                    conditions=_conditions(
+                        entry["conditions"], f"{base}.conditions", _Owner(owner, budget)
+                    ),
                     all_matched=entry.get("all_matched", False),
                     order_by=tuple(
                         _order_key(key, f"{base}.order_by[{i}]")
@@ -193,8 +279,13 @@ def _load_document(text: str, source: str) -> Any:
         document = json.loads(text) if kind == "JSON" else _load_yaml(text)
     except RecursionError:
         raise RulesError(f"{source}: nested deeper than {MAX_RULES_DEPTH} levels") from None
+    except json.JSONDecodeError as error:
+        raise RulesError(
+            f"{source} is not valid JSON: line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
     except ValueError as error:  # also a number of more digits than Python converts
-        raise RulesError(f"{source} is not valid {kind}: {error}".replace("\n", " ")) from None
+        reason = " ".join(str(error).split())
+        raise RulesError(f"{source} is not valid {kind}: {reason}") from None
     _size(document, source, 0, {})
     return document
 
@@ -204,8 +295,36 @@ def _load_yaml(text: str) -> Any:
 
     try:
         return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(p for p in (error.context, error.problem) if p)
+        raise ValueError(where + what) from error
     except yaml.YAMLError as error:
         raise ValueError(str(error)) from error
+
+
+def _check_keys(document: Any, source: str) -> None:
+    """``RulesError`` for a key the rules format does not have at the top or in a selection,
+    naming the key it most resembles (``all_match`` -> ``all_matched``)."""
+    if not isinstance(document, dict):
+        return
+    places: list[tuple[str, str, Any, Sequence[str]]] = [("", "$", document, TOP_LEVEL_KEYS)]
+    selections = document.get("selections")
+    if isinstance(selections, list):
+        places += [
+            (f"selection {_label(entry, i)} at ", f"$.selections[{i}]", entry, SELECTION_KEYS)
+            for i, entry in enumerate(selections)
+        ]
+    for label, path, mapping, known in places:
+        if not isinstance(mapping, dict):
+            continue
+        for key in mapping:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; use {', '.join(known)}"
+            raise RulesError(f"{source}: {label}{path}: unknown key {key!r}{hint}")
 
 
 def _size(node: Any, source: str, depth: int, seen: dict[int, tuple[int, int]]) -> tuple[int, int]:
@@ -255,21 +374,32 @@ def _label(entry: Any, index: int) -> str:
     return repr(name) if isinstance(name, str) and name else f"{index + 1}"
 
 
-def _conditions(mapping: Mapping[str, Any], path: str) -> AllOf:
+@dataclass(frozen=True)
+class _Owner:
+    """Whose conditions are being built: how messages name the selection, and the time budget of
+    the rules' Python-syntax patterns."""
+
+    label: str
+    budget: PatternBudget
+
+
+def _conditions(mapping: Mapping[str, Any], path: str, owner: _Owner) -> AllOf:
     children: list[Condition] = []
     for key, value in mapping.items():
         where = f"{path}.{key}"
         if key == "not":
-            children.append(Not(where, (_conditions(value, where),)))
+            children.append(Not(where, (_conditions(value, where, owner),)))
         elif key in ("any", "all"):
-            groups = tuple(_conditions(group, f"{where}[{i}]") for i, group in enumerate(value))
+            groups = tuple(
+                _conditions(group, f"{where}[{i}]", owner) for i, group in enumerate(value)
+            )
             children.append(AnyOf(where, groups) if key == "any" else AllOf(where, groups))
         else:
-            children.append(_leaf(key, value, where))
+            children.append(_leaf(key, value, where, owner))
     return AllOf(path, tuple(children))
 
 
-def _leaf(keyword: str, value: Any, path: str) -> Condition:
+def _leaf(keyword: str, value: Any, path: str, owner: _Owner) -> Condition:
     _check_keyword(keyword, path)
     if value is None:
         return Missing(path, keyword, value)
@@ -283,7 +413,7 @@ def _leaf(keyword: str, value: Any, path: str) -> Condition:
     if isinstance(value, str) and value.startswith("!"):
         return _list_condition(keyword, [value], path)  # "!X" alone: X is not one of the values
     if isinstance(value, str):
-        return Text(path, keyword, value, _regex(value, path))
+        return Text(path, keyword, value, _regex(value, path, owner))
     if isinstance(value, int | float):
         return Number(path, keyword, value, "==", float(value))
     return _list_condition(keyword, value, path)
@@ -327,7 +457,9 @@ def _check_keyword(keyword: str, path: str) -> None:
         raise _BadRuleError(path, f"{keyword} has VR {vr}, which cannot be matched")
 
 
-def _regex(pattern: str, path: str) -> Any:
+def _regex(pattern: str, path: str, owner: _Owner) -> Any:
+    """RE2 (linear time) when it accepts the pattern; else, for the Python syntax it lacks
+    (look-around, back-references), a ``BoundedPattern``; else a ``_BadRuleError``."""
     options = re2.Options()
     options.case_sensitive = False
     options.log_errors = False
@@ -336,7 +468,19 @@ def _regex(pattern: str, path: str) -> Any:
         return re2.compile(pattern.encode("utf-8"), options)
     except re2.error as error:
         reason = error.args[0].decode() if isinstance(error.args[0], bytes) else error.args[0]
-        raise _BadRuleError(path, f"invalid regular expression {pattern!r}: {reason}") from None
+    try:
+        return BoundedPattern(pattern, f"{owner.label} at {path}", owner.budget)
+    except (regex.error, OverflowError, RecursionError) as error:
+        if isinstance(error, regex.error) and "invalid perl operator" in reason:
+            reason = str(error)  # RE2's reason names a construct it lacks, not the mistake
+        raise _BadRuleError(
+            path, f"invalid regular expression {as_written(pattern)}: {reason}"
+        ) from None
+
+
+def pattern_engine(condition: Any) -> str:
+    """Which engine runs a ``Text`` condition's pattern: ``RE2`` or ``Python (time-limited)``."""
+    return "Python (time-limited)" if isinstance(condition, BoundedPattern) else "RE2"
 
 
 def _order_key(text: str, path: str) -> OrderKey:

@@ -101,7 +101,7 @@ def select(rules: Rules, candidates: Sequence[Candidate]) -> Selected:
     """Apply every selection, in rule order, to every candidate."""
     baseline = tuple(sorted(candidates, key=lambda c: c.order))
     codes = ValueCodes([c.facts for c in baseline], sorted(rules.keywords))
-    ranks = {id(c): default_rank(c) for c in baseline}
+    ranks: dict[int, tuple[int, int]] = {}  # worked out only for series some selection matched
     outcomes = tuple(_apply(selection, baseline, codes, ranks) for selection in rules.selections)
     return Selected(baseline, codes, outcomes)
 
@@ -127,6 +127,9 @@ def _apply(
     sample = dict(zip(keys, baseline, strict=True))  # series with equal keys match alike
     passing = {key for key, candidate in sample.items() if conditions.holds(candidate.facts)}
     matching = [c for c, key in zip(baseline, keys, strict=True) if key in passing and c.volumes]
+    for candidate in matching:
+        if id(candidate) not in ranks:
+            ranks[id(candidate)] = default_rank(candidate)
     by_study_and_rank = sorted(matching, key=lambda c: (c.order[:3], ranks[id(c)]))
     ranked = _ordered(by_study_and_rank, selection.order_by)
     by_default: list[DefaultChoice] = []
@@ -135,7 +138,7 @@ def _apply(
     else:
         of_study: dict[str, list[Candidate]] = {}
         for candidate in ranked:
-            of_study.setdefault(candidate.study.uid, []).append(candidate)
+            of_study.setdefault(candidate.order[2], []).append(candidate)  # the study's UID
         chosen = [matches[0] for matches in of_study.values()]
         by_default = [
             DefaultChoice(study, len(matches), matches[0])

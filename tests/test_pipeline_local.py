@@ -312,3 +312,17 @@ def check_selected_volumes(folder: Path) -> None:
         else:
             shape = list(nibabel.load(path).shape)
         assert shape == image["shape"], image["path"]
+
+
+def test_bad_rules_are_refused_before_any_operator_runs_and_nothing_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("selections:\n  - conditions: {Modalty: CT}\n")
+    out = tmp_path / "run"
+    arguments = ["run", "--input", str(REPO / "samples"), "--output", str(out)]
+    assert main([*arguments, "--rules", str(rules)]) == 2
+    error = capsys.readouterr().err
+    assert f"{rules}: selection 1 at $.selections[0].conditions.Modalty" in error
+    assert "did you mean Modality?" in error
+    assert not out.exists()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import logging
+import os
+import subprocess
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 import yaml
 
 from series_selection.common.cli import add_version, run_reporting_errors
-from series_selection.common.errors import InputError, OutputError
+from series_selection.common.errors import InputError, OutputError, RulesError
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
 from series_selection.common.models import RULES_BASE64_ENV
 from series_selection.common.settings import add_options, resolve
@@ -89,6 +93,7 @@ def _run(arguments: argparse.Namespace, log_level: str) -> int:
     pipeline = _pipeline(arguments)
     environment = {"LOG_LEVEL": log_level}  # the operators log as the pipeline does
     if arguments.rules is not None:
+        check_rules(arguments.rules)
         try:
             rules = arguments.rules.read_bytes()
         except OSError as error:
@@ -104,6 +109,27 @@ def _run(arguments: argparse.Namespace, log_level: str) -> int:
     run_pipeline(pipeline, engine, arguments.input, arguments.output, environment)
     log.info("pipeline %s succeeded; outputs in %s", pipeline.name, arguments.output)
     return 0
+
+
+def check_rules(rules: Path) -> None:
+    """Have the selector check ``rules`` (``series-selector --check``) before any operator runs,
+    so a mistake in them is found in a second, not after the parser; ``RulesError`` with the
+    selector's own words."""
+    done = subprocess.run(
+        [sys.executable, "-m", "series_selection.selector", "--check", str(rules)],
+        env={**os.environ, "LOG_FORMAT": "json"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode == 0:
+        return
+    records = []
+    for line in done.stderr.splitlines():
+        with suppress(ValueError):
+            records.append(json.loads(line))
+    errors = [r["message"] for r in records if isinstance(r, dict) and r.get("level") == "ERROR"]
+    raise RulesError(errors[-1] if errors else f"rules file {rules} does not check out")
 
 
 def _export(arguments: argparse.Namespace) -> int:

@@ -155,6 +155,8 @@ class VolumeEntry:
     notes: tuple[str, ...] = field(default_factory=tuple)
     study_instance_uid: str = ""
     """The study of the series: one SeriesInstanceUID may (wrongly) appear in two studies."""
+    previews: Mapping[str, str] | None = None
+    """Plane -> PNG picture of the volume; ``None`` when none were written."""
 
     def to_json(self) -> dict[str, Any]:
         entry = asdict(self)
@@ -165,6 +167,10 @@ class VolumeEntry:
         entry["origin"] = list(self.origin)
         entry["direction"] = [list(axis) for axis in self.direction]
         entry["notes"] = list(self.notes)
+        if self.previews is None:
+            del entry["previews"]
+        else:
+            entry["previews"] = dict(self.previews)
         return entry
 
     @classmethod
@@ -187,4 +193,5 @@ class VolumeEntry:
             resampled=entry["resampled"],
             notes=tuple(entry.get("notes", ())),
             study_instance_uid=entry.get("StudyInstanceUID", ""),
+            previews=entry.get("previews"),
         )

@@ -34,6 +34,13 @@ OPTIONS = (
         "(default: a third of the memory available, at most 8 GiB)",
         type=int,
     ),
+    Option(
+        "--previews",
+        "DICOM_PARSER_PREVIEWS",
+        "on",
+        "small PNG pictures of each volume (three planes through its centre), for series-report",
+        choices=("on", "off"),
+    ),
     *LOG_OPTIONS,
 )
 
@@ -72,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             settings["format"],
             settings["workers"],
             settings["max_series_bytes"],
+            previews=settings["previews"] == "on",
         )
         log.info("done: %s", summary.line())
         return 0

@@ -6,7 +6,7 @@ import filecmp
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -30,6 +30,7 @@ from series_selection.parser.hierarchy import (
     group_headers,
 )
 from series_selection.parser.metadata import HeaderStore, write_metadata
+from series_selection.parser.previews import preview_files
 from series_selection.parser.scan import ScannedFile, list_files, scan_file
 from series_selection.parser.workers import Workers
 
@@ -70,6 +71,7 @@ def parse_folder(
     fmt: str,
     workers: int,
     max_series_bytes: int | None = None,
+    previews: bool = True,
 ) -> ParseSummary:
     """Run the whole parser from ``input_dir`` into ``output_dir``.
 
@@ -85,13 +87,20 @@ def parse_folder(
     # value read only costs time and repeats the same warning. The workers, forked inside
     # this block, keep the setting.
     with config.disable_value_validation(), OutputFolder(output_root, OWNER) as output:
-        summary, published = _parse(input_root, output.staging, fmt, workers, max_series_bytes)
+        summary, published = _parse(
+            input_root, output.staging, fmt, workers, max_series_bytes, previews
+        )
         output.publish(published)
     return summary
 
 
 def _parse(
-    input_root: Path, staging: Path, fmt: str, workers: int, max_series_bytes: int
+    input_root: Path,
+    staging: Path,
+    fmt: str,
+    workers: int,
+    max_series_bytes: int,
+    previews: bool = True,
 ) -> tuple[ParseSummary, list[str]]:
     """Write every output into ``staging``; return the summary and the files written."""
     listed = list(list_files(input_root))
@@ -111,6 +120,7 @@ def _parse(
                 store.put(scanned.path, scanned.header)
         studies, duplicates = group_headers(headers)
         jobs, no_volume = _plan_jobs(studies, input_root, staging, fmt, max_series_bytes)
+        jobs = [replace(job, previews=previews) for job in jobs]
         converted = pool.map(convert_series, jobs, _conversion_lost, "series converted")
         log.info("writing %s while the series convert", METADATA_FILE)
         write_metadata(staging / METADATA_FILE, studies, store)
@@ -129,6 +139,7 @@ def _parse(
     write_json(staging / SERIES_IMAGES_FILE, series_images, "series-images")
     write_json(staging / REPORT_FILE, report, "parse-report")
     published = [METADATA_FILE, SERIES_IMAGES_FILE, REPORT_FILE, *_volume_files(series_images)]
+    published += preview_files(series_images)
     return ParseSummary(**report["summary"]), published
 
 

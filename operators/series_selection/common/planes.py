@@ -73,8 +73,8 @@ def direction_letters(vector: npt.ArrayLike) -> str:
         raise ValueError(f"no direction: {list(v)}")
     v = v / length
     order = sorted(range(3), key=lambda axis: -abs(v[axis]))
-    letters = [_LETTERS[order[0]][v[order[0]] > 0]]
-    letters += [_LETTERS[a][v[a] > 0] for a in order[1:] if abs(v[a]) >= SECONDARY_LETTER]
+    letters = [_LETTERS[order[0]][int(v[order[0]] > 0)]]
+    letters += [_LETTERS[a][int(v[a] > 0)] for a in order[1:] if abs(v[a]) >= SECONDARY_LETTER]
     return "".join(letters)
 
 

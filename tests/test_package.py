@@ -20,6 +20,7 @@ PACKAGES = [
     "series_selection.parser",
     "series_selection.selector",
     "series_selection.pipeline",
+    "series_selection.report",
 ]
 
 STATE = """
@@ -88,6 +89,7 @@ ALLOWED = {
     "parser": {"common", "parser"},
     "selector": {"common", "selector"},
     "pipeline": {"common", "pipeline"},
+    "report": {"common", "report"},
 }
 """What each package may import of the others (docs/architecture.md)."""
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from PIL import Image
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -115,11 +116,12 @@ def centre_pictures(
     max_size: int = MAX_PICTURE_SIZE,
 ) -> list[Picture]:
     """Axial, coronal and sagittal pictures through the centre of a volume; one picture, as
-    stored, for a volume of one slice.
+        stored, for a volume of one slice.
 
-    ``voxels`` is indexed (k, j, i) (4D: (t, k, j, i), the first time point is shown; colour:
-    a last axis of 3), ``affine_lps`` maps (i, j, k, 1) to LPS mm. Pixels are square, the long
-    side at most ``max_size``; values are sampled trilinearly."""
+        ``voxels`` is indexed (k, j, i) (4D: (t, k, j, i), the first time point is shown; colour:
+        a last axis of 3), ``affine_lps`` maps (i, j, k, 1) to LPS mm. Pixels are square, the long
+        side at most ``max_size``. A plane of the voxel grid is its central slice, resized; any
+    other plane is sampled trilinearly at each pixel."""
     volume = first_volume(voxels, channels)
     affine = np.asarray(affine_lps, dtype=np.float64)
     shape = volume.shape[:3]
@@ -166,18 +168,70 @@ def _picture(
     xs = (np.arange(columns) - (columns - 1) / 2) * pixel_mm
     ys = (np.arange(rows) - (rows - 1) / 2) * pixel_mm
     points = centre + xs[None, :, None] * right + ys[:, None, None] * down  # (rows, cols, 3)
-    index: FloatArray = np.linalg.solve(
-        affine[:3, :3], (points - affine[:3, 3]).reshape(-1, 3).T
-    ).astype(np.float64)
-    values = _trilinear(volume, index)
     shape = (rows, columns, 3) if volume.ndim == 4 else (rows, columns)
+    aligned = _aligned_slice(volume, affine, right, down)
+    if aligned is not None:  # the plane is a plane of the voxel grid: resize that slice
+        values = _resized(aligned, columns, rows)
+    else:
+        index: FloatArray = np.linalg.solve(
+            affine[:3, :3], (points - affine[:3, 3]).reshape(-1, 3).T
+        ).astype(np.float64)
+        values = _trilinear(volume, index).reshape(shape)
     return Picture(
         plane=plane,
-        values=values.reshape(shape),
+        values=values,
         pixel_mm=pixel_mm,
         right=(float(right[0]), float(right[1]), float(right[2])),
         down=(float(down[0]), float(down[1]), float(down[2])),
     )
+
+
+ALIGNED = 0.9999
+"""A voxel axis whose cosine with a picture axis exceeds this (0.8 degrees) lies along it."""
+
+
+def _aligned_slice(
+    volume: npt.NDArray[Any], affine: FloatArray, right: FloatArray, down: FloatArray
+) -> npt.NDArray[np.float32] | None:
+    """The slice of the voxel grid through its centre that the picture shows, arranged as the
+    picture (rows along ``down``, columns along ``right``), when both picture axes lie along
+    voxel axes; otherwise ``None``. Reading one slice costs far less than sampling points."""
+    units = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    along_right, along_down = units.T @ right, units.T @ down  # cosines with the i, j, k axes
+    axis_r, axis_d = int(np.argmax(np.abs(along_right))), int(np.argmax(np.abs(along_down)))
+    if axis_r == axis_d or min(abs(along_right[axis_r]), abs(along_down[axis_d])) < ALIGNED:
+        return None
+    axis_n = 3 - axis_r - axis_d
+    size = volume.shape[2 - axis_n]
+    centre = (size - 1) / 2
+    low, high = math.floor(centre), math.ceil(centre)
+    cut: npt.NDArray[np.float32] = np.take(volume, low, axis=2 - axis_n).astype(np.float32)
+    if high != low:  # an even count: halfway between the two middle slices
+        cut = (cut + np.take(volume, high, axis=2 - axis_n).astype(np.float32)) / 2
+    if 2 - axis_d > 2 - axis_r:  # the remaining array axes are (r, d): rows must be d
+        cut = np.swapaxes(cut, 0, 1)
+    if along_right[axis_r] < 0:
+        cut = cut[:, ::-1]
+    if along_down[axis_d] < 0:
+        cut = cut[::-1]
+    return cut
+
+
+def _resized(cut: npt.NDArray[np.float32], columns: int, rows: int) -> FloatArray:
+    """``cut`` (rows, columns[, 3]) resized to the picture's pixels by Pillow (bilinear,
+    averaging over every source pixel when reducing)."""
+    channels = [cut] if cut.ndim == 2 else [cut[..., c] for c in range(cut.shape[2])]
+    resized = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(c), "F").resize(
+                (columns, rows), Image.Resampling.BILINEAR
+            ),
+            dtype=np.float64,
+        )
+        for c in channels
+    ]
+    values: FloatArray = resized[0] if cut.ndim == 2 else np.stack(resized, axis=-1)
+    return values
 
 
 def _trilinear(volume: npt.NDArray[Any], index: FloatArray) -> FloatArray:
@@ -190,6 +244,8 @@ def _trilinear(volume: npt.NDArray[Any], index: FloatArray) -> FloatArray:
     high = np.minimum(low + 1, sizes.astype(np.intp) - 1)
     frac = clamped - low
     channels = volume.shape[3:]
+    nj, ni = volume.shape[1], volume.shape[2]
+    flat = volume.reshape(-1, *channels)
     result = np.zeros((index.shape[1], *channels), dtype=np.float64)
     for corner_k in (0, 1):
         wk = frac[2] if corner_k else 1 - frac[2]
@@ -201,7 +257,7 @@ def _trilinear(volume: npt.NDArray[Any], index: FloatArray) -> FloatArray:
                 wi = frac[0] if corner_i else 1 - frac[0]
                 i = high[0] if corner_i else low[0]
                 weight = wk * wj * wi
-                sampled = volume[k, j, i].astype(np.float64)
+                sampled = np.take(flat, (k * nj + j) * ni + i, axis=0).astype(np.float64)
                 result += sampled * (weight[:, None] if channels else weight)
     result[~inside] = np.nan
     return result

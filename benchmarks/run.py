@@ -31,10 +31,11 @@ from selector_bench import SELECTOR_TARGET_SECONDS, bench_selector
 from series_selection.parser.scan import list_files, scan_file
 
 FORMATS = ("nii", "nii.gz", "mhd")
-PARTS = ("tools", "scan", "scaling", "selector")
+PARTS = ("tools", "scan", "scaling", "selector", "previews")
 PEERS_SCRIPT = Path(__file__).with_name("peers.py")
 SCAN_TARGET = 1500.0  # files/s
 UNCOMPRESSED_TARGET = 1.5  # wall time at most this times dcm2niix's
+PREVIEWS_TARGET = 1.10  # the parser with previews at most this times its time without
 COMPRESSED_TARGET = 3.0  # .nii.gz at least this many times faster than dcm2niix
 SIZE_TARGET = 1.05  # .nii.gz output at most this times dcm2niix's
 MEMORY_MARGIN = 300e6  # peak memory <= 2 x largest series + this
@@ -337,6 +338,39 @@ def main(argv: list[str] | None = None) -> int:
             }
             for p in points
         ]
+
+    if "previews" in parts:
+        report["previews"] = []
+        for fmt in args.formats.split(","):
+            timed = {}
+            for setting in ("off", "on"):
+                print(f"running dicom-parser {fmt} previews {setting} ...", file=sys.stderr)
+                environment = {**os.environ, "DICOM_PARSER_PREVIEWS": setting}
+                tool = Tool(f"dicom-parser-previews-{setting}", FORMATS, _ours, environment)
+                result = run_tool(tool, fmt, corpus, work, args.runs)
+                if result.summary is None:
+                    raise SystemExit(result.error)
+                timed[setting] = result.summary
+            ratio = timed["on"].seconds / timed["off"].seconds
+            cpu = {k: statistics.median(m.cpu_seconds for m in v.runs) for k, v in timed.items()}
+            print(
+                f"dicom-parser {fmt}: {timed['off'].seconds:.2f} s without previews, "
+                f"{timed['on'].seconds:.2f} s with them: x {ratio:.3f} "
+                f"(target <= {PREVIEWS_TARGET}: {'met' if ratio <= PREVIEWS_TARGET else 'MISSED'})"
+                f"; CPU {cpu['off']:.2f} s and {cpu['on']:.2f} s: x {cpu['on'] / cpu['off']:.3f}"
+            )
+            report["previews"].append(
+                {
+                    "format": fmt,
+                    "seconds_without": [m.seconds for m in timed["off"].runs],
+                    "seconds_with": [m.seconds for m in timed["on"].runs],
+                    "cpu_seconds_without": [m.cpu_seconds for m in timed["off"].runs],
+                    "cpu_seconds_with": [m.cpu_seconds for m in timed["on"].runs],
+                    "ratio": ratio,
+                    "cpu_ratio": cpu["on"] / cpu["off"],
+                }
+            )
+        print()
 
     selector = None
     if "selector" in parts:

@@ -79,7 +79,7 @@ def gather(
         for series in study.series:
             key = (study.uid, series.uid)
             volumes = [
-                VolumeEntry.from_json(v)
+                (VolumeEntry.from_json(v), v.get("geometry", "patient") == "patient")
                 for v in images.get(series.uid, [])
                 if v.get("StudyInstanceUID", study.uid) == study.uid
             ]
@@ -142,7 +142,7 @@ def _study_entry(
 
 def _series_entry(
     series: Series,
-    volumes: list[VolumeEntry],
+    volumes: list[tuple[VolumeEntry, bool]],
     reported: Mapping[str, Any],
     verdicts: dict[tuple[str, str], list[dict[str, Any]]] | None,
     pictures: Mapping[str, Mapping[str, str]],
@@ -156,17 +156,23 @@ def _series_entry(
         "SeriesDescription": _text(_first("SeriesDescription", series.attributes, first_instance)),
         "Modality": _text(_first("Modality", series.attributes, first_instance)),
         "instances": len(series.instances),
-        "volumes": [_volume_entry(v, pictures.get(v.path, {})) for v in volumes],
+        "volumes": [_volume_entry(v, pictures.get(v.path, {}), placed) for v, placed in volumes],
         "reason": reported.get("reason"),
     }
     entry["selections"] = None if verdicts is None else verdicts.get(key, [])
     return entry
 
 
-def _volume_entry(volume: VolumeEntry, pictures: Mapping[str, str]) -> dict[str, Any]:
+def _volume_entry(
+    volume: VolumeEntry, pictures: Mapping[str, str], in_patient: bool
+) -> dict[str, Any]:
+    """A volume's facts; ``in_patient`` is false for an image without patient position (its
+    pictures get no direction letters)."""
     time_points = volume.shape[3] if len(volume.shape) == 4 else 1
     edges = {}
     for plane in pictures:
+        if not in_patient or volume.orientation not in ("AXIAL", "CORONAL", "SAGITTAL", "OBLIQUE"):
+            continue
         if volume.shape[2] == 1:  # a single slice, shown as stored
             edges[plane] = edge_letters(volume.direction[0], volume.direction[1])
         else:

@@ -205,9 +205,12 @@ def _aligned_slice(
     size = volume.shape[2 - axis_n]
     centre = (size - 1) / 2
     low, high = math.floor(centre), math.ceil(centre)
-    cut: npt.NDArray[np.float32] = np.take(volume, low, axis=2 - axis_n).astype(np.float32)
+    middle = np.take(volume, low, axis=2 - axis_n).astype(np.float64)
     if high != low:  # an even count: halfway between the two middle slices
-        cut = (cut + np.take(volume, high, axis=2 - axis_n).astype(np.float32)) / 2
+        middle = middle / 2 + np.take(volume, high, axis=2 - axis_n) / 2
+    # Pillow resizes float32: values beyond its range (no scanner's) are shown at its limits.
+    limit = float(np.finfo(np.float32).max)
+    cut: npt.NDArray[np.float32] = np.clip(middle, -limit, limit).astype(np.float32)
     if 2 - axis_d > 2 - axis_r:  # the remaining array axes are (r, d): rows must be d
         cut = np.swapaxes(cut, 0, 1)
     if along_right[axis_r] < 0:

@@ -43,21 +43,13 @@ def write_previews(
 ) -> dict[str, str]:
     """Write the pictures of one volume into ``output_root/previews``; return plane -> path
     relative to ``output_root``. The window comes from ``header_file`` (a file of the series)."""
-    pictures = centre_pictures(voxels, affine_lps, 3 if colour else 1, MAX_PICTURE_SIZE)
-    if colour:
-        images = [to_colour(picture.values) for picture in pictures]
-    else:
-        scale = [picture.values for picture in pictures]
-        if rescale.stored_as == "nifti_scl" and rescale.slope is not None:
-            scale = [v * rescale.slope + (rescale.intercept or 0.0) for v in scale]
-        centre, width, modality = _window_attributes(header_file)
-        sample = np.concatenate([v.ravel() for v in scale])
-        low, high = display_window(sample, centre, width, modality)
-        invert = photometric == "MONOCHROME1"
-        images = [to_grey(values, low, high, invert) for values in scale]
+    # Values near the float64 limits (refused by no rule, written by no scanner) may overflow
+    # on the way to grey levels: they are shown black or white, without a warning per volume.
+    with np.errstate(over="ignore", invalid="ignore"):
+        shown = _pictures(voxels, affine_lps, rescale, colour, photometric, header_file)
     written: dict[str, str] = {}
-    for picture, pixels in zip(pictures, images, strict=True):
-        relative = f"{PREVIEWS_FOLDER}/{stem}_{picture.plane}.png"
+    for plane, pixels in shown:
+        relative = f"{PREVIEWS_FOLDER}/{stem}_{plane}.png"
         buffer = io.BytesIO()
         Image.fromarray(pixels, "RGB" if colour else "L").save(
             buffer, format="PNG", compress_level=PNG_COMPRESSION
@@ -66,8 +58,32 @@ def write_previews(
             atomic_write_bytes(output_root / relative, buffer.getvalue())
         except OSError as error:
             raise OutputError(f"cannot write {relative}: {error.strerror or error}") from error
-        written[picture.plane] = relative
+        written[plane] = relative
     return written
+
+
+def _pictures(
+    voxels: npt.NDArray[Any],
+    affine_lps: npt.NDArray[np.float64],
+    rescale: Rescale,
+    colour: bool,
+    photometric: str,
+    header_file: Path,
+) -> list[tuple[str, npt.NDArray[np.uint8]]]:
+    """Each plane and its 8-bit pixels: colour as it is, grayscale windowed."""
+    pictures = centre_pictures(voxels, affine_lps, 3 if colour else 1, MAX_PICTURE_SIZE)
+    if colour:
+        return [(picture.plane, to_colour(picture.values)) for picture in pictures]
+    values = [picture.values for picture in pictures]
+    if rescale.stored_as == "nifti_scl" and rescale.slope is not None:
+        values = [v * rescale.slope + (rescale.intercept or 0.0) for v in values]
+    centre, width, modality = _window_attributes(header_file)
+    low, high = display_window(np.concatenate([v.ravel() for v in values]), centre, width, modality)
+    invert = photometric == "MONOCHROME1"
+    return [
+        (picture.plane, to_grey(v, low, high, invert))
+        for picture, v in zip(pictures, values, strict=True)
+    ]
 
 
 def _window_attributes(path: Path) -> tuple[float | None, float | None, str | None]:

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from series_selection.common.errors import InputError
 from series_selection.common.jsonio import read_json
-from series_selection.common.models import (
-    JsonDataset,
-    Series,
-    Study,
-    VolumeEntry,
-    hierarchy_from_json,
-    json_value,
-)
+from series_selection.common.models import JsonDataset, VolumeEntry, json_value
 from series_selection.common.planes import PLANE_AXES, edge_letters
 
 METADATA_FILE = "dicom-metadata.json"
@@ -27,6 +21,50 @@ EXPLAIN_FILE = "selection-explain.json"
 
 IDENTIFIERS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber")
 """Shown only with --show-identifiers: the page is meant to be shared in a ticket."""
+
+
+@dataclass(frozen=True)
+class Series:
+    """What the page needs of a series of ``dicom-metadata.json``."""
+
+    uid: str
+    attributes: JsonDataset
+    first_instance: JsonDataset
+    instance_count: int
+
+
+@dataclass(frozen=True)
+class Study:
+    """What the page needs of a study of ``dicom-metadata.json``."""
+
+    uid: str
+    attributes: JsonDataset
+    series: tuple[Series, ...]
+
+
+def studies_of(document: Mapping[str, Any]) -> tuple[Study, ...]:
+    """The studies of a (schema-valid) ``dicom-metadata.json`` document: read from the
+    document itself, so the page depends on the file, not on how an operator models it."""
+    return tuple(
+        Study(
+            uid=str(json_value(study["attributes"], "StudyInstanceUID")),
+            attributes=study["attributes"],
+            series=tuple(
+                Series(
+                    uid=str(json_value(series["attributes"], "SeriesInstanceUID")),
+                    attributes=series["attributes"],
+                    first_instance=series["instances"][0]["attributes"]
+                    if series["instances"]
+                    else {},
+                    instance_count=len(series["instances"]),
+                )
+                for series in study["series"]
+            ),
+        )
+        for study in document["studies"]
+    )
+
+
 _KEYWORD = re.compile(r"\.([A-Za-z][A-Za-z0-9]*)(\[\d+\])*$")
 
 
@@ -36,7 +74,7 @@ def read_inputs(
     """The parser's three files and, when given, the selector's explanation, schema-checked."""
     if not parser_dir.is_dir():
         raise InputError(f"input folder {parser_dir} does not exist or is not a folder")
-    studies = hierarchy_from_json(read_json(parser_dir / METADATA_FILE, "dicom-metadata"))
+    studies = studies_of(read_json(parser_dir / METADATA_FILE, "dicom-metadata"))
     images = read_json(parser_dir / SERIES_IMAGES_FILE, "series-images")
     parse_report = read_json(parser_dir / PARSE_REPORT_FILE, "parse-report")
     explain = None
@@ -148,14 +186,14 @@ def _series_entry(
     pictures: Mapping[str, Mapping[str, str]],
     key: tuple[str, str],
 ) -> dict[str, Any]:
-    first_instance = series.instances[0].attributes if series.instances else {}
+    first_instance = series.first_instance
     number = _first("SeriesNumber", series.attributes, first_instance)
     entry: dict[str, Any] = {
         "SeriesInstanceUID": series.uid,
         "SeriesNumber": number if isinstance(number, int) else None,
         "SeriesDescription": _text(_first("SeriesDescription", series.attributes, first_instance)),
         "Modality": _text(_first("Modality", series.attributes, first_instance)),
-        "instances": len(series.instances),
+        "instances": series.instance_count,
         "volumes": [_volume_entry(v, pictures.get(v.path, {}), placed) for v, placed in volumes],
         "reason": reported.get("reason"),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -20,10 +21,12 @@ class CommandError(Exception):
 
 @dataclass(frozen=True)
 class Measurement:
-    """One run: wall time and the peak summed PSS of the process and all its descendants."""
+    """One run: wall time, the peak summed PSS of the process and all its descendants, and
+    the CPU time (user + system) they used."""
 
     seconds: float
     peak_memory: int
+    cpu_seconds: float = 0.0
 
 
 def measure(command: Sequence[str], env: Mapping[str, str] | None = None) -> Measurement:
@@ -35,6 +38,7 @@ def measure(command: Sequence[str], env: Mapping[str, str] | None = None) -> Mea
     shared pages once per worker).
     """
     with tempfile.TemporaryFile() as output:
+        cpu_before = _children_cpu()
         start = time.perf_counter()
         process = psutil.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
         peak = 0
@@ -50,7 +54,13 @@ def measure(command: Sequence[str], env: Mapping[str, str] | None = None) -> Mea
             output.seek(0)
             tail = output.read().decode(errors="replace").strip().splitlines()[-5:]
             raise CommandError(f"{command[0]} exited with {code}: " + " | ".join(tail))
-    return Measurement(seconds, peak)
+    return Measurement(seconds, peak, _children_cpu() - cpu_before)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every finished child process (and, once it is waited for, theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _tree_memory(process: psutil.Process) -> int:

@@ -31,10 +31,11 @@ from selector_bench import SELECTOR_TARGET_SECONDS, bench_selector
 from series_selection.parser.scan import list_files, scan_file
 
 FORMATS = ("nii", "nii.gz", "mhd")
-PARTS = ("tools", "scan", "scaling", "selector")
+PARTS = ("tools", "scan", "scaling", "selector", "previews")
 PEERS_SCRIPT = Path(__file__).with_name("peers.py")
 SCAN_TARGET = 1500.0  # files/s
 UNCOMPRESSED_TARGET = 1.5  # wall time at most this times dcm2niix's
+PREVIEWS_TARGET = 1.10  # the parser with previews at most this times its time without
 COMPRESSED_TARGET = 3.0  # .nii.gz at least this many times faster than dcm2niix
 SIZE_TARGET = 1.05  # .nii.gz output at most this times dcm2niix's
 MEMORY_MARGIN = 300e6  # peak memory <= 2 x largest series + this
@@ -253,6 +254,49 @@ def targets(
     return lines
 
 
+def preview_cpu_seconds(corpus: Corpus, work: Path) -> tuple[float, float, int]:
+    """The CPU time the previews take, measured alone: the parser's CPU time (process tree)
+    for the corpus without previews, and the summed CPU time of ``write_previews`` on each of
+    its volumes, loaded back, in this process; and the number of volumes. Both are CPU times,
+    which a busy machine disturbs much less than wall times."""
+    import nibabel
+    import numpy as np
+
+    from series_selection.common.models import VolumeEntry
+    from series_selection.parser.previews import write_previews
+
+    output = work / "previews-probe"
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir(parents=True)
+    environment = {**os.environ, "DICOM_PARSER_PREVIEWS": "off"}
+    parser_cpu = measure(_ours(corpus.dicom, output, "nii"), environment).cpu_seconds
+    metadata = json.loads((output / "dicom-metadata.json").read_text())
+    first_file = {
+        series["attributes"]["0020000E"]["Value"][0]: series["instances"][0]["path"]
+        for study in metadata["studies"]
+        for series in study["series"]
+    }
+    listed = json.loads((output / "series-images.json").read_text())
+    previews_cpu, count = 0.0, 0
+    for uid, volumes in listed.items():
+        for entry in volumes:
+            volume = VolumeEntry.from_json(entry)
+            image = nibabel.load(output / volume.path)
+            voxels = np.asarray(image.dataobj).T  # (i, j, k) on disk -> (k, j, i) as converted
+            affine = np.eye(4)
+            affine[:3, :3] = np.array(volume.direction).T * np.array(volume.spacing)
+            affine[:3, 3] = volume.origin
+            start = time.process_time()
+            write_previews(
+                voxels, affine, volume.rescale, volume.channels == 3, "MONOCHROME2",
+                corpus.dicom / first_file[uid], output, f"probe-{count}",
+            )  # fmt: skip
+            previews_cpu += time.process_time() - start
+            count += 1
+    shutil.rmtree(output, ignore_errors=True)
+    return parser_cpu, previews_cpu, count
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="corpus size; 1.0 ~ 1.4 GB")
@@ -337,6 +381,49 @@ def main(argv: list[str] | None = None) -> int:
             }
             for p in points
         ]
+
+    if "previews" in parts:
+        report["previews"] = []
+        for fmt in args.formats.split(","):
+            timed = {}
+            for setting in ("off", "on"):
+                print(f"running dicom-parser {fmt} previews {setting} ...", file=sys.stderr)
+                environment = {**os.environ, "DICOM_PARSER_PREVIEWS": setting}
+                tool = Tool(f"dicom-parser-previews-{setting}", FORMATS, _ours, environment)
+                result = run_tool(tool, fmt, corpus, work, args.runs)
+                if result.summary is None:
+                    raise SystemExit(result.error)
+                timed[setting] = result.summary
+            ratio = timed["on"].seconds / timed["off"].seconds
+            cpu = {k: statistics.median(m.cpu_seconds for m in v.runs) for k, v in timed.items()}
+            print(
+                f"dicom-parser {fmt}: {timed['off'].seconds:.2f} s without previews, "
+                f"{timed['on'].seconds:.2f} s with them: x {ratio:.3f} "
+                f"(target <= {PREVIEWS_TARGET}: {'met' if ratio <= PREVIEWS_TARGET else 'MISSED'})"
+                f"; CPU {cpu['off']:.2f} s and {cpu['on']:.2f} s: x {cpu['on'] / cpu['off']:.3f}"
+            )
+            report["previews"].append(
+                {
+                    "format": fmt,
+                    "seconds_without": [m.seconds for m in timed["off"].runs],
+                    "seconds_with": [m.seconds for m in timed["on"].runs],
+                    "cpu_seconds_without": [m.cpu_seconds for m in timed["off"].runs],
+                    "cpu_seconds_with": [m.cpu_seconds for m in timed["on"].runs],
+                    "ratio": ratio,
+                    "cpu_ratio": cpu["on"] / cpu["off"],
+                }
+            )
+        parser_cpu, previews_cpu, count = preview_cpu_seconds(corpus, work)
+        print(
+            f"previews alone: {previews_cpu:.2f} CPU s for {count} volumes, against "
+            f"{parser_cpu:.2f} CPU s for the parser without them (.nii): "
+            f"+{100 * previews_cpu / parser_cpu:.1f} %\n"
+        )
+        report["previews_cpu"] = {
+            "parser_cpu_seconds": parser_cpu,
+            "previews_cpu_seconds": previews_cpu,
+            "volumes": count,
+        }
 
     selector = None
     if "selector" in parts:

@@ -54,7 +54,7 @@ elif [[ $# -gt 0 ]]; then
     exit 2
 fi
 build_wheelhouse
-for operator in dicom-parser series-selector dicom-receiver; do
+for operator in dicom-parser series-selector dicom-receiver series-report; do
     echo "== image series-selection/$operator:$tag on $base_image"
     DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$base_image" \
         --file "$here/$operator.Dockerfile" --tag "series-selection/$operator:$tag" "$here"

@@ -24,6 +24,7 @@ PACKAGES = [
     "series_selection.selector",
     "series_selection.pipeline",
     "series_selection.receiver",
+    "series_selection.report",
 ]
 
 MODULES_IMPORTED_WHERE_USED = [
@@ -101,6 +102,7 @@ ALLOWED = {
     "selector": {"common", "selector"},
     "pipeline": {"common", "pipeline"},
     "receiver": {"common", "pipeline", "receiver"},
+    "report": {"common", "report"},
 }
 """What each package may import of the others (docs/architecture.md)."""
 

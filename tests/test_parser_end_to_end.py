@@ -341,7 +341,7 @@ def test_metadata_is_written_as_json_dumps_writes_it(tmp_path: Path, studies: in
     assert len(document["studies"]) == studies
     assert all(len(study["series"]) == 2 for study in document["studies"])
     expected = {"dicom-metadata.json", "series-images.json", "parse-report.json"}
-    expected |= {".dicom-parser.manifest"} | ({"volumes"} if studies else set())
+    expected |= {".dicom-parser.manifest"} | ({"volumes", "previews"} if studies else set())
     assert {p.name for p in (tmp_path / "out").iterdir()} == expected
 
 

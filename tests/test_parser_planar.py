@@ -177,3 +177,12 @@ def test_real_radiograph_and_screen_captures(shared_data: Path, tmp_path: Path) 
     report = json.loads((out / "parse-report.json").read_text())
     (series,) = report["series"]
     assert "secondary capture images (screens, documents) that do not stack" in series["reason"]
+
+
+def test_the_preview_of_an_image_without_position_is_named_image_not_a_plane(
+    tmp_path: Path,
+) -> None:
+    write_image(tmp_path / "in" / "dx.dcm", "DX", ViewPosition="PA")
+    (volume,), _ = parse_one(tmp_path)
+    assert list(volume["previews"]) == ["image"]
+    assert (tmp_path / "out" / volume["previews"]["image"]).is_file()

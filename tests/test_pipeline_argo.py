@@ -119,6 +119,25 @@ def test_the_dag_follows_the_from_edges_and_mounts_follow_the_local_layout() -> 
     ]  # fmt: skip
 
 
+def test_the_shipped_export_carries_the_report_after_the_parser_and_the_selector() -> None:
+    dag, *containers = exported()["spec"]["templates"]
+    tasks = {task["name"]: task for task in dag["dag"]["tasks"]}
+    assert list(tasks) == ["dicom-parser", "series-selector", "series-report"]
+    assert tasks["series-report"]["depends"] == "dicom-parser && series-selector"
+    report = containers[2]["container"]
+    assert report["image"] == "series-selection/series-report:0.1.0"
+    assert report["command"] == ["series-report"]
+    assert report["volumeMounts"] == [
+        {"name": "output", "mountPath": "/input", "subPath": "{{workflow.name}}/dicom-parser",
+         "readOnly": True},
+        {"name": "output", "mountPath": "/selections",
+         "subPath": "{{workflow.name}}/series-selector/selections", "readOnly": True},
+        {"name": "output", "mountPath": "/output",
+         "subPath": "{{workflow.name}}/series-report/report"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]  # fmt: skip
+
+
 def test_every_container_is_hardened_and_the_pod_runs_as_the_images_user() -> None:
     spec = exported()["spec"]
     assert spec["securityContext"]["runAsNonRoot"] is True

@@ -34,7 +34,7 @@ def problem(text: str) -> str:
 def test_the_shipped_definition_is_the_repository_one_and_wires_parser_to_selector() -> None:
     shipped = load_pipeline()
     assert shipped == load_pipeline(REPO / "pipeline.yaml")
-    parser, selector = shipped.operators
+    parser, selector, report = shipped.operators
     assert parser.name == "dicom-parser"
     assert parser.container == Container(
         "series-selection/dicom-parser", "0.1.0", ("dicom-parser",)
@@ -44,6 +44,15 @@ def test_the_shipped_definition_is_the_repository_one_and_wires_parser_to_select
     assert selector.inputs == (Input("/input", source="dicom-parser"),)
     assert selector.outputs == (Output("/output", name="selections"),)
     assert selector.variables["SERIES_SELECTOR_INPUT"] == "/input"
+    assert report.container == Container(
+        "series-selection/series-report", "0.1.0", ("series-report",)
+    )
+    assert report.inputs == (
+        Input("/input", source="dicom-parser"),
+        Input("/selections", source="series-selector", output_name="selections"),
+    )
+    assert report.outputs == (Output("/output", name="report"),)
+    assert report.variables["SERIES_REPORT_SELECTIONS"] == "/selections"
 
 
 def test_operators_run_after_those_they_read_from_whatever_the_listing_order() -> None:

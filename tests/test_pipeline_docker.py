@@ -21,7 +21,7 @@ from docker.client import DockerClient
 from docker.errors import DockerException
 
 from series_selection.pipeline.cli import main
-from test_pipeline_local import check_selected_volumes
+from test_pipeline_local import check_report, check_selected_volumes
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -108,12 +108,27 @@ def output_folder(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def report_folder(tmp_path: Path) -> Path:
+    """A host folder for series-report that the containers' user can write into."""
+    folder = tmp_path / "report"
+    folder.mkdir()
+    if os.getuid() == 0:
+        os.chown(folder, *IMAGE_USER)
+    return folder
+
+
+@pytest.fixture
 def compose_project(
-    compose: list[str], output_folder: Path, tmp_path: Path
+    compose: list[str], output_folder: Path, report_folder: Path
 ) -> Iterator[tuple[list[str], dict[str, str]]]:
     """The compose command for a project of this test, and its environment; removed after."""
     command = [*compose, "--file", str(COMPOSE_FILE), "--project-name", f"selection{os.getpid()}"]
-    environment = {**os.environ, "INPUT": str(REPO / "samples"), "OUTPUT": str(output_folder)}
+    environment = {
+        **os.environ,
+        "INPUT": str(REPO / "samples"),
+        "OUTPUT": str(output_folder),
+        "REPORT": str(report_folder),
+    }
     if os.getuid() != 0:
         environment["PIPELINE_USER"] = f"{os.getuid()}:{os.getgid()}"
     yield command, environment
@@ -134,12 +149,13 @@ def compose_run(
 
 
 def test_compose_runs_the_pipeline_on_the_sample_studies(
-    compose_project: tuple[list[str], dict[str, str]], output_folder: Path
+    compose_project: tuple[list[str], dict[str, str]], output_folder: Path, report_folder: Path
 ) -> None:
-    for service in ("dicom-parser", "series-selector"):
+    for service in ("dicom-parser", "series-selector", "series-report"):
         result = compose_run(compose_project, service)
         assert result.returncode == 0, result.stdout + result.stderr
     check_selected_volumes(output_folder)
+    check_report(report_folder)
 
 
 def test_compose_passes_selection_rules(
@@ -154,7 +170,7 @@ def test_compose_passes_selection_rules(
     assert [s["name"] for s in selected["selections"]] == ["CT abdomen axial"]
 
 
-@pytest.mark.parametrize("service", ["dicom-parser", "series-selector"])
+@pytest.mark.parametrize("service", ["dicom-parser", "series-selector", "series-report"])
 def test_compose_containers_are_hardened(
     compose_project: tuple[list[str], dict[str, str]], service: str
 ) -> None:
@@ -166,7 +182,7 @@ def test_compose_containers_are_hardened(
     assert seen == HARDENED
 
 
-@pytest.mark.parametrize("image", ["dicom-parser", "series-selector"])
+@pytest.mark.parametrize("image", ["dicom-parser", "series-selector", "series-report"])
 def test_images_run_as_a_non_root_user_that_owns_the_output_folder(
     engine: DockerClient, images: None, image: str
 ) -> None:
@@ -189,6 +205,7 @@ def test_the_docker_engine_runner_runs_the_pipeline_on_the_sample_studies(
     assert (summary["engine"], summary["status"]) == ("docker", "succeeded")
     assert "series_selection.parser" in (out / "dicom-parser.log").read_text()
     check_selected_volumes(out / "series-selector/selections")
+    check_report(out / "series-report/report")
 
 
 def test_the_docker_engine_runner_hardens_containers_and_propagates_failures(
@@ -211,6 +228,7 @@ def test_the_docker_engine_runner_hardens_containers_and_propagates_failures(
     assert [(op["name"], op["exit_code"]) for op in summary["operators"]] == [
         ("dicom-parser", 0),
         ("series-selector", 2),
+        ("series-report", None),
     ]
 
 

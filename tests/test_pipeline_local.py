@@ -234,13 +234,15 @@ def installed(program: str) -> bool:
 
 
 needs_operators = pytest.mark.skipif(
-    not (installed("dicom-parser") and installed("series-selector")),
+    not all(installed(name) for name in ("dicom-parser", "series-selector", "series-report")),
     reason="the operators' console scripts are not installed (pip install -e .)",
 )
 
 
 @needs_operators
-def test_the_shipped_pipeline_runs_locally_on_the_sample_studies(tmp_path: Path) -> None:
+def test_the_shipped_pipeline_runs_locally_on_the_sample_studies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     umask = os.umask(0o022)
     try:
@@ -250,6 +252,9 @@ def test_the_shipped_pipeline_runs_locally_on_the_sample_studies(tmp_path: Path)
 
     assert (out / "dicom-parser/series-images.json").is_file()
     check_selected_volumes(out / "series-selector/selections")
+    check_report(out / "series-report/report")
+    # The run ends with the path of the page.
+    assert capsys.readouterr().out.splitlines()[-1] == str(out / "series-report/report/report.html")
     # In containers the next operator may run as another user: every output must be readable.
     unreadable = [p for p in out.rglob("*") if p.is_file() and p.stat().st_mode & 0o044 != 0o044]
     assert unreadable == []
@@ -326,3 +331,17 @@ def test_bad_rules_are_refused_before_any_operator_runs_and_nothing_is_written(
     assert f"{rules}: selection 1 at $.selections[0].conditions.Modalty" in error
     assert "did you mean Modality?" in error
     assert not out.exists()
+
+
+def check_report(folder: Path) -> None:
+    """``report.json`` is valid, shows every series of the samples, and its pictures exist."""
+    report = json.loads((folder / "report.json").read_text())
+    assert schema_errors(report, "report") == []
+    assert (folder / "report.html").is_file()
+    series = [s for study in report["studies"] for s in study["series"]]
+    assert len(series) == 6
+    assert all(s["selections"] for s in series)
+    pictures = [
+        path for s in series for volume in s["volumes"] for path in volume["pictures"].values()
+    ]
+    assert pictures and all((folder / path).is_file() for path in pictures)

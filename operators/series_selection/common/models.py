@@ -212,6 +212,8 @@ class VolumeEntry:
     study_instance_uid: str = ""
     """The study of the series: one SeriesInstanceUID may (wrongly) appear in two studies."""
     geometry: str = PATIENT_GEOMETRY
+    previews: Mapping[str, str] | None = None
+    """Plane -> PNG picture of the volume; ``None`` when none were written."""
 
     def to_json(self) -> dict[str, Any]:
         entry = asdict(self)
@@ -222,6 +224,10 @@ class VolumeEntry:
         entry["origin"] = list(self.origin)
         entry["direction"] = [list(axis) for axis in self.direction]
         entry["notes"] = list(self.notes)
+        if self.previews is None:
+            del entry["previews"]
+        else:
+            entry["previews"] = dict(self.previews)
         return entry
 
     @classmethod
@@ -245,6 +251,7 @@ class VolumeEntry:
             notes=tuple(entry.get("notes", ())),
             study_instance_uid=entry.get("StudyInstanceUID", ""),
             geometry=entry.get("geometry", PATIENT_GEOMETRY),
+            previews=entry.get("previews"),
         )
 
 

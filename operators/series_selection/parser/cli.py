@@ -36,6 +36,13 @@ OPTIONS = (
         "(default: a third of the memory available, at most 8 GiB)",
         type=int,
     ),
+    Option(
+        "--previews",
+        "DICOM_PARSER_PREVIEWS",
+        "on",
+        "small PNG pictures of each volume (three planes through its centre), for series-report",
+        choices=("on", "off"),
+    ),
     *LOG_OPTIONS,
 )
 
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             settings["workers"],
             settings["max_series_bytes"],
             progress_bar=settings["log_format"] == "text" and sys.stderr.isatty(),
+            previews=settings["previews"] == "on",
         )
         log.info("done: %s", summary.line())
         return 0

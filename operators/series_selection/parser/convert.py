@@ -32,6 +32,7 @@ from series_selection.parser.assembly import (
 )
 from series_selection.parser.frames import Frame, FrameSource, read_frames
 from series_selection.parser.geometry import spacing_and_direction
+from series_selection.parser.previews import write_previews
 from series_selection.parser.resample import resample_values
 from series_selection.parser.writers import WRITERS, publish
 
@@ -55,6 +56,8 @@ class SeriesJob:
     paths: tuple[str, ...]
     series_uid_shared: bool = False
     """The series UID also appears in another study: file names then name the study too."""
+    previews: bool = True
+    """Write small pictures of each volume (``previews``)."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,15 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any])
         raise OutputError(f"cannot write {file_name}: {error.strerror or error}") from error
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    first = plan.frames[0]
+    previews = (
+        write_previews(
+            voxels, plan.affine_lps, rescale, colour, first.photometric,
+            job.input_root / first.source, job.output_root, stem, located,
+        )
+        if job.previews
+        else None
+    )  # fmt: skip
     spacing, direction = spacing_and_direction(plan.affine_lps)
     grid_shape = voxels.shape[-2::-1] if colour else voxels.shape[::-1]
     return VolumeEntry(
@@ -192,6 +204,7 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any])
         notes=plan.notes,
         study_instance_uid=job.study_uid,
         geometry=PATIENT_GEOMETRY if located else IMAGE_PLANE_ONLY,
+        previews=previews,
     )
 
 

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -77,6 +77,7 @@ def parse_folder(
     workers: int,
     max_series_bytes: int | None = None,
     progress_bar: bool = False,
+    previews: bool = True,
 ) -> ParseSummary:
     """Run the whole parser from ``input_dir`` into ``output_dir``.
 
@@ -94,14 +95,20 @@ def parse_folder(
     # this block, keep the setting.
     with config.disable_value_validation(), OutputFolder(output_root, OWNER) as output:
         summary, published = _parse(
-            input_root, output.staging, fmt, workers, max_series_bytes, progress_bar
+            input_root, output.staging, fmt, workers, max_series_bytes, progress_bar, previews
         )
         output.publish(published)
     return summary
 
 
 def _parse(
-    input_root: Path, staging: Path, fmt: str, workers: int, max_series_bytes: int, bar: bool
+    input_root: Path,
+    staging: Path,
+    fmt: str,
+    workers: int,
+    max_series_bytes: int,
+    bar: bool,
+    previews: bool = True,
 ) -> tuple[ParseSummary, list[str]]:
     """Write every output into ``staging``; return the summary and the files written."""
     listed = list(list_files(input_root))
@@ -125,6 +132,7 @@ def _parse(
             log.warning("no DICOM file found under %s (%d files)", input_root, len(listed))
         studies, duplicates = group_headers(headers)
         jobs, no_volume = _plan_jobs(studies, input_root, staging, fmt, max_series_bytes)
+        jobs = [replace(job, previews=previews) for job in jobs]
         outcomes = _convert_all(pool, jobs, studies, staging / METADATA_FILE, store, bar)
     for study, series in _all_series(studies):
         reason = no_volume.get((study.uid, series.uid))
@@ -343,7 +351,8 @@ def _compared(path: Path, kept: Path) -> str:
 
 
 def _volume_files(series_images: SeriesImages) -> list[str]:
-    """The files of every listed volume (a MetaImage header and its ``.raw``)."""
+    """The files of every listed volume (a MetaImage header and its ``.raw``) and its
+    previews."""
     files = []
     for volumes in series_images.volumes.values():
         for volume in volumes:
@@ -353,4 +362,5 @@ def _volume_files(series_images: SeriesImages) -> list[str]:
                 if volume.format == "mhd"
                 else [str(path)]
             )
+            files += (volume.previews or {}).values()
     return files

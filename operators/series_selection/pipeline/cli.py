@@ -21,9 +21,11 @@ from series_selection.common.models import RULES_BASE64_ENV
 from series_selection.common.settings import add_options, resolve
 from series_selection.pipeline.argo import workflow_template
 from series_selection.pipeline.definition import Pipeline, load_pipeline
-from series_selection.pipeline.runner import Engine, LocalEngine, run_pipeline
+from series_selection.pipeline.runner import Engine, LocalEngine, output_folder, run_pipeline
 
 log = logging.getLogger(__name__)
+
+REPORT_PAGE = "report.html"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,6 +110,9 @@ def _run(arguments: argparse.Namespace, log_level: str) -> int:
         engine = LocalEngine()
     run_pipeline(pipeline, engine, arguments.input, arguments.output, environment)
     log.info("pipeline %s succeeded; outputs in %s", pipeline.name, arguments.output)
+    for page in _report_pages(pipeline, arguments.output):
+        log.info("report: %s", page)
+        print(page, flush=True)
     return 0
 
 
@@ -130,6 +135,18 @@ def check_rules(rules: Path) -> None:
             records.append(json.loads(line))
     errors = [r["message"] for r in records if isinstance(r, dict) and r.get("level") == "ERROR"]
     raise RulesError(errors[-1] if errors else f"rules file {rules} does not check out")
+
+
+def _report_pages(pipeline: Pipeline, run_output: Path) -> list[Path]:
+    """The ``report.html`` pages the pipeline's operators wrote (series-report's), in order."""
+    return [
+        folder / REPORT_PAGE
+        for operator in pipeline.operators
+        for output in operator.outputs
+        if (folder := output_folder(run_output, operator.name, output))
+        .joinpath(REPORT_PAGE)
+        .is_file()
+    ]
 
 
 def _export(arguments: argparse.Namespace) -> int:

@@ -131,6 +131,28 @@ def mr_series(**changes: Any) -> SeriesSpec:
     return replace(base, **changes)
 
 
+def _stored_dtype(spec: SeriesSpec) -> np.dtype[Any]:
+    return np.dtype(f"<{'i' if spec.pixel_representation else 'u'}{spec.bits_allocated // 8}")
+
+
+def voxel_positions(spec: SeriesSpec) -> npt.NDArray[np.float64]:
+    """The patient position (LPS, mm) of every voxel [k, j, i] of ``spec``, by the Image Plane
+    formula from its ImagePositionPatient, ImageOrientationPatient and PixelSpacing."""
+    row, column = np.asarray(spec.row_cosine, float), np.asarray(spec.column_cosine, float)
+    normal = np.cross(row, column)
+    normal = normal / np.linalg.norm(normal)
+    offsets = spec.slice_positions or tuple(k * spec.slice_spacing for k in range(spec.slices))
+    k, j, i = np.indices((spec.slices, spec.rows, spec.columns), dtype=np.float64)
+    origin = np.asarray(spec.origin, float) + np.asarray(offsets)[:, None, None, None] * normal
+    origin = origin + k[..., None] * np.asarray(spec.tilt_shift, float)
+    positions: npt.NDArray[np.float64] = (
+        origin
+        + i[..., None] * spec.pixel_spacing[1] * row
+        + j[..., None] * spec.pixel_spacing[0] * column
+    )
+    return positions
+
+
 def voxel_values(spec: SeriesSpec) -> npt.NDArray[np.integer]:
     """Stored values [k, j, i]: distinct gradients per axis plus a marker next to voxel (1, 2, 3).
 
@@ -156,11 +178,13 @@ def write_series(
     shuffle_files: bool = True,
     shuffle_instance_numbers: bool = False,
     name_style: NameStyle = "random",
+    values: npt.NDArray[np.integer] | None = None,
 ) -> SeriesTruth:
     """Write one single-frame file per slice of ``spec`` into ``folder``; return the truth.
 
     With ``shuffle_files`` file names follow a random permutation of the slices, and with
     ``shuffle_instance_numbers`` so do the InstanceNumbers, so neither reveals the spatial order.
+    ``values`` (stored values [k, j, i]) replaces the pattern of ``voxel_values``.
     """
     if spec.modality not in SOP_CLASSES:
         raise ValueError(f"modality {spec.modality!r}: choose one of {', '.join(SOP_CLASSES)}")
@@ -180,7 +204,7 @@ def write_series(
             for k, offset in enumerate(offsets)
         ]
     )
-    stored = voxel_values(spec)
+    stored = voxel_values(spec) if values is None else values.astype(_stored_dtype(spec))
     order = random.Random(f"{seed}/{series_uid}/{spec.first_instance_number}")
     file_numbers = _numbering(spec, order, shuffle_files)
     instance_numbers = _numbering(spec, order, shuffle_instance_numbers)

@@ -274,6 +274,7 @@ def test_rules_given_to_the_local_run_decide_the_selection(tmp_path: Path) -> No
     assert selection["series"][0]["SeriesDescription"] == "Portal venous 1.25mm"
 
 
+@pytest.mark.slow
 @needs_operators
 def test_the_log_level_reaches_the_operators(tmp_path: Path) -> None:
     arguments = ["run", "--input", str(REPO / "samples")]
@@ -284,6 +285,7 @@ def test_the_log_level_reaches_the_operators(tmp_path: Path) -> None:
         assert " INFO " in (tmp_path / "default" / f"{operator}.log").read_text()
 
 
+@pytest.mark.slow
 @needs_operators
 def test_a_failed_run_leaves_no_selection_of_the_previous_run(tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -93,6 +93,7 @@ def listed_shapes(out: Path) -> set[tuple[int, ...]]:
     }
 
 
+@pytest.mark.slow
 def test_a_reader_sees_all_of_one_run(tmp_path: Path) -> None:
     """The selector started while the parser reruns on changed input waits, then reads the new
     outputs whole: every volume it places has the shape its listing gives."""
@@ -124,6 +125,7 @@ def test_a_reader_sees_all_of_one_run(tmp_path: Path) -> None:
         assert image["shape"][2] == 40
 
 
+@pytest.mark.slow
 def test_two_parsers_into_one_folder_take_turns(tmp_path: Path) -> None:
     write_input(tmp_path / "old", slices=20)
     write_input(tmp_path / "new", slices=40)
@@ -167,6 +169,7 @@ def test_workers_die_with_the_parser(tmp_path: Path) -> None:
     assert not (out / "series-images.json").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_worker_costs_no_series(tmp_path: Path) -> None:
     """A worker killed once (as by the out-of-memory killer) has its job run again."""
     parser, out = paused_while_converting(tmp_path)

@@ -377,6 +377,7 @@ def write_corpus(root: Path, donor: Path) -> Corpus:
     return Corpus(source, good)
 
 
+@pytest.mark.slow
 def test_hostile_corpus_leaves_good_series_intact(tmp_path: Path, donor: Path) -> None:
     corpus = write_corpus(tmp_path, donor)
     out = tmp_path / "out"

@@ -193,6 +193,7 @@ def test_philips_values_differ_from_dcm2niix_only_by_its_precise_scaling(
         assert comparison.max_linear_residual <= 1e-6 * max(1.0, abs(slope)), reference
 
 
+@pytest.mark.slow
 def test_enhanced_philips_dti_equals_the_dicom_frames(shared_data: Path, tmp_path: Path) -> None:
     # Its dicom2nifti ground truth is defective (volumes 2-4 all zero), so check every frame
     # against the DICOM itself: its own position, then its stored values times its rescale.

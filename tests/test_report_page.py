@@ -23,6 +23,7 @@ from PIL import Image
 from series_selection.common.jsonio import schema_errors
 from series_selection.parser.run import parse_folder
 from series_selection.report.cli import main as report_main
+from series_selection.report.pictures import place_picture
 from series_selection.selector.cli import main as selector_main
 from series_selection_tools.samples.synthetic import StudySpec, ct_series, write_series
 
@@ -334,3 +335,13 @@ def test_all_of_the_shared_data_gets_a_valid_page(shared_data: Path, tmp_path: P
         with Image.open(report / path) as picture:
             picture.verify()
     check_in_browser(report / "report.html")
+
+
+def test_a_picture_listed_twice_is_placed_once(sample_report: Path, tmp_path: Path) -> None:
+    """A SeriesInstanceUID wrongly reused in two studies lists its volumes, and pictures, in
+    both."""
+    parsed = sample_report.parent / "parsed"
+    images = json.loads((parsed / "series-images.json").read_text())
+    picture = next(p for vs in images.values() for v in vs for p in v["previews"].values())
+    first = place_picture(parsed, picture, tmp_path / "staging")
+    assert place_picture(parsed, picture, tmp_path / "staging") == first

@@ -42,6 +42,9 @@ def place_picture(parser_dir: Path, relative: str, staging: Path) -> tuple[str, 
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(source, target)
+        except FileExistsError:  # placed already: a series listed in two studies
+            if not target.samefile(source):
+                raise
         except OSError:  # another file system, or links not allowed
             shutil.copyfile(source, target)
     except OSError as error:

@@ -260,6 +260,7 @@ def test_the_shipped_pipeline_runs_locally_on_the_sample_studies(
     assert unreadable == []
 
 
+@pytest.mark.slow
 @needs_operators
 def test_rules_given_to_the_local_run_decide_the_selection(tmp_path: Path) -> None:
     out = tmp_path / "out"

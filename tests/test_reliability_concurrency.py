@@ -153,6 +153,7 @@ def paused_while_converting(tmp_path: Path) -> tuple[Parser, Path]:
     return parser, out
 
 
+@pytest.mark.slow
 def test_workers_die_with_the_parser(tmp_path: Path) -> None:
     """The workers, stopped mid-job, never run again once the parser is terminated."""
     parser, out = paused_while_converting(tmp_path)

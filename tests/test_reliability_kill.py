@@ -114,6 +114,7 @@ def test_killed_runs_leave_consistent_outputs_and_reruns_recover(tmp_path: Path)
     assert killed > 0, "every run finished before its kill"
 
 
+@pytest.mark.slow
 def test_a_rerun_removes_what_a_killed_run_left(tmp_path: Path) -> None:
     source = tmp_path / "in"
     write_series(source, ct_series(slices=3), seed=3)

@@ -116,6 +116,7 @@ def test_overlapping_folders_are_refused_before_anything_is_touched(
     assert tree_digest(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_a_volume_that_cannot_be_written_fails_the_run_and_keeps_the_previous_outputs(
     tmp_path: Path,
 ) -> None:

@@ -358,6 +358,7 @@ HOSTILE_FILES: dict[str, tuple[bytes, tuple[int, int], str]] = {
 }
 
 
+@pytest.mark.slow
 def test_hostile_files_among_good_ones_do_not_stop_the_pipeline(
     tmp_path: Path, series: list[bytes]
 ) -> None:

@@ -340,7 +340,7 @@ def test_groups_close_only_after_their_timeout_and_one_key_has_one_open_group(
         if stored:
             last[group.id] = now
     deadline = groups.next_deadline()
-    remaining = groups.close_due(now + 2)
+    remaining = groups.close_due(now + timeout + 1)  # past every deadline, also at timeout 2
     assert groups.open_ids() == set()
     assert (deadline is None) == (not remaining)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -354,3 +355,27 @@ def test_the_command_line_takes_parameters(
     assert "example/inference:3.0" in out.read_text()
     assert main([*arguments, "--parameter", "model-tag"]) == 2
     assert "--parameter 'model-tag': give NAME=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("depth", [100, 5_000, 200_000])
+def test_a_definition_nested_however_deep_is_a_one_line_error(depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    text = CLARA.replace('{DICOM_PARSER_FORMAT: "${{ FORMAT }}"}', nested)
+    assert problem(text).startswith("test.yaml")
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero", "large"])
+def test_a_definition_that_is_no_small_regular_file_is_refused_unread(
+    special: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "pipeline.yaml"
+    if special == "fifo":
+        os.mkfifo(path)  # nobody writes: reading it would wait for ever
+    elif special == "large":
+        path.write_text("# " + "x" * (1 << 20) + "\n" + CLARA)
+    else:
+        path = Path(special)
+    with pytest.raises(InputError) as raised:
+        load_pipeline(path)
+    reason = "is larger than 1 MiB" if special == "large" else "is not a regular file"
+    assert raised.value.message == f"pipeline definition {path} {reason}"

@@ -21,9 +21,12 @@ from typing import Any
 import yaml
 
 from series_selection.common.errors import InputError
+from series_selection.common.files import RefusedFileError, read_small_text
 from series_selection.common.jsonio import schema_errors
 
 SCHEMA = "pipeline"
+MAX_DEFINITION_BYTES = 1 << 20
+"""A pipeline definition is a few kilobytes; a larger file is refused unread."""
 PLACEHOLDER = re.compile(r"(\$?)\{\{\s*([A-Za-z_][-A-Za-z0-9_.]*)\s*\}\}")
 """A template placeholder: ``${{ name }}`` as Clara writes it (``{{ name }}`` too, for a
 declared name)."""
@@ -110,7 +113,9 @@ def load_pipeline(path: Path | None = None, arguments: Mapping[str, str] = {}) -
     if path is None:
         return parse_pipeline(default_pipeline_text(), "the default pipeline.yaml", arguments)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_small_text(path, MAX_DEFINITION_BYTES)
+    except RefusedFileError as error:
+        raise InputError(f"pipeline definition {path} {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"cannot read pipeline definition {path}: {error}") from error
     return parse_pipeline(text, str(path), arguments)
@@ -119,6 +124,13 @@ def load_pipeline(path: Path | None = None, arguments: Mapping[str, str] = {}) -
 def parse_pipeline(text: str, origin: str, arguments: Mapping[str, str] = {}) -> Pipeline:
     """Parse YAML ``text``, its placeholders resolved from ``arguments`` and the declared
     defaults; any problem becomes an ``InputError`` naming ``origin``."""
+    try:
+        return _parse(text, origin, arguments)
+    except RecursionError:  # YAML, placeholders and schema are all read recursively
+        raise InputError(f"{origin} is nested too deeply to read") from None
+
+
+def _parse(text: str, origin: str, arguments: Mapping[str, str]) -> Pipeline:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -6,13 +6,12 @@ Relative paths in the file are taken from the folder holding it. Problems are on
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from series_selection.common.errors import InputError
+from series_selection.common.files import RefusedFileError, read_small_text
 from series_selection.common.jsonio import schema_errors
 
 Grouping = Literal["study", "series"]
@@ -74,18 +73,12 @@ def load_config(path: Path) -> ReceiverConfig:
 
 
 def _read(path: Path) -> str:
-    """The UTF-8 text of a regular file of at most ``MAX_CONFIG_BYTES``; never blocks on a
-    FIFO or a device."""
+    """The text of a configuration file (``common.files.read_small_text``, at most
+    ``MAX_CONFIG_BYTES``)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            os.close(descriptor)
-            raise InputError(f"configuration {path} is not a regular file")
-        with os.fdopen(descriptor, "rb") as file:
-            data = file.read(MAX_CONFIG_BYTES + 1)
-        if len(data) > MAX_CONFIG_BYTES:
-            raise InputError(f"configuration {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
-        return data.decode("utf-8")
+        return read_small_text(path, MAX_CONFIG_BYTES)
+    except RefusedFileError as error:
+        raise InputError(f"configuration {path} {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or error
         raise InputError(f"cannot read configuration {path}: {reason}") from error

@@ -18,9 +18,7 @@ import binascii
 import difflib
 import json
 import math
-import os
 import re
-import stat
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ import regex
 from pydicom.datadict import dictionary_VR, keyword_dict
 
 from series_selection.common.errors import RulesError
+from series_selection.common.files import RefusedFileError, read_small_text
 from series_selection.common.jsonio import schema_errors
 from series_selection.common.models import RULES_BASE64_ENV
 from series_selection.common.orientation import OBLIQUE, PLANES
@@ -211,20 +210,11 @@ def read_rules_text(
 
 
 def _read_rules_file(path: Path) -> str:
-    """The UTF-8 text of a regular file of at most ``MAX_RULES_BYTES``.
-
-    Opened without blocking, so a FIFO or a device is refused rather than waited on or read
-    without end."""
+    """The text of a rules file (``common.files.read_small_text``, at most ``MAX_RULES_BYTES``)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            os.close(descriptor)
-            raise RulesError(f"rules file {path} is not a regular file")
-        with os.fdopen(descriptor, "rb") as file:
-            data = file.read(MAX_RULES_BYTES + 1)
-        if len(data) > MAX_RULES_BYTES:
-            raise RulesError(f"rules file {path} is larger than {MAX_RULES_BYTES >> 20} MiB")
-        return data.decode("utf-8")
+        return read_small_text(path, MAX_RULES_BYTES)
+    except RefusedFileError as error:
+        raise RulesError(f"rules file {path} {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or error
         raise RulesError(f"cannot read rules file {path}: {reason}") from error

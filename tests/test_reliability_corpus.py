@@ -296,11 +296,17 @@ def donor(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_series(folder, ct_series(rows=16, columns=12, slices=1), seed=14).files[0]
 
 
+SLOW_TO_MAKE = {"sequence-50000-items"}
+"""Entries whose own test takes seconds: the slow run checks them (and the mixed corpus)."""
+
+
 @pytest.mark.parametrize(
     "name",
     [
         pytest.param(name, marks=pytest.mark.xfail(reason=hostile.bug, strict=True))
         if hostile.bug
+        else pytest.param(name, marks=pytest.mark.slow)
+        if name in SLOW_TO_MAKE
         else name
         for name, hostile in HOSTILE.items()
     ],

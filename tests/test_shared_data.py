@@ -170,8 +170,8 @@ def test_tilted_and_uneven_stacks_agree_with_dicom_in_world_space(
 
 PHILIPS = [
     "dcm_qa_philips/In/Magdeburg_2014",
-    "dcm_qa_philips_enh/In/cl",
-    "dcm_qa_philips_enh/In/enh",
+    pytest.param("dcm_qa_philips_enh/In/cl", marks=pytest.mark.slow),
+    pytest.param("dcm_qa_philips_enh/In/enh", marks=pytest.mark.slow),
     "dcm_qa_enh/In/Philips",
 ]
 

@@ -262,17 +262,35 @@ def test_the_shipped_pipeline_runs_locally_on_the_sample_studies(
 
 @pytest.mark.slow
 @needs_operators
-def test_rules_given_to_the_local_run_decide_the_selection(tmp_path: Path) -> None:
+def test_rules_format_and_explain_given_to_the_local_run_reach_the_operators(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     rules = REPO / "rules/ct-abdomen-axial.yaml"
     arguments = ["run", "--input", str(REPO / "samples"), "--rules", str(rules)]
-    assert main([*arguments, "--output", str(out)]) == 0
+    assert main([*arguments, "--output", str(out), "--format", "mhd", "--explain"]) == 0
 
     check_selected_volumes(out / "series-selector/selections")
     selected = json.loads((out / "series-selector/selections/selected-images.json").read_text())
     (selection,) = selected["selections"]
     assert selection["name"] == "CT abdomen axial"
-    assert selection["series"][0]["SeriesDescription"] == "Portal venous 1.25mm"
+    (chosen,) = selection["series"]
+    assert chosen["SeriesDescription"] == "Portal venous 1.25mm"
+    assert {image["format"] for image in chosen["images"]} == {"mhd"}
+    volumes = (out / "dicom-parser/volumes").rglob("*.*")
+    assert {p.suffix for p in volumes if p.is_file()} == {".mhd", ".raw"}
+    # The selector's table, in its log and on the way to our standard error as it came.
+    err = capsys.readouterr().err
+    table_title = "Selection 'CT abdomen axial': 1 series chosen"
+    assert table_title in (out / "series-selector.log").read_text()
+    assert table_title in err
+    # The closing line names the chosen series, its study and the report page.
+    closing = err.strip().splitlines()[-1]
+    assert "pipeline series-selection-pipeline succeeded: " in closing
+    assert (
+        f"selection 'CT abdomen axial' chose #{chosen['SeriesNumber']} 'Portal venous 1.25mm' "
+        f"of study {chosen['StudyInstanceUID']}; report {out / 'series-report/report/report.html'}"
+    ) in closing
 
 
 @pytest.mark.slow

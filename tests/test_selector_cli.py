@@ -305,6 +305,28 @@ def test_explain_prints_a_table(
     assert any(line.startswith("    1: ") for line in lines)
 
 
+@pytest.mark.parametrize(
+    ("switch", "table", "code"),
+    [("1", True, 0), ("on", True, 0), ("0", False, 0), ("off", False, 0), ("maybe", False, 2)],
+)
+def test_the_explain_switch_can_be_set_from_the_environment(
+    parsed: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    switch: str,
+    table: bool,
+    code: int,
+) -> None:
+    monkeypatch.setenv("SERIES_SELECTOR_EXPLAIN", switch)
+    assert run(parsed, tmp_path / "out", CT_AXIAL) == code
+    captured = capsys.readouterr()
+    assert ("Selection 'CT axial'" in captured.out) is table
+    if code:
+        (error,) = captured.err.strip().splitlines()
+        assert f"SERIES_SELECTOR_EXPLAIN={switch!r}: give 1 or 0" in error
+
+
 def test_explain_says_each_thing_once_and_shows_patterns_as_written(
     parsed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -27,6 +27,12 @@ SERIES_IMAGES_FILE = "series-images.json"
 REPORT_FILE = "parse-report.json"
 SELECTED_IMAGES_FILE = "selected-images.json"
 EXPLAIN_FILE = "selection-explain.json"
+VOLUME_FORMATS = ("mhd", "nii", "nii.gz")
+"""The volume file formats the parser writes (``--format``)."""
+FORMAT_ENV = "DICOM_PARSER_FORMAT"
+"""The parser's volume format, as a pipeline sets it."""
+EXPLAIN_ENV = "SERIES_SELECTOR_EXPLAIN"
+"""Set to 1, the selector prints its explanation table (``--explain``)."""
 RULES_BASE64_ENV = "NVIDIA_CLARA_SELECTION_RULES_BASE64"
 """The selection rules, base64-encoded: how a pipeline hands them to the selector."""
 RULES_FILE_ENV = "NVIDIA_CLARA_SELECTION_RULES_FILE"
@@ -319,6 +325,13 @@ class ImageEntry:
         )
 
 
+def series_label(number: Any, description: Any, uid: str) -> str:
+    """A series as people name it: its number and description (``#2 'Abd 1.25mm'``); its UID
+    where it has no number."""
+    label = f"#{number}" if number is not None else uid
+    return f"{label} {str(description)!r}" if description else label
+
+
 @dataclass(frozen=True)
 class ChosenSeries:
     """A series a selection chose, with its volumes."""
@@ -330,6 +343,10 @@ class ChosenSeries:
     modality: str | None
     instance_count: int
     images: tuple[ImageEntry, ...]
+
+    @property
+    def label(self) -> str:
+        return series_label(self.series_number, self.series_description, self.series_instance_uid)
 
     def to_json(self) -> dict[str, Any]:
         return {

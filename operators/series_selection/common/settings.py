@@ -21,6 +21,12 @@ class Option:
     help: str
     choices: Sequence[str] | None = None
     type: Callable[[str], Any] = str
+    """``bool`` makes a switch: a flag without a value, or the variable set to 1/true/yes/on
+    (0/false/no/off for off)."""
+
+
+SWITCH_WORDS = {"1": True, "true": True, "yes": True, "on": True}
+SWITCH_WORDS |= {"0": False, "false": False, "no": False, "off": False}
 
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
@@ -28,6 +34,11 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> N
     for option in options:
         default = "" if option.default is None else f"default: {option.default}; "
         shown = f" ({default}environment: {option.env})"
+        if option.type is bool:
+            parser.add_argument(
+                option.flag, action="store_true", default=None, help=option.help + shown
+            )
+            continue
         parser.add_argument(
             option.flag,
             default=None,
@@ -58,6 +69,11 @@ def resolve(
 
 
 def _from_environment(option: Option, text: str) -> Any:
+    if option.type is bool:
+        switch = SWITCH_WORDS.get(text.strip().lower())
+        if switch is None:
+            raise InputError(f"{option.env}={text!r}: give 1 or 0 (or true/false, yes/no, on/off)")
+        return switch
     try:
         value = option.type(text)
     except ValueError as error:

@@ -13,10 +13,15 @@ from pathlib import Path
 from series_selection.common.cli import add_version, run_reporting_errors
 from series_selection.common.errors import InputError
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
-from series_selection.common.models import METADATA_FILE, REPORT_FILE, SERIES_IMAGES_FILE
+from series_selection.common.models import (
+    FORMAT_ENV,
+    METADATA_FILE,
+    REPORT_FILE,
+    SERIES_IMAGES_FILE,
+    VOLUME_FORMATS,
+)
 from series_selection.common.settings import Option, add_options, resolve
 from series_selection.parser.run import ParseSummary, parse_folder
-from series_selection.parser.writers import FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +31,7 @@ MMAP_THRESHOLD = 128 * 1024
 OPTIONS = (
     Option("--input", "DICOM_PARSER_INPUT", None, "folder of DICOM files (searched recursively)"),
     Option("--output", "DICOM_PARSER_OUTPUT", None, "folder for the metadata, volumes and report"),
-    Option("--format", "DICOM_PARSER_FORMAT", "nii.gz", "volume file format", choices=FORMATS),
+    Option("--format", FORMAT_ENV, "nii.gz", "volume file format", choices=VOLUME_FORMATS),
     Option("--workers", "DICOM_PARSER_WORKERS", os.cpu_count() or 1, "worker processes", type=int),
     Option(
         "--max-series-bytes",

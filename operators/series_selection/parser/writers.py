@@ -16,7 +16,6 @@ from series_selection.common.errors import ConversionError
 from series_selection.common.models import Rescale
 from series_selection.parser.geometry import FloatArray, lps_to_ras, spacing_and_direction
 
-FORMATS = ("mhd", "nii", "nii.gz")
 GZIP_LEVEL = 3
 """ISA-L's level 3 deflates about 4 times faster than zlib-ng level 5 (8 times zlib level 6);
 files are a few percent larger (docs/performance.md)."""

@@ -17,15 +17,25 @@ import yaml
 from series_selection.common.cli import add_version, run_reporting_errors
 from series_selection.common.errors import InputError, OutputError, RulesError
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
-from series_selection.common.models import RULES_BASE64_ENV
+from series_selection.common.models import (
+    EXPLAIN_ENV,
+    FORMAT_ENV,
+    RULES_BASE64_ENV,
+    VOLUME_FORMATS,
+)
 from series_selection.common.settings import add_options, resolve
 from series_selection.pipeline.argo import workflow_template
 from series_selection.pipeline.definition import Pipeline, load_pipeline
-from series_selection.pipeline.runner import Engine, LocalEngine, output_folder, run_pipeline
+from series_selection.pipeline.runner import (
+    REPORT_PAGE,
+    Engine,
+    LocalEngine,
+    describe_outcome,
+    outputs_holding,
+    run_pipeline,
+)
 
 log = logging.getLogger(__name__)
-
-REPORT_PAGE = "report.html"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--rules",
         type=Path,
         help=f"selection rules for the selector (passed as {RULES_BASE64_ENV})",
+    )
+    run.add_argument(
+        "--format",
+        choices=VOLUME_FORMATS,
+        help=f"the parser's volume format (passed as {FORMAT_ENV}; default: the definition's)",
+    )
+    run.add_argument(
+        "--explain",
+        action="store_true",
+        help=f"the selector prints its table of every series and condition ({EXPLAIN_ENV}=1)",
     )
     run.add_argument(
         "--engine",
@@ -94,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(arguments: argparse.Namespace, log_level: str) -> int:
     pipeline = _pipeline(arguments)
     environment = {"LOG_LEVEL": log_level}  # the operators log as the pipeline does
+    if arguments.format is not None:
+        environment[FORMAT_ENV] = arguments.format
+    if arguments.explain:
+        environment[EXPLAIN_ENV] = "1"
     if arguments.rules is not None:
         check_rules(arguments.rules)
         try:
@@ -109,9 +133,13 @@ def _run(arguments: argparse.Namespace, log_level: str) -> int:
     else:
         engine = LocalEngine()
     run_pipeline(pipeline, engine, arguments.input, arguments.output, environment)
-    log.info("pipeline %s succeeded; outputs in %s", pipeline.name, arguments.output)
-    for page in _report_pages(pipeline, arguments.output):
-        log.info("report: %s", page)
+    log.info(
+        "pipeline %s succeeded: %s; outputs in %s",
+        pipeline.name,
+        describe_outcome(pipeline, arguments.output),
+        arguments.output,
+    )
+    for page in outputs_holding(pipeline, arguments.output, REPORT_PAGE):
         print(page, flush=True)
     return 0
 
@@ -135,18 +163,6 @@ def check_rules(rules: Path) -> None:
             records.append(json.loads(line))
     errors = [r["message"] for r in records if isinstance(r, dict) and r.get("level") == "ERROR"]
     raise RulesError(errors[-1] if errors else f"rules file {rules} does not check out")
-
-
-def _report_pages(pipeline: Pipeline, run_output: Path) -> list[Path]:
-    """The ``report.html`` pages the pipeline's operators wrote (series-report's), in order."""
-    return [
-        folder / REPORT_PAGE
-        for operator in pipeline.operators
-        for output in operator.outputs
-        if (folder := output_folder(run_output, operator.name, output))
-        .joinpath(REPORT_PAGE)
-        .is_file()
-    ]
 
 
 def _export(arguments: argparse.Namespace) -> int:

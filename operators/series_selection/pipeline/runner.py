@@ -21,12 +21,16 @@ from typing import IO, Any, Protocol
 
 from series_selection.common.errors import InputError, OperatorError, OutputError
 from series_selection.common.folders import check_apart, withdraw
-from series_selection.common.jsonio import write_json
+from series_selection.common.jsonio import read_json, write_json
+from series_selection.common.models import SELECTED_IMAGES_FILE, SelectedImages
 from series_selection.pipeline.definition import Operator, Output, Pipeline
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "pipeline-run.json"
+REPORT_PAGE = "report.html"
+CHOICES_NAMED = 3
+"""Series named per selection in the closing line; the rest are counted."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,33 @@ def output_folder(run_output: Path, operator: str, output: Output) -> Path:
     """Where ``output`` of ``operator`` lives under the run's output folder."""
     folder = run_output / operator
     return folder if output.name is None else folder / output.name
+
+
+def outputs_holding(pipeline: Pipeline, run_output: Path, file_name: str) -> list[Path]:
+    """The files named ``file_name`` that the operators' outputs hold, in pipeline order."""
+    return [
+        found
+        for operator in pipeline.operators
+        for output in operator.outputs
+        if (found := output_folder(run_output, operator.name, output) / file_name).is_file()
+    ]
+
+
+def describe_outcome(pipeline: Pipeline, run_output: Path) -> str:
+    """What a run chose, in one line: the series each selection chose (from every
+    ``selected-images.json`` the operators wrote) and the report pages."""
+    parts = []
+    for found in outputs_holding(pipeline, run_output, SELECTED_IMAGES_FILE):
+        selected = SelectedImages.from_json(read_json(found, "selected-images"))
+        for selection in selected.selections:
+            labels = [f"{s.label} of study {s.study_instance_uid}" for s in selection.series]
+            more = len(labels) - CHOICES_NAMED
+            shown = ", ".join(labels[:CHOICES_NAMED]) + (f" and {more} more" if more > 0 else "")
+            parts.append(f"selection {selection.name!r} chose {shown or 'nothing'}")
+    if not parts:
+        parts.append(f"no {SELECTED_IMAGES_FILE}")
+    parts += [f"report {page}" for page in outputs_holding(pipeline, run_output, REPORT_PAGE)]
+    return "; ".join(parts)
 
 
 def mounts_of(

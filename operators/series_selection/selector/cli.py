@@ -15,6 +15,7 @@ from series_selection.common.errors import InputError, SelectionError
 from series_selection.common.folders import OutputFolder, check_apart, reading
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
 from series_selection.common.models import (
+    EXPLAIN_ENV,
     EXPLAIN_FILE,
     RULES_BASE64_ENV,
     RULES_FILE_ENV,
@@ -57,6 +58,13 @@ OPTIONS = (
         "refer: point at them in the input folder",
         choices=VOLUME_MODES,
     ),
+    Option(
+        "--explain",
+        EXPLAIN_ENV,
+        False,
+        "print, per selection, a table of every series and every condition",
+        type=bool,
+    ),
     *LOG_OPTIONS,
 )
 
@@ -68,11 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_options(parser, OPTIONS)
     add_version(parser)
-    parser.add_argument(
-        "--explain",
-        action="store_true",
-        help="print, per selection, a table of every series and every condition",
-    )
     parser.add_argument(
         "--check",
         metavar="RULES",
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(settings["log_level"], settings["log_format"])
         if args.check is not None:
             return check(args.check)
-        return run(settings, explain=args.explain)
+        return run(settings)
 
     # The run builds one large object graph (metadata, facts, results) that it frees when it
     # ends; the cycle collector would rescan it over and over. Its garbage cycles are few: mainly
@@ -124,8 +127,9 @@ def check(rules_file: str) -> int:
     return 0
 
 
-def run(settings: dict[str, Any], explain: bool = False) -> int:
-    """Select from the input folder into the output folder; ``explain`` prints the table."""
+def run(settings: dict[str, Any]) -> int:
+    """Select from the input folder into the output folder; with ``explain`` set, print the
+    table of every series and condition."""
     for name in ("input", "output"):
         if not settings[name]:
             raise InputError(f"give --{name} or set SERIES_SELECTOR_{name.upper()}")
@@ -145,7 +149,7 @@ def run(settings: dict[str, Any], explain: bool = False) -> int:
         selected = select(rules, candidates)
         outcomes = selected.outcomes
         write_explain(selected, rules, output.staging)
-        if explain:
+        if settings["explain"]:
             sys.stdout.write(explain_table(outcomes, rules.source))
         for outcome in outcomes:
             log.info("selection %r chose %s", outcome.selection.name, _chosen_text(outcome))

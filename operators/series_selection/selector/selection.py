@@ -10,6 +10,7 @@ from typing import Any
 
 from series_selection.common.errors import SelectionError
 from series_selection.common.models import json_value, json_values
+from series_selection.common.models import series_label as common_series_label
 from series_selection.selector.inputs import Candidate
 from series_selection.selector.matching import AllOf, Result, ValueCodes, as_number
 from series_selection.selector.rules import OrderKey, Rules, Selection
@@ -176,10 +177,11 @@ def _says_localizer(candidate: Candidate) -> bool:
 def series_label(candidate: Candidate) -> str:
     """A series as people name it: its number and description (``#2 'Abd 1.25mm'``)."""
     attributes = candidate.series.attributes
-    number = json_value(attributes, "SeriesNumber")
-    description = json_value(attributes, "SeriesDescription")
-    label = f"#{number}" if number is not None else candidate.series.uid
-    return f"{label} {str(description)!r}" if description else label
+    return common_series_label(
+        json_value(attributes, "SeriesNumber"),
+        json_value(attributes, "SeriesDescription"),
+        candidate.series.uid,
+    )
 
 
 def _tied(first: Candidate, second: Candidate, keys: Sequence[OrderKey]) -> bool:

@@ -58,7 +58,12 @@ from reliability_support import (
     load_outputs,
     run_parser,
 )
-from series_selection.parser.bounds import codestream_problem, inflated_size
+from series_selection.parser.bounds import (
+    cgroup_cpu_quota,
+    codestream_problem,
+    inflated_size,
+    usable_cpus,
+)
 from series_selection.parser.scan import scan_file
 from series_selection_tools.samples.synthetic import ct_series, write_series
 
@@ -440,3 +445,29 @@ def test_the_quick_look_at_the_file_meta_finds_every_deflated_file(
     data.seek(128 + 4)
     read_syntax = _read_file_meta_info(data).get("TransferSyntaxUID")
     assert (inflated is not None) == (read_syntax == DeflatedExplicitVRLittleEndian)
+
+
+@pytest.mark.parametrize(
+    ("files", "quota", "cpus"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5, 2),
+        ({"cpu.max": "50000 100000\n"}, 0.5, 1),
+        ({"cpu.max": "max 100000\n"}, None, None),
+        ({"cpu/cpu.cfs_quota_us": "250000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2.5, 3),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None, None),
+        ({"cpu.max": "garbage"}, None, None),
+        ({}, None, None),
+    ],
+    ids=["v2-1.5", "v2-0.5", "v2-none", "v1-2.5", "v1-none", "unreadable", "absent"],
+)
+def test_workers_default_to_the_cpus_a_container_may_use(
+    tmp_path: Path, files: dict[str, str], quota: float | None, cpus: int | None
+) -> None:
+    # A parser under a CPU limit (docker --cpus, a Kubernetes limit) on a large machine must
+    # not fork one worker per CPU of the machine: each costs memory the limit does not have.
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cgroup_cpu_quota(tmp_path) == quota
+    machine = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path) == (machine if cpus is None else min(machine, cpus))

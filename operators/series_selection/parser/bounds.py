@@ -7,6 +7,7 @@ deflated data set whole: both are checked here against the DICOM header and the 
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import struct
@@ -51,6 +52,34 @@ DECODING: dict[str, Any] = {"decoding_plugin": "pylibjpeg", "allow_excess_frames
 """How compressed frames are decoded: by the pylibjpeg plugins alone, which fill a frame of the
 DICOM header's size (pydicom's own RLE decoder, tried when one fails, expands a segment without
 bound), and never past NumberOfFrames (pydicom decodes extra fragments by default)."""
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def usable_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
+    """CPUs this process may use: those it may run on, or fewer under a cgroup CPU quota (a
+    container's ``--cpus``, a Kubernetes CPU limit), rounded up."""
+    cpus = len(os.sched_getaffinity(0))
+    quota = cgroup_cpu_quota(cgroup_root)
+    return cpus if quota is None else max(1, min(cpus, math.ceil(quota)))
+
+
+def cgroup_cpu_quota(cgroup_root: Path = CGROUP_ROOT) -> float | None:
+    """The CPU time a cgroup grants per unit of time (1.5: one and a half CPUs), from cgroup v2's
+    ``cpu.max`` or v1's ``cpu.cfs_quota_us``; ``None`` where no quota is set or readable."""
+    try:
+        v2 = cgroup_root / "cpu.max"
+        if v2.is_file():
+            quota, period = v2.read_text().split()[:2]
+        else:
+            v1 = cgroup_root / "cpu"
+            quota = (v1 / "cpu.cfs_quota_us").read_text().strip()
+            period = (v1 / "cpu.cfs_period_us").read_text().strip()
+        granted = int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):  # no quota: "max", -1, or no such files
+        return None
+    return granted if granted > 0 else None
 
 
 def usable_memory() -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
-import os
 import sys
 from contextlib import suppress
 from pathlib import Path
@@ -21,6 +20,7 @@ from series_selection.common.models import (
     VOLUME_FORMATS,
 )
 from series_selection.common.settings import Option, add_options, resolve
+from series_selection.parser.bounds import usable_cpus
 from series_selection.parser.run import ParseSummary, parse_folder
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,14 @@ OPTIONS = (
     Option("--input", "DICOM_PARSER_INPUT", None, "folder of DICOM files (searched recursively)"),
     Option("--output", "DICOM_PARSER_OUTPUT", None, "folder for the metadata, volumes and report"),
     Option("--format", FORMAT_ENV, "nii.gz", "volume file format", choices=VOLUME_FORMATS),
-    Option("--workers", "DICOM_PARSER_WORKERS", os.cpu_count() or 1, "worker processes", type=int),
+    Option(
+        "--workers",
+        "DICOM_PARSER_WORKERS",
+        None,
+        "worker processes (default: the CPUs this process may use, a container's CPU limit "
+        "included)",
+        type=int,
+    ),
     Option(
         "--max-series-bytes",
         "DICOM_PARSER_MAX_SERIES_BYTES",
@@ -78,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("input", "output"):
             if not settings[name]:
                 raise InputError(f"give --{name} or set DICOM_PARSER_{name.upper()}")
+        if settings["workers"] is None:
+            settings["workers"] = usable_cpus()
         if settings["workers"] < 1:
             raise InputError("--workers must be at least 1")
         _return_freed_buffers_at_once()

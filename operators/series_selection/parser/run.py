@@ -112,7 +112,7 @@ def _parse(
 ) -> tuple[ParseSummary, list[str]]:
     """Write every output into ``staging``; return the summary and the files written."""
     listed = list(list_files(input_root))
-    log.info("found %d files under %s", len(listed), input_root)
+    log.info("found %d files under %s; %d worker process(es)", len(listed), input_root, workers)
     skipped = {path: problem for path, problem in listed if problem is not None}
     readable = [path for path, problem in listed if problem is None]
     headers: list[HeaderSummary] = []

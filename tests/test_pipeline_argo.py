@@ -57,6 +57,16 @@ def argo_validator() -> jsonschema.protocols.Validator:
     return validator_class(single)
 
 
+RUN_OPTIONS_ENV = [
+    {
+        "name": "NVIDIA_CLARA_SELECTION_RULES_BASE64",
+        "value": "{{=sprig.b64enc(workflow.parameters.rules)}}",
+    },
+    {"name": "DICOM_PARSER_FORMAT", "value": "{{workflow.parameters.format}}"},
+]
+"""What the workflow's ``rules`` and ``format`` parameters set in every operator."""
+
+
 def argo_errors(manifest: dict[str, Any]) -> list[str]:
     return [f"{list(e.absolute_path)}: {e.message}" for e in argo_validator().iter_errors(manifest)]
 
@@ -106,7 +116,7 @@ def test_the_dag_follows_the_from_edges_and_mounts_follow_the_local_layout() -> 
     split, join = (c["container"] for c in containers)
     assert split["image"] == "registry.example/split:1"
     assert split["command"] == ["split", "--fast"]
-    assert split["env"] == [{"name": "MODE", "value": "halves"}]
+    assert split["env"] == [{"name": "MODE", "value": "halves"}, *RUN_OPTIONS_ENV]
     assert "command" not in join  # the image's entry point
     assert join["volumeMounts"] == [
         {"name": "output", "mountPath": "/left", "subPath": "{{workflow.name}}/split/left",
@@ -186,3 +196,27 @@ def test_requests_become_resources_and_pull_secrets_are_carried() -> None:
         "limits": resources,
     }
     assert "resources" not in templates["dicom-parser"]["container"]
+
+
+def test_rules_and_format_are_workflow_parameters_every_operator_receives() -> None:
+    spec = exported()["spec"]
+    parameters = {p["name"]: p for p in spec["arguments"]["parameters"]}
+    assert parameters["rules"]["value"] == ""  # the selector's default rules
+    assert parameters["format"]["value"] == "nii.gz"  # the shipped definition's
+    assert parameters["format"]["enum"] == ["mhd", "nii", "nii.gz"]
+    for template in spec["templates"][1:]:
+        env = template["container"]["env"]
+        assert env[-2:] == RUN_OPTIONS_ENV
+        assert [e["name"] for e in env].count("DICOM_PARSER_FORMAT") == 1
+    mhd = exported(FAN_IN.replace("{MODE: halves}", "{MODE: halves, DICOM_PARSER_FORMAT: mhd}"))
+    (format_parameter,) = [
+        p for p in mhd["spec"]["arguments"]["parameters"] if p["name"] == "format"
+    ]
+    assert format_parameter["value"] == "mhd"
+
+
+def test_the_shipped_operators_have_measured_resources() -> None:
+    for template in exported()["spec"]["templates"][1:]:
+        resources = template["container"]["resources"]
+        assert resources["requests"] == resources["limits"]
+        assert set(resources["requests"]) == {"cpu", "memory"}

@@ -4,7 +4,10 @@ One container template per operator and a DAG from the ``from`` edges. Two persi
 claims, named by workflow parameters, hold the data: ``input-claim`` (the job's input, mounted
 read-only) and ``output-claim``, where each operator output is the sub-path
 ``<workflow name>/<operator>[/<output name>]`` (the local runner's layout), mounted read-only
-where it is consumed.
+where it is consumed. Two more parameters reach every operator as ``series-pipeline run``'s
+options do: ``rules`` (the rules text, base64-encoded by Argo into
+``NVIDIA_CLARA_SELECTION_RULES_BASE64``; empty for the selector's default rules) and ``format``
+(``DICOM_PARSER_FORMAT``).
 """
 
 from __future__ import annotations
@@ -12,10 +15,17 @@ from __future__ import annotations
 from typing import Any
 
 from series_selection.common.errors import InputError
+from series_selection.common.models import FORMAT_ENV, RULES_BASE64_ENV, VOLUME_FORMATS
 from series_selection.pipeline.definition import Operator, Pipeline
 
 RUN_AS = 10001  # the non-root user of the project's images (docker/*.Dockerfile)
 INPUT_VOLUME, OUTPUT_VOLUME, TMP_VOLUME = "input", "output", "tmp"
+DEFAULT_FORMAT = "nii.gz"
+RUN_OPTIONS = {
+    RULES_BASE64_ENV: "{{=sprig.b64enc(workflow.parameters.rules)}}",
+    FORMAT_ENV: "{{workflow.parameters.format}}",
+}
+"""The variables the workflow's parameters set in every operator (Argo expression tags)."""
 
 
 def workflow_template(pipeline: Pipeline) -> dict[str, Any]:
@@ -40,6 +50,18 @@ def workflow_template(pipeline: Pipeline) -> dict[str, Any]:
                     {
                         "name": "output-claim",
                         "description": "PersistentVolumeClaim receiving the operators' outputs",
+                    },
+                    {
+                        "name": "rules",
+                        "value": "",
+                        "description": "selection rules, YAML or JSON text (empty: the "
+                        "selector's default rules)",
+                    },
+                    {
+                        "name": "format",
+                        "value": _format(pipeline),
+                        "enum": list(VOLUME_FORMATS),
+                        "description": "the parser's volume format",
                     },
                 ]
             },
@@ -104,10 +126,12 @@ def _container_template(operator: Operator) -> dict[str, Any]:
     container: dict[str, Any] = {"image": operator.container.reference}
     if operator.container.command is not None:
         container["command"] = list(operator.container.command)
-    container["env"] = [{"name": k, "value": v} for k, v in operator.variables.items()]
+    variables = {k: v for k, v in operator.variables.items() if k not in RUN_OPTIONS}
+    variables |= RUN_OPTIONS
+    container["env"] = [{"name": k, "value": v} for k, v in variables.items()]
     resources = _resources(operator)
     if resources:
-        container["resources"] = {"requests": resources, "limits": resources}
+        container["resources"] = {"requests": resources, "limits": dict(resources)}
     container["volumeMounts"] = mounts
     container["securityContext"] = {
         "allowPrivilegeEscalation": False,
@@ -116,6 +140,12 @@ def _container_template(operator: Operator) -> dict[str, Any]:
         "capabilities": {"drop": ["ALL"]},
     }
     return {"name": operator.name, "container": container}
+
+
+def _format(pipeline: Pipeline) -> str:
+    """The volume format the definition sets for its operators, else the parser's default."""
+    formats = [op.variables[FORMAT_ENV] for op in pipeline.operators if FORMAT_ENV in op.variables]
+    return formats[0] if formats else DEFAULT_FORMAT
 
 
 def _resources(operator: Operator) -> dict[str, str]:

@@ -1,12 +1,18 @@
-"""Shared fixtures: the real scanner data beside the repository, when it is there."""
+"""Shared fixtures: the real scanner data beside the repository, when it is there, and the
+check that every NIfTI file the parser writes in a test has a qform as exact as its sform."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from itertools import product
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 import pytest
+from nibabel.filebasedimages import ImageFileError
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -25,3 +31,35 @@ def shared_cases(shared_data: Path) -> dict[str, dict[str, Any]]:
     """The cases of ``cases.json`` keyed by their input path."""
     cases = json.loads((shared_data / "cases.json").read_text())["cases"]
     return {case["input"]: case for case in cases}
+
+
+QFORM_TOLERANCE_MM = 1e-4
+
+
+def qform_error_mm(path: Path) -> float:
+    """How far a NIfTI file's qform puts its corner voxels from where its sform does (mm)."""
+    header: Any = nib.load(path).header
+    corners = np.array(list(product(*[(0, n - 1) for n in header.get_data_shape()[:3]])))
+    homogeneous = np.c_[corners, np.ones(len(corners))].T
+    return float(np.max(np.abs((header.get_qform() - header.get_sform()) @ homogeneous)))
+
+
+@pytest.fixture(autouse=True)
+def every_written_qform_is_exact(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test: every NIfTI file the parser wrote under its ``tmp_path`` has a qform
+    that places the corners within 1e-4 mm of the sform (readers such as FSL use the qform)."""
+    yield
+    folder = request.node.funcargs.get("tmp_path") if hasattr(request.node, "funcargs") else None
+    if folder is None:
+        return
+    for path in [*folder.rglob("*.nii"), *folder.rglob("*.nii.gz")]:
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            header: Any = nib.load(path).header
+        except (ImageFileError, OSError, ValueError):  # a test's own broken file
+            continue
+        if header["descrip"].tobytes().rstrip(b"\0") != b"dicom-parser":
+            continue
+        if int(header["qform_code"]) > 0:
+            assert qform_error_mm(path) <= QFORM_TOLERANCE_MM, f"{path}: qform off the sform"

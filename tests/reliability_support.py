@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from series_selection.common.jsonio import schema_errors
+from series_selection_tools.fidelity.worldspace import LoadedVolume, in_grid_of, load_volume
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SOURCE_ROOTS = (REPOSITORY / "operators", REPOSITORY / "tools")
@@ -134,11 +135,16 @@ def load_outputs(out: Path, required: bool = True) -> dict[str, Any]:
     return outputs
 
 
-def load_voxels(path: Path) -> np.ndarray[Any, Any]:
-    """A written volume's voxels, indexed (i, j, k[, t])."""
+def load_voxels(path: Path, grid: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
+    """A written volume's voxels as stored, indexed (i, j, k[, t]); on ``grid`` (an LPS
+    affine), where given: axes the writer stored reversed are turned back (``in_grid_of``)."""
     if path.name.endswith(".mhd"):
-        return np.asarray(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).T
-    return np.asarray(nib.load(path).dataobj)  # type: ignore[attr-defined]
+        voxels = np.asarray(sitk.GetArrayFromImage(sitk.ReadImage(str(path)))).T
+    else:
+        voxels = np.asarray(nib.load(path).dataobj)  # type: ignore[attr-defined]
+    if grid is None:
+        return voxels
+    return in_grid_of(LoadedVolume(voxels, load_volume(path).affine_lps), grid)
 
 
 def tree_digest(folder: Path) -> dict[str, str]:

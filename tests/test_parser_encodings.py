@@ -14,8 +14,8 @@ from pydicom.pixels import convert_color_space
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from series_selection.parser.cli import main
-from series_selection_tools.fidelity.worldspace import load_volume
-from series_selection_tools.samples.synthetic import ct_series, write_series
+from series_selection_tools.fidelity.worldspace import in_grid_of, load_volume
+from series_selection_tools.samples.synthetic import SeriesTruth, ct_series, write_series
 
 
 def parse(source: Path, out: Path, fmt: str = "nii") -> list[dict[str, Any]]:
@@ -34,15 +34,16 @@ def test_deflated_transfer_syntax(tmp_path: Path) -> None:
         dataset.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
         dataset.save_as(tmp_path / "deflated" / file.name, enforce_file_format=True)
     (volume,) = parse(tmp_path / "deflated", tmp_path / "out")
-    values = load_volume(tmp_path / "out" / volume["path"]).values
+    values = in_grid_of(load_volume(tmp_path / "out" / volume["path"]), truth.affine_lps)
     assert np.array_equal(values, truth.rescaled().transpose(2, 1, 0))
 
 
 RGB = np.random.default_rng(5).integers(0, 256, (2, 6, 5, 3), dtype=np.uint8)  # k, j, i, rgb
 
 
-def colour_series(folder: Path, photometric: str, planar: int = 0) -> None:
-    """Two axial slices of RGB, stored as ``photometric`` with ``planar`` configuration."""
+def colour_series(folder: Path, photometric: str, planar: int = 0) -> SeriesTruth:
+    """Two axial slices of RGB, stored as ``photometric`` with ``planar`` configuration; the
+    truth of the grey series they were made from (its geometry is theirs)."""
     donor = write_series(
         folder.parent / f"donor-{folder.name}", ct_series(rows=6, columns=5, slices=2)
     )
@@ -61,6 +62,7 @@ def colour_series(folder: Path, photometric: str, planar: int = 0) -> None:
         dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         folder.mkdir(parents=True, exist_ok=True)
         dataset.save_as(folder / file.name, enforce_file_format=True)
+    return donor
 
 
 @pytest.mark.parametrize(("photometric", "planar"), [("RGB", 0), ("RGB", 1), ("YBR_FULL", 0)])
@@ -68,10 +70,11 @@ def colour_series(folder: Path, photometric: str, planar: int = 0) -> None:
 def test_colour_layouts_give_the_same_rgb(
     tmp_path: Path, photometric: str, planar: int, fmt: str
 ) -> None:
-    colour_series(tmp_path / "in", photometric, planar)
+    donor = colour_series(tmp_path / "in", photometric, planar)
     (volume,) = parse(tmp_path / "in", tmp_path / "out", fmt)
     assert volume["channels"] == 3 and volume["shape"] == [5, 6, 2]
-    values = load_volume(tmp_path / "out" / volume["path"]).values  # i, j, k, rgb
+    loaded = load_volume(tmp_path / "out" / volume["path"])
+    values = in_grid_of(loaded, donor.affine_lps)  # i, j, k, rgb
     expected = RGB.transpose(2, 1, 0, 3).astype(float)
     tolerance = 0 if photometric == "RGB" else 2  # YBR -> RGB rounds
     assert np.max(np.abs(values - expected)) <= tolerance
@@ -112,5 +115,5 @@ def test_monochrome1_keeps_stored_values_and_says_so(tmp_path: Path) -> None:
         dataset.save_as(tmp_path / "in" / file.name, enforce_file_format=True)
     (volume,) = parse(tmp_path / "in", tmp_path / "out")
     assert any("MONOCHROME1" in note for note in volume["notes"])
-    values = load_volume(tmp_path / "out" / volume["path"]).values
+    values = in_grid_of(load_volume(tmp_path / "out" / volume["path"]), truth.affine_lps)
     assert np.array_equal(values, truth.rescaled().transpose(2, 1, 0))

@@ -404,7 +404,7 @@ def test_hostile_corpus_leaves_good_series_intact(tmp_path: Path, donor: Path) -
         assert len(volumes) == len(truths)
         for truth in truths:
             expected = truth.rescaled().transpose(2, 1, 0)
-            voxels = load_voxels(out / volumes[expected.shape]["path"])
+            voxels = load_voxels(out / volumes[expected.shape]["path"], truth.affine_lps)
             assert np.array_equal(voxels, expected)
 
 

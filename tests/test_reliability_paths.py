@@ -93,7 +93,8 @@ def test_hostile_series_uids_stay_inside_and_apart(tmp_path: Path, fmt: str) -> 
         assert uid in images, f"{name}: no volume"
         (volume,) = images[uid]
         expected = truth.rescaled().transpose(2, 1, 0)
-        assert (load_voxels(out / volume["path"]) == expected).all(), f"{name}: wrong voxels"
+        voxels = load_voxels(out / volume["path"], truth.affine_lps)
+        assert (voxels == expected).all(), f"{name}: wrong voxels"
     listed = [v["path"] for volumes in images.values() for v in volumes]
     assert len(set(listed)) == len(listed), "two volumes share a file"
     for path in listed:

@@ -22,6 +22,7 @@ from hypothesis.extra import numpy as hnp
 
 from reliability_support import assert_every_file_accounted_for, load_outputs, replace_value
 from series_selection.parser.cli import main
+from series_selection_tools.fidelity.worldspace import RAS_TO_LPS, LoadedVolume, in_grid_of
 from series_selection_tools.samples.synthetic import SeriesTruth, ct_series, write_series
 
 SLICES, ROWS, COLUMNS = 3, 2, 3
@@ -87,15 +88,18 @@ def parse(source: Path, out: Path, fmt: str) -> tuple[dict[str, Any], dict[str, 
     return series, volumes[0]
 
 
-def world_values(out: Path, volume: dict[str, Any]) -> npt.NDArray[Any]:
-    """The volume's values (k, j, i) as a reader applying the file's scaling sees them."""
+def world_values(out: Path, volume: dict[str, Any], grid: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """The volume's values (k, j, i) on ``grid`` (the series' LPS affine), as a reader applying
+    the file's scaling sees them."""
     path = out / volume["path"]
     if volume["format"] == "mhd":
         return np.asarray(sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
     image: Any = nib.load(path)
     if volume["rescale"]["stored_as"] == "nifti_scl":
-        return np.asarray(image.get_fdata()).T
-    return np.asarray(image.dataobj).T
+        values = np.asarray(image.get_fdata())
+    else:
+        values = np.asarray(image.dataobj)
+    return in_grid_of(LoadedVolume(values, RAS_TO_LPS @ image.affine), grid).T
 
 
 def exact_values(
@@ -123,7 +127,7 @@ def assert_exact_or_refused(
 ) -> None:
     """Parse a series of ``stored`` values so rescaled; check its values or its refusal."""
     source, out = folder / "in", folder / "out"
-    write_rescaled(source, stored, slopes, intercepts)
+    truth = write_rescaled(source, stored, slopes, intercepts)
     series, volume = parse(source, out, fmt)
     expected = exact_values(stored, slopes, intercepts)
     if expected is None:
@@ -131,7 +135,7 @@ def assert_exact_or_refused(
         assert "no type holds" in series["reason"]
         return
     assert volume, series.get("reason")
-    world = world_values(out, volume)
+    world = world_values(out, volume, truth.affine_lps)
     dtype = np.dtype(volume["dtype"])
     if expected.dtype == object:  # whole numbers: an integer type, the first that holds them
         holds = [

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
+import numpy.typing as npt
 import pydicom
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -30,6 +30,7 @@ from series_selection.parser.cli import main
 from series_selection.parser.dicom_json import MAX_SEQUENCE_DEPTH, TOO_DEEP
 from series_selection.pipeline.cli import main as pipeline
 from series_selection.selector.cli import main as selector
+from series_selection_tools.fidelity.worldspace import in_grid_of, load_volume
 from series_selection_tools.samples.synthetic import ct_series, write_series
 from test_reliability_corpus import nested_sequences
 
@@ -40,7 +41,9 @@ GEOMETRY_LIMIT_MM = 1e6
 
 
 class Files(list[bytes]):
-    """Files as bytes, shown briefly in a failing example."""
+    """Files as bytes, shown briefly in a failing example; ``grid``: their series' LPS affine."""
+
+    grid: npt.NDArray[np.float64]
 
     def __repr__(self) -> str:
         return f"<{len(self)} files>"
@@ -51,7 +54,9 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     """The files of a small three-slice CT series, as bytes."""
     folder = tmp_path_factory.mktemp("series")
     truth = write_series(folder, ct_series(rows=6, columns=5, slices=SLICES), seed=3)
-    return Files(path.read_bytes() for path in truth.files)
+    files = Files(path.read_bytes() for path in truth.files)
+    files.grid = truth.affine_lps
+    return files
 
 
 def parse(source: Path, out: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
@@ -324,8 +329,9 @@ def test_float_pixel_data_keeps_its_fractions(
         (tmp_path / "in" / f"{index}.dcm").write_bytes(pixel_variant(data, floats(index)))
     outputs = parse(tmp_path / "in", tmp_path / "out", capsys)
     (volumes,) = outputs["series-images.json"].values()
-    image = nib.load(tmp_path / "out" / volumes[0]["path"]).get_fdata()  # type: ignore[attr-defined]
-    assert np.array_equal(image, values.transpose(2, 1, 0).astype(float) - 1024)
+    image = load_volume(tmp_path / "out" / volumes[0]["path"])
+    on_grid = in_grid_of(image, series.grid)
+    assert np.array_equal(on_grid, values.transpose(2, 1, 0).astype(float) - 1024)
 
 
 # Sequences nested deep: refused past a depth the JSON writers and readers handle.

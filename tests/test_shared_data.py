@@ -15,7 +15,7 @@ import pytest
 from series_selection.parser.run import parse_folder
 from series_selection_tools.fidelity.cases import evaluate_case
 from series_selection_tools.fidelity.dicom_truth import compare_with_dicom, read_slices
-from series_selection_tools.fidelity.worldspace import compare, load_volume
+from series_selection_tools.fidelity.worldspace import compare, in_grid_of, load_volume
 
 pytestmark = pytest.mark.shared_data
 
@@ -165,7 +165,9 @@ def test_tilted_and_uneven_stacks_agree_with_dicom_in_world_space(
             load_volume(tmp_path / volume["path"]), read_slices(files)
         )
         assert compared > 10_000
-        assert difference <= 0.51
+        # Resampled values are rounded (0.5); the file's float32 affine moves a sample by up
+        # to about 1e-5 mm, which on a 1,000 HU/mm edge is 0.01 HU more.
+        assert difference <= 0.52
 
 
 PHILIPS = [
@@ -201,11 +203,28 @@ def test_enhanced_philips_dti_equals_the_dicom_frames(shared_data: Path, tmp_pat
     parse_folder(file.parent, tmp_path, "nii", workers=1)
     ((volume,),) = json.loads((tmp_path / "series-images.json").read_text()).values()
     ours = load_volume(tmp_path / volume["path"])
-    inverse = np.linalg.inv(ours.affine_lps)
     dataset = pydicom.dcmread(file)
+    # The DICOM grid: i along the rows, j down the columns, k along the normal from the
+    # lowest frame; ours is read on it, whichever way the file stores each axis.
+    frames = dataset.PerFrameFunctionalGroupsSequence
+    shared = dataset.SharedFunctionalGroupsSequence[0]
+    orientation, measures = (
+        (shared if name in shared else frames[0])[name][0]
+        for name in ("PlaneOrientationSequence", "PixelMeasuresSequence")
+    )
+    cosines = np.array(orientation.ImageOrientationPatient, dtype=float)
+    spacing = np.array(measures.PixelSpacing, dtype=float)
+    normal = np.cross(cosines[:3], cosines[3:])
+    positions = [np.array(f.PlanePositionSequence[0].ImagePositionPatient, float) for f in frames]
+    grid = np.eye(4)
+    grid[:3, 0], grid[:3, 1] = cosines[:3] * spacing[1], cosines[3:] * spacing[0]
+    grid[:3, 2] = normal * np.linalg.norm(ours.affine_lps[:3, 2])
+    grid[:3, 3] = min(positions, key=lambda position: float(position @ normal))
+    values = in_grid_of(ours, grid)
+    inverse = np.linalg.inv(grid)
     pixels = dataset.pixel_array.astype(float)
     time_points: dict[int, int] = {}
-    for index, frame in enumerate(dataset.PerFrameFunctionalGroupsSequence):
+    for index, frame in enumerate(frames):
         position = [*frame.PlanePositionSequence[0].ImagePositionPatient, 1.0]
         i, j, k = inverse[:3] @ np.array(position, dtype=float)
         assert (i, j) == pytest.approx((0, 0), abs=1e-4)
@@ -216,7 +235,7 @@ def test_enhanced_philips_dti_equals_the_dicom_frames(shared_data: Path, tmp_pat
         expected = pixels[index].T * float(transform.RescaleSlope) + float(
             transform.RescaleIntercept
         )
-        assert ours.values[:, :, slice_index, t] == pytest.approx(expected, abs=1e-3)
+        assert values[:, :, slice_index, t] == pytest.approx(expected, abs=1e-3)
     assert sorted(time_points.values()) == [4] * 8
 
 

@@ -31,7 +31,7 @@ from series_selection.parser.assembly import (
     stack_voxels,
 )
 from series_selection.parser.frames import Frame, FrameSource, read_frames
-from series_selection.parser.geometry import spacing_and_direction
+from series_selection.parser.geometry import flipped_affine, nifti_flips, spacing_and_direction
 from series_selection.parser.previews import write_previews
 from series_selection.parser.resample import resample_values
 from series_selection.parser.writers import WRITERS, publish
@@ -165,10 +165,16 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any])
         scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=job.output_root))
     except OSError as error:
         raise OutputError(f"cannot write into {job.output_root}: {error.strerror}") from error
+    located = plan.frames[0].located
+    grid_shape = voxels.shape[-2::-1] if colour else voxels.shape[::-1]
+    stored, affine = voxels, plan.affine_lps
+    if job.format != "mhd" and located:
+        flips = nifti_flips(affine)
+        affine = flipped_affine(affine, grid_shape, flips)
+        stored = np.flip(voxels, tuple(_array_axis(a, voxels.ndim, colour) for a in flips))
     try:
         write = WRITERS[job.format]
-        located = plan.frames[0].located
-        written = write(scratch / file_name, voxels, plan.affine_lps, rescale, colour, located)
+        written = write(scratch / file_name, stored, affine, rescale, colour, located)
         publish(written, destination)
     except OSError as error:
         raise OutputError(f"cannot write {file_name}: {error.strerror or error}") from error
@@ -183,8 +189,7 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any])
         if job.previews
         else None
     )  # fmt: skip
-    spacing, direction = spacing_and_direction(plan.affine_lps)
-    grid_shape = voxels.shape[-2::-1] if colour else voxels.shape[::-1]
+    spacing, direction = spacing_and_direction(affine)
     return VolumeEntry(
         path=f"{VOLUMES_FOLDER}/{file_name}",
         format=job.format,
@@ -193,7 +198,7 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any])
         shape=grid_shape,
         channels=3 if colour else 1,
         spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
-        origin=tuple(float(v) for v in plan.affine_lps[:3, 3]),  # type: ignore[arg-type]
+        origin=tuple(float(v) for v in affine[:3, 3]),  # type: ignore[arg-type]
         direction=tuple(tuple(float(v) for v in direction[:, a]) for a in range(3)),  # type: ignore[misc]
         orientation=plane_of(plan.frames[0].orientation) if located else NO_PLANE,
         dtype=voxels.dtype.name,  # whatever byte order was read: the files are little-endian
@@ -206,6 +211,12 @@ def _write_volume(job: SeriesJob, plan: PlannedVolume, stored: npt.NDArray[Any])
         geometry=PATIENT_GEOMETRY if located else IMAGE_PLANE_ONLY,
         previews=previews,
     )
+
+
+def _array_axis(axis: int, ndim: int, colour: bool) -> int:
+    """The array axis of voxel axis ``axis`` (0 = i) in (k, j, i), (t, k, j, i) or colour
+    (k, j, i, 3) order."""
+    return 2 - axis if colour else ndim - 1 - axis
 
 
 def _files_problem(reason: str, files: list[str]) -> str:

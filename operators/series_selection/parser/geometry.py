@@ -170,6 +170,46 @@ def lps_to_ras(affine: FloatArray) -> FloatArray:
     return np.asarray(LPS_TO_RAS @ matrix, dtype=float)
 
 
+QUATERNION_SCALAR_FLOOR = 0.4
+"""The smallest quaternion scalar part a NIfTI qform is written with (see ``nifti_flips``)."""
+FLIP_CHOICES: tuple[tuple[int, ...], ...] = ((), (0, 1), (0, 2), (1, 2))
+
+
+def nifti_flips(affine: FloatArray, floor: float = QUATERNION_SCALAR_FLOOR) -> tuple[int, ...]:
+    """The voxel axes (0 = i, 1 = j, 2 = k) a NIfTI file stores reversed so that its qform is
+    as exact as its sform.
+
+    NIfTI-1 keeps the rotation's quaternion as float32 b, c, d and derives its scalar part
+    a = sqrt(1 - b^2 - c^2 - d^2): near a half turn (near-axial head-first slices, for one) a
+    is near 0 and keeps few digits, and the qform turns by up to 0.05 degrees. Reversing two
+    axes composes the rotation with a half turn about the third; of none, (i, j), (i, k),
+    (j, k), in this order so that alike orientations are stored alike, the first that leaves
+    a >= ``floor`` is chosen (one always leaves a >= 1/2). ``affine`` maps (i, j, k) to LPS.
+    """
+    from nibabel.quaternions import mat2quat
+
+    matrix = lps_to_ras(affine)[:3, :3]
+    rotation = matrix / np.linalg.norm(matrix, axis=0)
+    if np.linalg.det(rotation) < 0:  # NIfTI's qfac -1: the k axis reversed
+        rotation[:, 2] *= -1
+    for flips in FLIP_CHOICES:
+        flipped = rotation.copy()
+        flipped[:, list(flips)] *= -1
+        if abs(mat2quat(flipped)[0]) >= floor:
+            return flips
+    raise GeometryError(f"no storage order keeps the quaternion's scalar part >= {floor}")
+
+
+def flipped_affine(affine: FloatArray, grid: Sequence[int], flips: Sequence[int]) -> FloatArray:
+    """``affine`` for the same voxels stored with the axes ``flips`` reversed; ``grid`` is the
+    voxel count along (i, j, k)."""
+    flipped = np.array(affine, dtype=float)
+    for axis in flips:
+        flipped[:3, 3] += flipped[:3, axis] * (grid[axis] - 1)
+        flipped[:3, axis] *= -1
+    return flipped
+
+
 def spacing_and_direction(affine: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Voxel sizes along i, j, k and the unit axis vectors (as columns) of an affine."""
     matrix = np.asarray(affine, dtype=float)[:3, :3]

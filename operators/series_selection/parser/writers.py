@@ -4,6 +4,7 @@ the finished files into place, so a reader never sees a half-written volume."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,13 +73,13 @@ def write_nifti(
     The header and the voxel block are written directly: nibabel would drop a scl_slope set on
     an in-memory image, and this way the voxel bytes need no reordering copy.
     """
-    data = np.ascontiguousarray(voxels, dtype=voxels.dtype.newbyteorder("<"))
-    grid = data.shape[-2::-1] if colour else data.shape[::-1]
-    if colour and data.dtype != np.uint8:
-        raise ConversionError(f"{data.dtype} colour does not fit NIfTI RGB24: use MetaImage")
+    little_endian = voxels.dtype.newbyteorder("<")
+    grid = voxels.shape[-2::-1] if colour else voxels.shape[::-1]
+    if colour and voxels.dtype != np.uint8:
+        raise ConversionError(f"{voxels.dtype} colour does not fit NIfTI RGB24: use MetaImage")
     ras = lps_to_ras(affine)
     header = nib.Nifti1Header()
-    header.set_data_dtype(RGB24 if colour else data.dtype)
+    header.set_data_dtype(RGB24 if colour else little_endian)
     header.set_data_shape(grid)
     header.set_xyzt_units("mm", "sec")
     header.set_qform(ras if located else None, code=1 if located else 0)
@@ -91,18 +92,28 @@ def write_nifti(
     header["descrip"] = b"dicom-parser"
     head = io.BytesIO()
     header.write_to(head)  # the 348-byte header, then the extension flag
-    voxel_bytes = data.reshape(-1).view(np.uint8).data
+    pieces = _c_order_pieces(voxels, little_endian)
     with path.open("wb") as file:
         file_head = head.getvalue().ljust(NIFTI_VOXEL_OFFSET, b"\0")
         if path.name.endswith(".gz"):
             # No name and a zero time in the gzip header: reruns write identical bytes.
             with igzip.IGzipFile("", "wb", GZIP_LEVEL, fileobj=file, mtime=0) as gzipped:
                 gzipped.write(file_head)
-                for start in range(0, len(voxel_bytes), GZIP_PIECE):
-                    gzipped.write(voxel_bytes[start : start + GZIP_PIECE])
+                for piece in pieces:
+                    gzipped.write(piece)
         else:
-            file.writelines((file_head, voxel_bytes))
+            file.write(file_head)
+            file.writelines(pieces)
     return [path]
+
+
+def _c_order_pieces(voxels: npt.NDArray[Any], dtype: np.dtype[Any]) -> Iterator[memoryview]:
+    """The bytes of ``voxels`` as ``dtype`` in C order, about ``GZIP_PIECE`` at a time: an array
+    stored with axes reversed (``np.flip``) is copied a piece at a time, never whole."""
+    step = max(1, GZIP_PIECE // max(1, voxels[0].nbytes))
+    for start in range(0, len(voxels), step):
+        piece = np.ascontiguousarray(voxels[start : start + step], dtype=dtype)
+        yield piece.reshape(-1).view(np.uint8).data
 
 
 def write_metaimage(

@@ -77,6 +77,24 @@ def load_volume(path: Path) -> LoadedVolume:
     return LoadedVolume(values, affine)
 
 
+def in_grid_of(
+    volume: LoadedVolume, affine_lps: npt.NDArray[np.float64], tolerance_mm: float = 1e-3
+) -> npt.NDArray[np.float64]:
+    """``volume``'s values indexed on the grid ``affine_lps`` describes, where the two grids
+    are the same but for the direction each axis is stored in (a NIfTI writer may store axes
+    reversed); ``ValueError`` where they are not the same voxels in space."""
+    values, affine = volume.values, np.array(volume.affine_lps, dtype=float)
+    for axis in range(3):
+        if np.dot(affine[:3, axis], affine_lps[:3, axis]) < 0:
+            values = np.flip(values, axis)
+            affine[:3, 3] += affine[:3, axis] * (values.shape[axis] - 1)
+            affine[:3, axis] *= -1
+    difference = np.max(np.abs(affine - affine_lps))
+    if difference > tolerance_mm:
+        raise ValueError(f"the grids differ by {difference:.3g} mm, not by reversed axes only")
+    return values
+
+
 def sample_points(volume: LoadedVolume, count: int) -> npt.NDArray[np.float64]:
     """``count`` voxel indices (n, 3) of ``volume``, drawn reproducibly."""
     shape = np.array(volume.values.shape[:3])

@@ -8,13 +8,16 @@ files, run here."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -364,21 +367,59 @@ def test_kill_9_in_the_middle_of_a_send_loses_nothing_acknowledged_and_runs_noth
     assert_no_traceback(running.text())
 
 
-def test_a_job_running_at_the_crash_runs_again_after_the_restart(tmp_path: Path) -> None:
+def children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children (of all its threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_job_running_at_the_crash_runs_again_after_the_restart_and_once_only(
+    tmp_path: Path,
+) -> None:
+    """The operator running at the kill is stopped first (SIGSTOP), so that it could only end
+    by dying with the receiver: it is gone after the kill, and the job's second run runs alone
+    (never waits for the first one's lock on the output folder)."""
     folder = SAMPLES / "ct-abdomen"
     config = write_config(tmp_path, {"SERIES-SELECT": {"timeout": 1}})
-    with receiver(config) as running:
-        assert storescu(running.port, "SERIES-SELECT", folder).returncode == 0
-        deadline = time.monotonic() + 60
-        while "running dicom-parser" not in running.text():
-            assert time.monotonic() < deadline, running.text()
-            time.sleep(0.05)
-        running.kill()
-        assert [j["state"] for j in running.status()] == ["running"]
-        running.start()
-        (job,) = running.wait_for_jobs(1)
-        assert running.stop() == 0
+    operators: list[int] = []
+    try:
+        with receiver(config) as running:
+            assert storescu(running.port, "SERIES-SELECT", folder).returncode == 0
+            assert running.process is not None
+            deadline = time.monotonic() + 60
+            while not operators:
+                assert time.monotonic() < deadline, running.text()
+                operators = children(running.process.pid)
+                time.sleep(0.02)
+            for pid in operators:
+                os.kill(pid, signal.SIGSTOP)
+            running.kill()
+            deadline = time.monotonic() + 10
+            while any(alive(pid) for pid in operators):
+                assert time.monotonic() < deadline, "an operator outlived the receiver"
+                time.sleep(0.05)
+            assert [j["state"] for j in running.status()] == ["running"]
+            running.start()
+            (job,) = running.wait_for_jobs(1)
+            assert running.stop() == 0
+    finally:
+        for pid in operators:  # an orphan, if the test failed
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     assert (job["state"], job["runs"]) == ("done", 2)
     check_jobs_against_series_pipeline([job], running, dicom_files(folder), tmp_path / "ref")
     assert "1 job(s) queued again" in running.text()
+    assert "waiting for another process" not in running.text()
     shutil.rmtree(tmp_path / "ref")

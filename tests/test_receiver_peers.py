@@ -267,6 +267,53 @@ def test_eight_storescu_at_once_into_two_ae_titles(tmp_path: Path) -> None:
     assert_no_traceback(text)
 
 
+def peak_memory(pid: int) -> int:
+    """The highest resident memory of process ``pid`` so far, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def test_an_instance_over_the_limit_is_cut_off_as_it_arrives_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    """A 200 MB CT image against a 10 MB max_instance_bytes: the association is aborted when
+    10 MB have arrived, the receiver's peak memory grows by far less than the image, nothing is
+    kept, and the next association is served."""
+    limit, side = 10 << 20, 10240  # 10240 x 10240 x 16 bits: 200 MiB of pixel data
+    dataset = dcmread(sorted((SAMPLES / "ct-abdomen" / "localizer").iterdir())[0])
+    dataset.Rows = dataset.Columns = side
+    dataset.PixelData = bytes(side * side * 2)
+    big = tmp_path / "big.dcm"
+    dataset.save_as(big, enforce_file_format=True)
+    del dataset
+    config = write_config(tmp_path, {"A": {"timeout": 60}}, max_instance_bytes=limit)
+    with receiver(config) as running:
+        assert running.process is not None
+        before = peak_memory(running.process.pid)
+        sent = storescu(running.port, "A", big)
+        grown = peak_memory(running.process.pid) - before
+        assert acknowledged(sent.stdout + sent.stderr) == []
+        small = storescu(running.port, "A", SAMPLES / "ct-abdomen" / "localizer")
+        assert len(acknowledged(small.stdout + small.stderr)) == 3
+        assert running.stop() == 0
+    assert grown < limit + (40 << 20), grown
+    (group,) = (running.spool / "groups").iterdir()
+    assert len(list(group.iterdir())) == 3
+    assert list((running.spool / "tmp").iterdir()) == []
+    text = running.text()
+    assert (
+        "association from 'STORESCU' at 127.0.0.1 aborted: the data set being received passed "
+        f"the limit of {limit} bytes (max_instance_bytes)" in text
+    )
+    assert (
+        "to A aborted after" in text
+        and "0 instance(s) stored (0 bytes), 0 again, 0 ignored, 1 refused" in text
+    )
+    assert_no_traceback(text)
+
+
 @pytest.fixture
 def small_file_system(tmp_path: Path) -> Iterator[Path]:
     """A 600 KiB tmpfs (skipped where mounting is not permitted); unmounted after."""

@@ -7,7 +7,9 @@ dcmtk's own storescp writing to the same disk, and the receiver's peak memory.
 About 1,000 CT slices (512 x 512, 16 bit, about 513 kB each) are written once with pydicom
 under ``--folder``. Each run sends all of them with one ``storescu`` (one association) and then
 with four at once (a quarter each), first to ``storescp -od DIR`` (no sync), then to
-``dicom-receiver`` (every instance written, synced and renamed before its success status).
+``dicom-receiver`` (every instance written, synced and renamed before its success status),
+the two alternating run by run (the ratio is the median of each run's pair: other work on the
+machine then weighs on both alike).
 The receiver's job timeout is an hour: no pipeline runs while it is measured. dcmtk's programs
 are called by their full path (pynetdicom's console scripts of the same names shadow them in
 the venv), with ``TCP_NODELAY=1`` (see ``DCMTK_ENVIRONMENT``).
@@ -133,6 +135,12 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's user + system CPU time so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_storescp(files: list[Path], scratch: Path, associations: int) -> float:
     out = scratch / "storescp"
     shutil.rmtree(out, ignore_errors=True)
@@ -156,7 +164,8 @@ def run_storescp(files: list[Path], scratch: Path, associations: int) -> float:
     return seconds
 
 
-def run_receiver(files: list[Path], scratch: Path, associations: int) -> tuple[float, int]:
+def run_receiver(files: list[Path], scratch: Path, associations: int) -> tuple[float, int, float]:
+    """Seconds to receive ``files``, the receiver's peak memory and the CPU time it took."""
     folder = scratch / "receiver"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
@@ -180,15 +189,17 @@ def run_receiver(files: list[Path], scratch: Path, associations: int) -> tuple[f
     )
     try:
         wait_listening(port, process)
+        cpu = cpu_seconds(process.pid)
         seconds = send(port, files, associations)
         memory = peak_rss(process.pid)
+        cpu = cpu_seconds(process.pid) - cpu
     finally:
         process.terminate()
         process.wait()
     received = sum(1 for _ in (folder / "spool" / "groups").rglob("*.dcm"))
     if received != len(files):
         raise SystemExit(f"the receiver kept {received} files of {len(files)}")
-    return seconds, memory
+    return seconds, memory, cpu
 
 
 def main() -> None:
@@ -210,10 +221,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=arguments.folder) as scratch_name:
         scratch = Path(scratch_name)
         for associations in (1, 4):
-            reference = [run_storescp(files, scratch, associations) for _ in range(arguments.runs)]
-            ours = [run_receiver(files, scratch, associations) for _ in range(arguments.runs)]
-            dcmtk_s = statistics.median(reference)
-            receiver_s = statistics.median(s for s, _ in ours)
+            pairs = []
+            for _ in range(arguments.runs):
+                reference = run_storescp(files, scratch, associations)
+                pairs.append((reference, *run_receiver(files, scratch, associations)))
+            dcmtk_s = statistics.median(p[0] for p in pairs)
+            receiver_s = statistics.median(p[1] for p in pairs)
             row = {
                 "associations": associations,
                 "instances": len(files),
@@ -221,14 +234,21 @@ def main() -> None:
                 "storescp_per_second": round(len(files) / dcmtk_s, 1),
                 "receiver_seconds": round(receiver_s, 2),
                 "receiver_per_second": round(len(files) / receiver_s, 1),
-                "ratio": round(dcmtk_s / receiver_s, 2),
-                "receiver_peak_rss_mb": round(max(m for _, m in ours) / 1e6, 1),
+                "ratio": round(statistics.median(p[0] / p[1] for p in pairs), 2),
+                "ratios": [round(p[0] / p[1], 2) for p in pairs],
+                "receiver_cpu_ms_per_instance": round(
+                    1000 * statistics.median(p[3] for p in pairs) / len(files), 2
+                ),
+                "receiver_peak_rss_mb": round(max(p[2] for p in pairs) / 1e6, 1),
+                "load_average": round(os.getloadavg()[0], 1),
             }
             results.append(row)
             print(
                 f"{associations} association(s): storescp {row['storescp_per_second']}/s, "
-                f"dicom-receiver {row['receiver_per_second']}/s, ratio {row['ratio']}, "
-                f"receiver peak RSS {row['receiver_peak_rss_mb']} MB"
+                f"dicom-receiver {row['receiver_per_second']}/s, ratio {row['ratio']} "
+                f"(runs {row['ratios']}), receiver CPU {row['receiver_cpu_ms_per_instance']} "
+                f"ms/instance, peak RSS {row['receiver_peak_rss_mb']} MB, "
+                f"load {row['load_average']}"
             )
     if arguments.json:
         arguments.json.write_text(json.dumps(results, indent=2) + "\n")

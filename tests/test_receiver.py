@@ -27,6 +27,7 @@ from receiver_support import (
     assert_no_traceback,
     need,
     receiver,
+    storescu,
     write_config,
 )
 from series_selection.common.errors import InputError, InstanceRefusedError
@@ -74,6 +75,10 @@ def test_example_configuration_at_the_repository_root_loads() -> None:
         ("ae_titles: {A: {grouping: patient}}", "$.ae_titles.A.grouping"),
         ("ae_titles: {A: {timeout: 0}}", "$.ae_titles.A.timeout"),
         ("ae_titles: {A: {max_jobs: 0}}", "$.ae_titles.A.max_jobs"),
+        (
+            "ae_titles: {A: {calling_hosts: [10.0.0.0/8, localhost]}}",
+            "$.ae_titles.A.calling_hosts[1]: 'localhost' is not an IP address or network",
+        ),
         ("ae_titles: {A: {calling_ae_titles: [X\x01]}}", "not valid YAML"),
         ("ae_titles: {A: {colour: red}}", "Additional properties"),
         ("port: 70000\nae_titles: {A: {}}", "$.port"),
@@ -359,21 +364,49 @@ def test_a_resumed_group_keeps_its_remaining_time() -> None:
 
 
 def test_echo_is_answered_and_unknown_or_disallowed_peers_are_rejected(tmp_path: Path) -> None:
+    """Called AE title, calling AE title and calling host: each refusal has its reason. The
+    peer's host is its source address: 127.0.0.2 is allowed, echoscu's 127.0.0.1 is not."""
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-    config = write_config(tmp_path, {"SERIES-SELECT": {"calling_ae_titles": ["GOOD"]}})
+    config = write_config(
+        tmp_path,
+        {
+            "SERIES-SELECT": {"calling_ae_titles": ["GOOD"]},
+            "NEAR": {"calling_hosts": ["10.0.0.0/8", "127.0.0.2"]},
+        },
+    )
+
+    def echo(called: str) -> subprocess.CompletedProcess[str]:
+        command = [str(need(ECHOSCU)), "-v", "-aet", "GOOD", "-aec", called]
+        return subprocess.run(
+            [*command, "127.0.0.1", str(running.port)], capture_output=True, text=True, check=False
+        )
+
     with receiver(config) as running:
-        port = str(running.port)
-        ok = [str(need(ECHOSCU)), "-aet", "GOOD", "-aec", "SERIES-SELECT", "127.0.0.1", port]
-        assert subprocess.run(ok, capture_output=True, check=False).returncode == 0
-        for calling, called, reason in [
-            ("GOOD", "OTHER", 0x07),  # called AE title not recognised
-            ("BAD", "SERIES-SELECT", 0x03),  # calling AE title not recognised
+        assert echo("SERIES-SELECT").returncode == 0
+        refused = echo("NEAR")
+        assert refused.returncode != 0
+        assert "Association Rejected" in refused.stderr + refused.stdout
+        for calling, called, reason, source in [
+            ("GOOD", "OTHER", 0x07, None),  # called AE title not recognised
+            ("BAD", "SERIES-SELECT", 0x03, None),  # calling AE title not recognised
+            ("GOOD", "NEAR", 0x01, None),  # a host not allowed: no reason given
+            ("GOOD", "NEAR", None, "127.0.0.2"),  # an allowed host
         ]:
             ae = AE(ae_title=calling)
             ae.add_requested_context(Verification)
-            association = ae.associate("127.0.0.1", running.port, ae_title=called)
+            association = ae.associate(
+                "127.0.0.1",
+                running.port,
+                ae_title=called,
+                bind_address=(source or "127.0.0.1", 0),
+            )
+            if reason is None:
+                assert association.is_established
+                assert association.send_c_echo().Status == 0
+                association.release()
+                continue
             assert association.is_rejected
             answer = association.acceptor.primitive
             assert (answer.result, answer.result_source, answer.diagnostic) == (0x01, 0x01, reason)
@@ -381,7 +414,80 @@ def test_echo_is_answered_and_unknown_or_disallowed_peers_are_rejected(tmp_path:
     text = running.text()
     assert "to 'OTHER' rejected: unknown called AE title 'OTHER'" in text
     assert "calling AE title 'BAD' is not allowed" in text
+    assert text.count("from 'GOOD' at 127.0.0.1 to 'NEAR' rejected: host 127.0.0.1 is not") == 2
     assert "association from 'GOOD' at 127.0.0.1 to SERIES-SELECT released" in text
+    assert "association from 'GOOD' at 127.0.0.2 to NEAR released" in text
+    assert_no_traceback(text)
+
+
+@pytest.mark.slow
+def test_ignored_sop_classes_are_acknowledged_and_never_kept(tmp_path: Path) -> None:
+    """The brain study's text report is of an ignored class: storescu is told it is stored
+    (sent alone, and with images of its study), but it is neither on disk nor in the ledger,
+    and alone it opens no group."""
+    report = SAMPLES / "mr-brain" / "report"
+    (ignored,) = (str(dcmread(p).SOPClassUID) for p in report.iterdir())
+    images = [p for p in MR if p.parent != report][:3]
+    config = write_config(tmp_path, {"A": {"timeout": 60, "ignore_sop_classes": [ignored]}})
+    with receiver(config) as running:
+        alone = storescu(running.port, "A", report)
+        assert len(acknowledged(alone.stdout + alone.stderr)) == 1
+        assert running.status() == []
+        assert list((running.spool / "groups").iterdir()) == []
+        study = storescu(running.port, "A", report, *images)
+        assert len(acknowledged(study.stdout + study.stderr)) == 1 + len(images)
+        (job,) = running.status()
+        running.stop()
+    kept = sorted(p.name for p in running.input_folder(job["id"]).iterdir())
+    assert kept == sorted(f"{dcmread(p).SOPInstanceUID}.dcm" for p in images)
+    assert job["instances"] == len(images) and job["state"] == "receiving"
+    text = running.text()
+    assert "0 instance(s) stored (0 bytes), 0 again, 1 ignored, 0 refused" in text
+    assert f"{len(images)} instance(s) stored" in text and "0 again, 1 ignored" in text
+    assert_no_traceback(text)
+
+
+@pytest.mark.slow
+def test_associations_beyond_the_maximum_are_rejected_and_the_next_one_is_served(
+    tmp_path: Path,
+) -> None:
+    """Two associations held open fill max_associations: 2; a storescu and an echoscu are then
+    rejected (transient, local limit exceeded), and served once one of the two is released."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    config = write_config(tmp_path, {"A": {"timeout": 60}}, max_associations=2)
+    with receiver(config) as running:
+        holders = []
+        deadline = time.monotonic() + 5  # the start's probe connection ends within a second
+        while len(holders) < 2:
+            ae = AE(ae_title=f"HOLDER{len(holders)}")
+            ae.add_requested_context(Verification)
+            association = ae.associate("127.0.0.1", running.port, ae_title="A")
+            if association.is_established:
+                holders.append(association)
+            assert time.monotonic() < deadline
+        sent = storescu(running.port, "A", CT[0])
+        assert sent.returncode != 0 and acknowledged(sent.stdout + sent.stderr) == []
+        assert "Association Rejected" in sent.stdout + sent.stderr
+        ae = AE(ae_title="THIRD")
+        ae.add_requested_context(Verification)
+        third = ae.associate("127.0.0.1", running.port, ae_title="A")
+        assert third.is_rejected
+        answer = third.acceptor.primitive
+        assert (answer.result, answer.result_source, answer.diagnostic) == (0x02, 0x03, 0x02)
+        holders.pop().release()
+        time.sleep(0.5)  # the released association's thread ends
+        sent = storescu(running.port, "A", CT[0])
+        assert acknowledged(sent.stdout + sent.stderr) == [CT[0]]
+        holders.pop().release()
+        running.stop()
+    text = running.text()
+    limit = "rejected: 2 association(s) at once is the limit (max_associations)"
+    assert "from 'STORESCU' at 127.0.0.1 to 'A' " + limit in text
+    assert "from 'THIRD' at 127.0.0.1 to 'A' " + limit in text
+    assert "ended without release" not in text
+    assert text.count(" released after ") == 3
     assert_no_traceback(text)
 
 
@@ -481,8 +587,7 @@ def exchange(port: int, *messages: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def hostile_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     folder = tmp_path_factory.mktemp("hostile")
-    # each request pynetdicom cannot decode holds a slot until its ACSE timeout (10 s)
-    config = write_config(folder, {"GOOD": {"timeout": 60}}, max_associations=200)
+    config = write_config(folder, {"GOOD": {"timeout": 60}}, max_associations=2)
     with receiver(config) as running:
         yield running
 

@@ -8,13 +8,16 @@ files, run here."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -264,6 +267,53 @@ def test_eight_storescu_at_once_into_two_ae_titles(tmp_path: Path) -> None:
     assert_no_traceback(text)
 
 
+def peak_memory(pid: int) -> int:
+    """The highest resident memory of process ``pid`` so far, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+def test_an_instance_over_the_limit_is_cut_off_as_it_arrives_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    """A 200 MB CT image against a 10 MB max_instance_bytes: the association is aborted when
+    10 MB have arrived, the receiver's peak memory grows by far less than the image, nothing is
+    kept, and the next association is served."""
+    limit, side = 10 << 20, 10240  # 10240 x 10240 x 16 bits: 200 MiB of pixel data
+    dataset = dcmread(sorted((SAMPLES / "ct-abdomen" / "localizer").iterdir())[0])
+    dataset.Rows = dataset.Columns = side
+    dataset.PixelData = bytes(side * side * 2)
+    big = tmp_path / "big.dcm"
+    dataset.save_as(big, enforce_file_format=True)
+    del dataset
+    config = write_config(tmp_path, {"A": {"timeout": 60}}, max_instance_bytes=limit)
+    with receiver(config) as running:
+        assert running.process is not None
+        before = peak_memory(running.process.pid)
+        sent = storescu(running.port, "A", big)
+        grown = peak_memory(running.process.pid) - before
+        assert acknowledged(sent.stdout + sent.stderr) == []
+        small = storescu(running.port, "A", SAMPLES / "ct-abdomen" / "localizer")
+        assert len(acknowledged(small.stdout + small.stderr)) == 3
+        assert running.stop() == 0
+    assert grown < limit + (40 << 20), grown
+    (group,) = (running.spool / "groups").iterdir()
+    assert len(list(group.iterdir())) == 3
+    assert list((running.spool / "tmp").iterdir()) == []
+    text = running.text()
+    assert (
+        "association from 'STORESCU' at 127.0.0.1 aborted: the data set being received passed "
+        f"the limit of {limit} bytes (max_instance_bytes)" in text
+    )
+    assert (
+        "to A aborted after" in text
+        and "0 instance(s) stored (0 bytes), 0 again, 0 ignored, 1 refused" in text
+    )
+    assert_no_traceback(text)
+
+
 @pytest.fixture
 def small_file_system(tmp_path: Path) -> Iterator[Path]:
     """A 600 KiB tmpfs (skipped where mounting is not permitted); unmounted after."""
@@ -364,21 +414,59 @@ def test_kill_9_in_the_middle_of_a_send_loses_nothing_acknowledged_and_runs_noth
     assert_no_traceback(running.text())
 
 
-def test_a_job_running_at_the_crash_runs_again_after_the_restart(tmp_path: Path) -> None:
+def children(pid: int) -> list[int]:
+    """The process ids of ``pid``'s children (of all its threads)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(OSError):
+            found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_job_running_at_the_crash_runs_again_after_the_restart_and_once_only(
+    tmp_path: Path,
+) -> None:
+    """The operator running at the kill is stopped first (SIGSTOP), so that it could only end
+    by dying with the receiver: it is gone after the kill, and the job's second run runs alone
+    (never waits for the first one's lock on the output folder)."""
     folder = SAMPLES / "ct-abdomen"
     config = write_config(tmp_path, {"SERIES-SELECT": {"timeout": 1}})
-    with receiver(config) as running:
-        assert storescu(running.port, "SERIES-SELECT", folder).returncode == 0
-        deadline = time.monotonic() + 60
-        while "running dicom-parser" not in running.text():
-            assert time.monotonic() < deadline, running.text()
-            time.sleep(0.05)
-        running.kill()
-        assert [j["state"] for j in running.status()] == ["running"]
-        running.start()
-        (job,) = running.wait_for_jobs(1)
-        assert running.stop() == 0
+    operators: list[int] = []
+    try:
+        with receiver(config) as running:
+            assert storescu(running.port, "SERIES-SELECT", folder).returncode == 0
+            assert running.process is not None
+            deadline = time.monotonic() + 60
+            while not operators:
+                assert time.monotonic() < deadline, running.text()
+                operators = children(running.process.pid)
+                time.sleep(0.02)
+            for pid in operators:
+                os.kill(pid, signal.SIGSTOP)
+            running.kill()
+            deadline = time.monotonic() + 10
+            while any(alive(pid) for pid in operators):
+                assert time.monotonic() < deadline, "an operator outlived the receiver"
+                time.sleep(0.05)
+            assert [j["state"] for j in running.status()] == ["running"]
+            running.start()
+            (job,) = running.wait_for_jobs(1)
+            assert running.stop() == 0
+    finally:
+        for pid in operators:  # an orphan, if the test failed
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     assert (job["state"], job["runs"]) == ("done", 2)
     check_jobs_against_series_pipeline([job], running, dicom_files(folder), tmp_path / "ref")
     assert "1 job(s) queued again" in running.text()
+    assert "waiting for another process" not in running.text()
     shutil.rmtree(tmp_path / "ref")

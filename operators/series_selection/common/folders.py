@@ -150,7 +150,7 @@ class OutputFolder:
         for path in sorted(set(previous) - set(published)):
             self._delete(path)
         self._journal.replace(self._manifest)
-        _sync_folder(self.root)
+        sync_folder(self.root)
 
     def _moved_whole(self, folder: str, files: set[str]) -> bool:
         """Move the staged ``folder`` into place with one rename, when the output has no such
@@ -270,7 +270,8 @@ def _write_synced(file: Path, text: str) -> None:
         os.fsync(handle.fileno())
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
+    """Flush ``folder``'s entries to disk: a file created, renamed or linked into it stays."""
     descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(descriptor)

@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
-import signal
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import suppress
 from types import TracebackType
 from typing import TypeVar
+
+from series_selection.common.processes import die_with_parent
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-PR_SET_PDEATHSIG = 1
 
 
 class Workers:
@@ -114,7 +111,7 @@ def _start(count: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         count,
         mp_context=multiprocessing.get_context("fork"),
-        initializer=_die_with_parent,
+        initializer=die_with_parent,
         initargs=(os.getpid(),),
     )
 
@@ -148,12 +145,3 @@ def _end_children() -> int:
         child.kill()
         child.join()
     return len(children)
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to kill this worker when the parser ends, however it ends (and end now if it
-    already has)."""
-    with suppress(OSError, AttributeError):  # CDLL(None): the C library already loaded
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)

@@ -23,6 +23,7 @@ from series_selection.common.errors import InputError, OperatorError, OutputErro
 from series_selection.common.folders import check_apart, withdraw
 from series_selection.common.jsonio import read_json, write_json
 from series_selection.common.models import SELECTED_IMAGES_FILE, SelectedImages
+from series_selection.common.processes import dying_with_this_process
 from series_selection.pipeline.definition import Operator, Output, Pipeline
 
 log = logging.getLogger(__name__)
@@ -275,7 +276,11 @@ class LocalEngine:
         arguments = [_to_host(a, mounts) for a in arguments]
         env = {**os.environ, **{k: _to_host(v, mounts) for k, v in environment.items()}}
         process = subprocess.Popen(
-            [program, *arguments], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            [program, *arguments],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=dying_with_this_process(),  # never an orphan writing into the output
         )
         assert process.stdout is not None
         with process:

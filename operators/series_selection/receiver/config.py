@@ -7,6 +7,7 @@ Relative paths in the file are taken from the folder holding it. Problems are on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ class CalledAE:
     grouping: Grouping = "study"
     timeout: float = DEFAULT_TIMEOUT
     calling_ae_titles: frozenset[str] = frozenset()
-    calling_hosts: frozenset[str] = frozenset()
+    calling_hosts: frozenset[IPv4Network | IPv6Network] = frozenset()
     ignore_sop_classes: frozenset[str] = frozenset()
     max_jobs: int = 1
 
@@ -44,8 +45,11 @@ class CalledAE:
         return not self.calling_ae_titles or calling_ae.strip() in self.calling_ae_titles
 
     def allows_host(self, host: str) -> bool:
-        """Whether a peer at ``host`` may send here."""
-        return not self.calling_hosts or host in self.calling_hosts
+        """Whether a peer at the IP address ``host`` may send here."""
+        if not self.calling_hosts:
+            return True
+        address = ip_address(host)
+        return any(address in network for network in self.calling_hosts)
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ def parse_config(text: str, source: str, base: Path) -> ReceiverConfig:
         raise InputError(f"{source}: {problems[0]}")
     titles = {}
     for title, entry in document["ae_titles"].items():
-        called = _called(title.strip(), entry or {}, base)
+        called = _called(title.strip(), entry or {}, base, source)
         if called.title in titles:
             raise InputError(f"{source}: AE title {called.title!r} is given twice")
         titles[called.title] = called
@@ -117,7 +121,7 @@ def parse_config(text: str, source: str, base: Path) -> ReceiverConfig:
     )
 
 
-def _called(title: str, entry: dict[str, Any], base: Path) -> CalledAE:
+def _called(title: str, entry: dict[str, Any], base: Path, source: str) -> CalledAE:
     return CalledAE(
         title=title,
         pipeline=_path(entry.get("pipeline"), base),
@@ -125,10 +129,23 @@ def _called(title: str, entry: dict[str, Any], base: Path) -> CalledAE:
         grouping=entry.get("grouping", "study"),
         timeout=float(entry.get("timeout", DEFAULT_TIMEOUT)),
         calling_ae_titles=frozenset(t.strip() for t in entry.get("calling_ae_titles", ())),
-        calling_hosts=frozenset(entry.get("calling_hosts", ())),
+        calling_hosts=frozenset(
+            _network(host, f"{source}: $.ae_titles.{title}.calling_hosts[{index}]")
+            for index, host in enumerate(entry.get("calling_hosts", ()))
+        ),
         ignore_sop_classes=frozenset(entry.get("ignore_sop_classes", ())),
         max_jobs=entry.get("max_jobs", 1),
     )
+
+
+def _network(host: str, where: str) -> IPv4Network | IPv6Network:
+    """An allowed host: an IP address, or a network such as ``10.1.2.0/24``."""
+    try:
+        return ip_network(host.strip(), strict=False)
+    except ValueError:
+        raise InputError(
+            f"{where}: {host!r} is not an IP address or network (host names are not looked up)"
+        ) from None
 
 
 def _path(value: str | None, base: Path) -> Path | None:

@@ -28,6 +28,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -70,6 +71,11 @@ compressed ones pydicom decodes with the pylibjpeg plugins."""
 SUCCESS = 0x0000
 ACSE_TIMEOUT = 10
 """Seconds to wait for an association request after the connection, or for a release."""
+NETWORK_TIMEOUT = 60
+MAX_PDU_BYTES = 1 << 20
+"""The largest PDU we take (announced to the peer): what is held of a data set beyond
+``max_instance_bytes`` before the association is aborted."""
+"""Seconds without a message on an association, or in the middle of one, before it is ended."""
 TICK_SECONDS = 0.2
 """How often the timer looks for due groups at most (it sleeps until the next deadline)."""
 
@@ -98,6 +104,8 @@ class Association:
     failed: int = 0
     bytes: int = 0
     ending: str = "ended without release"
+    receiving: int = 0
+    """Bytes of the data set being received so far."""
 
 
 class Receiver:
@@ -142,8 +150,8 @@ class Receiver:
         self._timer.start()
         ae = AE()
         ae.maximum_associations = self.config.max_associations
-        ae.maximum_pdu_size = 0  # no limit on the peer's PDUs
-        ae.network_timeout = 60
+        ae.maximum_pdu_size = MAX_PDU_BYTES
+        ae.network_timeout = NETWORK_TIMEOUT
         # A peer that connects and sends nothing, or an association request pynetdicom cannot
         # decode (an AE title with control characters), holds one of max_associations until
         # this runs out
@@ -154,7 +162,10 @@ class Receiver:
             ae.add_supported_context(context.abstract_syntax, TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
         handlers: list[EventHandlerType] = [
+            (evt.EVT_CONN_OPEN, self._on_connected),
             (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_REJECTED, self._on_rejected_by_limit),
+            (evt.EVT_PDU_RECV, self._on_pdu),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_RELEASED, self._on_released),
@@ -275,6 +286,13 @@ class Receiver:
 
     # -- association events --------------------------------------------------------------------
 
+    def _on_connected(self, event: Event) -> None:
+        """Give the peer's socket a timeout: pynetdicom leaves it blocking, and a peer that
+        stops in the middle of a PDU would hold one of max_associations until it closes."""
+        connection = event.assoc.dul.socket
+        assert connection is not None and connection.socket is not None
+        connection.socket.settimeout(NETWORK_TIMEOUT)
+
     def _on_requested(self, event: Event) -> None:
         """Accept or reject the association by its called and calling AE titles and host."""
         request = event.assoc.requestor.primitive
@@ -305,9 +323,49 @@ class Receiver:
         with self._lock:
             self._associations[id(event.assoc)] = Association(called, calling.strip(), host)
 
+    def _on_rejected_by_limit(self, event: Event) -> None:
+        """pynetdicom rejected an association we accepted: there are ``max_associations``."""
+        with self._lock:
+            association = self._associations.pop(id(event.assoc), None)
+        if association is not None:
+            log.warning(
+                "association from %r at %s to %r rejected: %d association(s) at once is the "
+                "limit (max_associations)",
+                association.calling_ae,
+                association.host,
+                association.called.title,
+                self.config.max_associations,
+            )
+
     def _association(self, event: Event) -> Association | None:
         with self._lock:
             return self._associations.get(id(event.assoc))
+
+    def _on_pdu(self, event: Event) -> None:
+        """Count the bytes of the data set being received, and abort the association when they
+        pass ``max_instance_bytes`` before it ends: pynetdicom holds a data set whole in memory
+        until its last fragment, and only then could the C-STORE be refused."""
+        association = self._association(event)
+        if not isinstance(event.pdu, P_DATA_TF) or association is None:
+            return
+        limit = self.config.max_instance_bytes
+        for item in event.pdu.presentation_data_value_items:
+            value = item.presentation_data_value
+            if not value or value[0] & 1 or association.receiving > limit:  # command, aborted
+                continue
+            association.receiving += len(value) - 1
+            if value[0] & 2:  # the last fragment: the C-STORE handler checks the whole
+                association.receiving = 0
+            elif association.receiving > limit:
+                association.failed += 1
+                log.warning(
+                    "association from %r at %s aborted: the data set being received passed "
+                    "the limit of %d bytes (max_instance_bytes)",
+                    association.calling_ae,
+                    association.host,
+                    limit,
+                )
+                event.assoc.abort()
 
     def _on_echo(self, event: Event) -> int:
         return SUCCESS
@@ -438,6 +496,12 @@ class Receiver:
             association.ending = "aborted"
 
     def _on_closed(self, event: Event) -> None:
+        if event.assoc.requestor.primitive is None:
+            # Closed before any association request (a port probe, or a request pynetdicom
+            # could not decode): wake the association's thread, which would otherwise wait
+            # out the ACSE timeout holding one of max_associations.
+            event.assoc.dul.to_user_queue.put(None)
+            return
         with self._lock:
             association = self._associations.pop(id(event.assoc), None)
         if association is None:

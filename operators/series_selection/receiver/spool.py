@@ -30,6 +30,7 @@ from pydicom.uid import (
 )
 
 from series_selection.common.errors import InstanceRefusedError
+from series_selection.common.folders import sync_folder
 
 TMP = "tmp"
 GROUPS = "groups"
@@ -332,7 +333,7 @@ class Spool:
             path.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp.iterdir():
             leftover.unlink(missing_ok=True)
-        _fsync_folder(self.folder)
+        sync_folder(self.folder)
 
     def group_folder(self, group_id: str) -> Path:
         return self.groups / group_id
@@ -340,7 +341,7 @@ class Spool:
     def create_group(self, group_id: str) -> Path:
         folder = self.group_folder(group_id)
         folder.mkdir(exist_ok=True)
-        _fsync_folder(self.groups)
+        sync_folder(self.groups)
         return folder
 
     def files(self, group_id: str) -> list[Path]:
@@ -386,7 +387,7 @@ class Spool:
                     return target, True
                 os.link(temporary, target)
             temporary.unlink()
-            _fsync_folder(folder)
+            sync_folder(folder)
         except OSError as error:
             temporary.unlink(missing_ok=True)
             status = (
@@ -407,11 +408,3 @@ def _same_bytes(path: Path, data: bytes) -> bool:
         return path.read_bytes() == data
     except OSError:
         return False
-
-
-def _fsync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

@@ -120,8 +120,13 @@ def test_storescu_sends_the_samples_and_shared_cases_and_each_study_becomes_a_jo
     assert text.count("association from 'STORESCU'") == 1
     assert f"{len(files)} instance(s) stored" in text
     for job in jobs:
-        assert f"job {job['id']} (SERIES-SELECT, {job['instances']} instances) done" in text
-        assert "chose" in text
+        done = f"job {job['id']} (SERIES-SELECT, {job['instances']} instances) done"
+        (line,) = [line for line in text.splitlines() if done in line]
+        chosen = running.job_folder(job["id"]) / "series-selector/selections/selected-images.json"
+        for selection in json.loads(chosen.read_text())["selections"]:
+            assert f"selection {selection['name']!r} chose" in line
+            for series in selection["series"][:3]:
+                assert f"of study {series['StudyInstanceUID']}" in line
     assert_no_traceback(text)
 
 

@@ -4,7 +4,6 @@ title, each job's outcome in the ledger and one log line."""
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import queue
 import threading
@@ -12,12 +11,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from series_selection.common.errors import InputError, PipelineError
 from series_selection.common.models import RULES_BASE64_ENV
 from series_selection.pipeline.definition import Pipeline, load_pipeline
-from series_selection.pipeline.runner import Engine, run_pipeline
+from series_selection.pipeline.runner import Engine, describe_outcome, run_pipeline
 from series_selection.receiver.config import CalledAE
 from series_selection.receiver.ledger import Ledger
 from series_selection.receiver.spool import Spool
@@ -25,7 +23,6 @@ from series_selection.receiver.spool import Spool
 log = logging.getLogger(__name__)
 
 JOBS = "jobs"
-SELECTED_IMAGES = "selected-images.json"
 
 
 @dataclass(frozen=True)
@@ -137,6 +134,7 @@ class JobRunner:
                 folder,
                 plan.environment,
             )
+            chosen = describe_outcome(plan.pipeline, folder)
         except PipelineError as error:
             self._ledger.set_state(job_id, "failed", time.time(), error.message)
             log.error(
@@ -153,7 +151,6 @@ class JobRunner:
             self._ledger.set_state(job_id, "failed", time.time(), message)
             log.error("job %s (%s) failed: %s", job_id, called_ae, message)
             return
-        chosen = describe_selections(folder)
         self._ledger.set_state(job_id, "done", time.time(), chosen)
         log.info(
             "job %s (%s, %d instances) done in %.1f s: %s; results in %s",
@@ -169,25 +166,3 @@ class JobRunner:
         """Wait until no job is queued or running (for tests and shutdown)."""
         with self._idle:
             return self._idle.wait_for(lambda: self._busy == 0, timeout)
-
-
-def describe_selections(folder: Path) -> str:
-    """Which series each selection chose, from the job's ``selected-images.json``."""
-    found = sorted(folder.rglob(SELECTED_IMAGES))
-    if not found:
-        return "no selected-images.json"
-    try:
-        document: Any = json.loads(found[0].read_text(encoding="utf-8"))
-        parts = []
-        for selection in document["selections"]:
-            series = [
-                f"{s['SeriesInstanceUID']} ({s.get('SeriesDescription') or 'no description'})"
-                for s in selection["series"]
-            ]
-            shown = ", ".join(series[:3]) + (
-                f" and {len(series) - 3} more" if len(series) > 3 else ""
-            )
-            parts.append(f"selection {selection['name']!r} chose {shown or 'nothing'}")
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        return f"cannot read {found[0]}: {error}"
-    return "; ".join(parts) or "no selection"

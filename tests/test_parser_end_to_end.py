@@ -389,6 +389,17 @@ def test_user_errors_exit_2_without_traceback(
     assert "does not exist" in error and "lies inside the input" in error
 
 
+
+def test_an_input_folder_holding_no_files_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What Docker makes of a mistyped bind-mount source: an empty folder."""
+    source = tmp_path / "in"
+    (source / "nothing-here").mkdir(parents=True)
+    assert main(["--input", str(source), "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.rstrip().endswith(f"input folder {source} holds no files")
+    assert not (tmp_path / "out").exists()
+
 def test_environment_sets_defaults_and_flags_win(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -389,7 +389,6 @@ def test_user_errors_exit_2_without_traceback(
     assert "does not exist" in error and "lies inside the input" in error
 
 
-
 def test_an_input_folder_holding_no_files_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -399,6 +398,7 @@ def test_an_input_folder_holding_no_files_is_refused(
     assert main(["--input", str(source), "--output", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.rstrip().endswith(f"input folder {source} holds no files")
     assert not (tmp_path / "out").exists()
+
 
 def test_environment_sets_defaults_and_flags_win(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

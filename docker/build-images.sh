@@ -57,10 +57,19 @@ elif [[ $# -gt 0 ]]; then
     exit 2
 fi
 build_wheelhouse
+# In parallel: most of a classic build is the engine committing each step, not CPU.
+builds=()
 for operator in dicom-parser series-selector dicom-receiver series-report; do
     echo "== image series-selection/$operator:$tag on $base_image"
     DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$base_image" \
-        --file "$here/$operator.Dockerfile" --tag "series-selection/$operator:$tag" "$here"
+        --file "$here/$operator.Dockerfile" --tag "series-selection/$operator:$tag" "$here" \
+        >/dev/null &
+    builds+=($!)
 done
+failed=0
+for build in "${builds[@]}"; do
+    wait "$build" || failed=1
+done
+[[ $failed == 0 ]] || { echo "an image build failed" >&2; exit 1; }
 # The install stages and the images these builds replaced are left untagged: remove ours only.
 docker image prune --force --filter label=series-selection.image >/dev/null

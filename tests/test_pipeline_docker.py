@@ -1,6 +1,6 @@
 """The containers: built offline, run through compose and the Docker engine runner, hardened.
 
-Builds the local Debian base (once: kept while its tag exists) and both images with
+Builds the local Debian base (once: kept while its tag exists) and the four images with
 ``docker/build-images.sh --local-base``, as CI does.
 """
 
@@ -76,7 +76,7 @@ def engine() -> DockerClient:
 
 @pytest.fixture(scope="module")
 def images(engine: DockerClient) -> None:
-    """Build the base (unless present) and both images, offline."""
+    """Build the base (unless present) and the four images, offline."""
     result = subprocess.run(
         [str(REPO / "docker/build-images.sh"), "--local-base"],
         env={**os.environ, "PYTHON": sys.executable},

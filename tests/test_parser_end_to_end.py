@@ -330,6 +330,7 @@ def test_metadata_is_written_as_json_dumps_writes_it(tmp_path: Path, studies: in
     """dicom-metadata.json is written series by series; the text is what the json module
     writes for the whole document, and nothing else is left in the output folder."""
     (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not DICOM")  # an input without files is refused
     for number in range(studies):
         study = StudySpec(patient_id=f"P{number}", study_uid=f"1.2.3.{number}")
         write_series(tmp_path / "in" / f"{number}a", ct_series(study=study, slices=2), seed=1)

@@ -21,8 +21,8 @@ def _run(command: str, package: str, extra: str) -> int:
             file=sys.stderr,
         )
         return MISSING_DEPENDENCY
-    main: int = cli.main()
-    return main
+    exit_code: int = cli.main()
+    return exit_code
 
 
 def dicom_parser() -> int:

@@ -5,7 +5,8 @@
 #   docker/build-images.sh --local-base  # on a Debian base built here with mmdebstrap (offline)
 #
 # Python packages come from a wheelhouse made on this host (docker/build/wheelhouse): the
-# project's own wheel plus every dependency, as Linux wheels for CPython 3.11.
+# project's own wheel plus the dependencies of all its extras, as Linux wheels for CPython 3.11;
+# each image installs its own extra from it.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -14,7 +15,7 @@ build="$here/build"
 python="${PYTHON:-python3}"
 tag="${IMAGE_TAG:-0.1.0}"
 base_image="${BASE_IMAGE:-python:3.11-slim-bookworm}"
-local_base=local/debian-python:bookworm
+local_base=local/debian-python:bookworm-slim
 
 build_local_base() {
     if docker image inspect "$local_base" >/dev/null 2>&1; then
@@ -23,7 +24,9 @@ build_local_base() {
     fi
     echo "== building base image $local_base with mmdebstrap"
     mkdir -p "$build"
+    # merged /usr by mmdebstrap's hook rather than the usrmerge package, which brings perl (50 MB)
     mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,ca-certificates \
+        --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
         --aptopt='Acquire::Check-Valid-Until "false"' \
         --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -43,7 +46,7 @@ build_wheelhouse() {
     "$python" -m pip download --quiet --only-binary=:all: --dest "$build/wheelhouse" \
         --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
         --platform "manylinux_2_28_$arch" --platform "manylinux2014_$arch" --platform any \
-        "$build"/wheelhouse/*.whl
+        "$(echo "$build"/wheelhouse/*.whl)[all]"  # every operator's extra
 }
 
 if [[ ${1:-} == --local-base ]]; then
@@ -54,10 +57,19 @@ elif [[ $# -gt 0 ]]; then
     exit 2
 fi
 build_wheelhouse
+# In parallel: most of a classic build is the engine committing each step, not CPU.
+builds=()
 for operator in dicom-parser series-selector dicom-receiver series-report; do
     echo "== image series-selection/$operator:$tag on $base_image"
     DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$base_image" \
-        --file "$here/$operator.Dockerfile" --tag "series-selection/$operator:$tag" "$here"
+        --file "$here/$operator.Dockerfile" --tag "series-selection/$operator:$tag" "$here" \
+        >/dev/null &
+    builds+=($!)
 done
+failed=0
+for build in "${builds[@]}"; do
+    wait "$build" || failed=1
+done
+[[ $failed == 0 ]] || { echo "an image build failed" >&2; exit 1; }
 # The install stages and the images these builds replaced are left untagged: remove ours only.
 docker image prune --force --filter label=series-selection.image >/dev/null

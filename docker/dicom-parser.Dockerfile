@@ -1,18 +1,26 @@
 # dicom-parser: a folder of DICOM files in /input -> metadata and volumes in /output.
 # Build context: docker/, after docker/build-images.sh has filled docker/build/wheelhouse.
+# The default base, pinned: python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
+# (the multi-arch index of Python 3.11.16, as published on 2026-08-24); the tag stays the default.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS install
 LABEL series-selection.image=install
 COPY build/wheelhouse /wheelhouse
+# Only this operator's extra; pip and the libraries' own test suites are not needed at run time.
 RUN python3 -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheelhouse dicom-series-selection
+ && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheelhouse \
+        'dicom-series-selection[parser]' \
+ && /opt/venv/bin/pip uninstall --quiet --yes pip setuptools \
+ && find /opt/venv/lib -type d -name tests -prune -exec rm -r {} +
 
 FROM ${BASE_IMAGE}
 LABEL series-selection.image=dicom-parser
 COPY --from=install /opt/venv /opt/venv
+# Every folder a volume mounts onto belongs to the app user, in every image: compose v2 creates
+# all containers first, and an empty named volume takes the owner of its folder in the image.
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent app \
- && mkdir /input /output && chown 10001:10001 /output
+ && mkdir /input /output && chown 10001:10001 /input /output
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 LOG_FORMAT=json \
     DICOM_PARSER_INPUT=/input DICOM_PARSER_OUTPUT=/output
 USER 10001:10001

@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from reliability_support import REPOSITORY, parser_environment
 
@@ -139,3 +141,81 @@ def test_every_command_says_its_version(script: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"{script} {metadata.version('dicom-series-selection')}"
+
+
+def _imported(module: Path) -> set[str]:
+    """Every name ``module`` imports, anywhere in it (``from a import b``: ``a`` and ``a.b``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def _libraries_reached(start: str) -> set[str]:
+    """The top-level names of the libraries that the modules ``start`` reaches import."""
+    operators = REPOSITORY / "operators"
+    seen: set[str] = set()
+    libraries: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        path = operators.joinpath(*name.split("."))
+        module = path.with_suffix(".py")  # selector/rules.py beside its data folder rules/
+        if not module.is_file():
+            module = path / "__init__.py"
+        if name in seen or not module.is_file():
+            continue
+        seen.add(name)
+        for imported in _imported(module):
+            top = imported.partition(".")[0]
+            if top == "series_selection":
+                todo.append(imported)
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                libraries.add(top)
+    return libraries
+
+
+def _declared(extras: list[str]) -> set[str]:
+    """The distributions the core and ``extras`` (with the extras they name) install directly."""
+    project = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]
+    names = {canonicalize_name(Requirement(text).name) for text in project["dependencies"]}
+    todo, done = list(extras), set()
+    while todo:
+        current = todo.pop()
+        done.add(current)
+        for requirement in map(Requirement, project["optional-dependencies"][current]):
+            if canonicalize_name(requirement.name) == DISTRIBUTION:
+                todo.extend(requirement.extras - done)
+            else:
+                names.add(canonicalize_name(requirement.name))
+    return names
+
+
+DISTRIBUTION = "dicom-series-selection"
+
+
+@pytest.mark.parametrize(
+    ("package", "extra"),
+    [
+        ("parser", "parser"),
+        ("selector", "selector"),
+        ("report", "report"),
+        ("pipeline", "pipeline"),
+        ("receiver", "receiver"),
+        ("pipeline.docker_engine", "pipeline,docker"),
+    ],
+)
+def test_each_command_imports_only_libraries_its_extra_installs(package: str, extra: str) -> None:
+    """Each image installs its operator's extra only: a library missing from it breaks the image.
+    The Docker SDK is the docker extra's, imported only for ``--engine docker``."""
+    start = f"series_selection.{package}" + ("" if "." in package else ".cli")
+    providers = metadata.packages_distributions()
+    extras = extra.split(",")
+    declared = _declared(extras)
+    for library in _libraries_reached(start) - ({"docker"} if "docker" not in extras else set()):
+        distributions = {canonicalize_name(name) for name in providers.get(library, [library])}
+        assert distributions & declared, f"{start} imports {library}, not in [{extra}]"

@@ -330,6 +330,7 @@ def test_metadata_is_written_as_json_dumps_writes_it(tmp_path: Path, studies: in
     """dicom-metadata.json is written series by series; the text is what the json module
     writes for the whole document, and nothing else is left in the output folder."""
     (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("not DICOM")  # an input without files is refused
     for number in range(studies):
         study = StudySpec(patient_id=f"P{number}", study_uid=f"1.2.3.{number}")
         write_series(tmp_path / "in" / f"{number}a", ct_series(study=study, slices=2), seed=1)
@@ -387,6 +388,17 @@ def test_user_errors_exit_2_without_traceback(
     error = capsys.readouterr().err
     assert "Traceback" not in error
     assert "does not exist" in error and "lies inside the input" in error
+
+
+def test_an_input_folder_holding_no_files_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What Docker makes of a mistyped bind-mount source: an empty folder."""
+    source = tmp_path / "in"
+    (source / "nothing-here").mkdir(parents=True)
+    assert main(["--input", str(source), "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.rstrip().endswith(f"input folder {source} holds no files")
+    assert not (tmp_path / "out").exists()
 
 
 def test_environment_sets_defaults_and_flags_win(

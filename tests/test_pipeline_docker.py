@@ -1,6 +1,6 @@
 """The containers: built offline, run through compose and the Docker engine runner, hardened.
 
-Builds the local Debian base (once: kept while its tag exists) and both images with
+Builds the local Debian base (once: kept while its tag exists) and the four images with
 ``docker/build-images.sh --local-base``, as CI does.
 """
 
@@ -76,7 +76,7 @@ def engine() -> DockerClient:
 
 @pytest.fixture(scope="module")
 def images(engine: DockerClient) -> None:
-    """Build the base (unless present) and both images, offline."""
+    """Build the base (unless present) and the four images, offline."""
     result = subprocess.run(
         [str(REPO / "docker/build-images.sh"), "--local-base"],
         env={**os.environ, "PYTHON": sys.executable},
@@ -135,17 +135,25 @@ def compose_project(
     subprocess.run([*command, "down", "--volumes"], env=environment, capture_output=True)
 
 
-def compose_run(
+def compose_call(
     project: tuple[list[str], dict[str, str]], *arguments: str
 ) -> subprocess.CompletedProcess[str]:
     command, environment = project
     return subprocess.run(
-        [*command, "run", "--rm", "-T", "--no-deps", *arguments],
-        env=environment,
-        capture_output=True,
-        text=True,
-        check=False,
+        [*command, *arguments], env=environment, capture_output=True, text=True, check=False
     )
+
+
+def compose_run(
+    project: tuple[list[str], dict[str, str]], *arguments: str
+) -> subprocess.CompletedProcess[str]:
+    return compose_call(project, "run", "--rm", "-T", "--no-deps", *arguments)
+
+
+def compose_up(project: tuple[list[str], dict[str, str]]) -> subprocess.CompletedProcess[str]:
+    """The whole chain in one command, as the README shows it: ends with series-report."""
+    up = ["up", "--abort-on-container-exit", "--exit-code-from", "series-report"]
+    return compose_call(project, *up, "series-report")
 
 
 def test_compose_runs_the_pipeline_on_the_sample_studies(
@@ -156,6 +164,28 @@ def test_compose_runs_the_pipeline_on_the_sample_studies(
         assert result.returncode == 0, result.stdout + result.stderr
     check_selected_volumes(output_folder)
     check_report(report_folder)
+
+
+def test_compose_up_runs_the_pipeline_on_the_sample_studies(
+    compose_project: tuple[list[str], dict[str, str]], output_folder: Path, report_folder: Path
+) -> None:
+    result = compose_up(compose_project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    check_selected_volumes(output_folder)
+    check_report(report_folder)
+
+
+def test_compose_up_refuses_a_mistyped_input(
+    compose_project: tuple[list[str], dict[str, str]], tmp_path: Path, output_folder: Path
+) -> None:
+    """The engine creates the missing folder empty; the parser refuses it, and the chain stops."""
+    _, environment = compose_project
+    environment["INPUT"] = str(tmp_path / "mistyped")
+    result = compose_up(compose_project)
+    assert result.returncode != 0, result.stdout + result.stderr
+    parser_log = compose_call(compose_project, "logs", "--no-color", "dicom-parser").stdout
+    assert "input folder /input holds no files" in parser_log
+    assert list(output_folder.iterdir()) == []
 
 
 def test_compose_passes_selection_rules(
@@ -182,16 +212,70 @@ def test_compose_containers_are_hardened(
     assert seen == HARDENED
 
 
-@pytest.mark.parametrize("image", ["dicom-parser", "series-selector", "series-report"])
-def test_images_run_as_a_non_root_user_that_owns_the_output_folder(
+MOUNTED = {
+    "dicom-parser": ["/input", "/output"],
+    "series-selector": ["/input", "/output"],
+    "series-report": ["/input", "/selections", "/output"],
+}
+"""The folders volumes mount onto: compose v2 creates every container before starting any, and
+an empty named volume takes the owner of the folder in the image; all must be the user's."""
+
+
+@pytest.mark.parametrize("image", sorted(MOUNTED))
+def test_images_run_as_a_non_root_user_that_owns_the_mounted_folders(
     engine: DockerClient, images: None, image: str
 ) -> None:
     reference = f"series-selection/{image}:0.1.0"
     assert engine.images.get(reference).attrs["Config"]["User"] == "10001:10001"
-    owner = engine.containers.run(
-        reference, entrypoint=["stat", "-c", "%u:%g", "/output"], remove=True, network_mode="none"
+    owners = engine.containers.run(
+        reference,
+        entrypoint=["stat", "-c", "%u:%g", *MOUNTED[image]],
+        remove=True,
+        network_mode="none",
     )
-    assert owner.decode().strip() == "10001:10001"
+    assert owners.decode().split() == ["10001:10001"] * len(MOUNTED[image])
+
+
+IMPORTABLE = """
+import importlib.util
+names = ["numpy", "nibabel", "jinja2", "regex", "pynetdicom", "docker", "SimpleITK"]
+print(*[name for name in names if importlib.util.find_spec(name)])
+"""
+"""Inside an image: which of the libraries that only some commands need are installed."""
+
+
+@pytest.mark.parametrize(
+    ("image", "libraries"),
+    [
+        ("dicom-parser", ["numpy", "nibabel"]),
+        ("series-selector", ["regex"]),
+        ("series-report", ["numpy", "jinja2"]),
+        ("dicom-receiver", ["numpy", "nibabel", "jinja2", "regex", "pynetdicom"]),
+    ],
+)
+def test_each_image_installs_only_its_operators_extra_within_300_mb(
+    engine: DockerClient, images: None, image: str, libraries: list[str]
+) -> None:
+    reference = f"series-selection/{image}:0.1.0"
+    assert engine.images.get(reference).attrs["Size"] <= 300 * 1000**2  # as `docker image ls`
+    found = engine.containers.run(
+        reference, entrypoint=["python3", "-c", IMPORTABLE], remove=True, network_mode="none"
+    )
+    assert found.decode().split() == libraries
+
+
+def test_a_command_whose_extra_is_not_installed_says_so_in_one_line(images: None) -> None:
+    image = "series-selection/series-selector:0.1.0"  # has no numpy: no parser
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "dicom-parser", image],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 3
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("dicom-parser: the Python package ")
+    assert line.endswith("is missing: pip install 'dicom-series-selection[parser]'")
 
 
 def test_the_docker_engine_runner_runs_the_pipeline_on_the_sample_studies(

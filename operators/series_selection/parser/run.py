@@ -220,6 +220,8 @@ def _check_folders(input_dir: Path, output_dir: Path) -> tuple[Path, Path]:
     if not input_dir.is_dir():
         raise InputError(f"input folder {input_dir} does not exist or is not a folder")
     check_apart(input_dir, output_dir)
+    if next(list_files(input_dir), None) is None:  # e.g. a mistyped path Docker created empty
+        raise InputError(f"input folder {input_dir} holds no files")
     return input_dir.resolve(), output_dir.resolve()
 
 

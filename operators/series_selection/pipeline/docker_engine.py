@@ -6,12 +6,18 @@ import logging
 import os
 from typing import IO, Any
 
-from docker.client import DockerClient
-from docker.errors import DockerException, ImageNotFound
-from docker.models.images import Image
-from docker.types import DeviceRequest
-
 from series_selection.common.errors import InputError
+
+try:
+    from docker.client import DockerClient
+    from docker.errors import DockerException, ImageNotFound
+    from docker.models.images import Image
+    from docker.types import DeviceRequest
+except ModuleNotFoundError as missing:
+    raise InputError(
+        f"--engine docker needs the Python package {missing.name!r}: "
+        "pip install 'dicom-series-selection[docker]'"
+    ) from missing
 from series_selection.pipeline.definition import Operator
 from series_selection.pipeline.runner import Mount, copy_lines
 

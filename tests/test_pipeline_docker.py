@@ -341,9 +341,11 @@ def read(v2_name, v1_name):
 print(*read("memory.max", "memory/memory.limit_in_bytes"))
 period = [] if v2 else read("", "cpu/cpu.cfs_period_us")
 print(*read("cpu.max", "cpu/cpu.cfs_quota_us"), *period)
+from series_selection.parser.bounds import usable_cpus
+print(usable_cpus())
 """
 """Inside a container: its memory limit in bytes, then its CPU quota and period (cgroup v2 or
-v1)."""
+v1), then how many workers the parser would start there by default."""
 
 
 def test_the_docker_engine_runner_sets_an_operators_requests_as_limits(
@@ -358,5 +360,6 @@ def test_the_docker_engine_runner_sets_an_operators_requests_as_limits(
     out = tmp_path / "run"
     arguments = ["run", "--engine", "docker", "--pipeline", str(definition_file)]
     main([*arguments, "--input", str(REPO / "samples"), "--output", str(out)])
-    assert (out / "dicom-parser.log").read_text().split() == [str(256 << 20), "50000", "100000"]
+    limits = [str(256 << 20), "50000", "100000", "1"]  # half a CPU: one worker
+    assert (out / "dicom-parser.log").read_text().split() == limits
     assert "requests 1 GPU(s); this Docker engine has no GPU runtime" in capsys.readouterr().err

@@ -4,18 +4,51 @@ check that every NIfTI file the parser writes in a test has a qform as exact as 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from docker.client import DockerClient
 from nibabel.filebasedimages import ImageFileError
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def engine() -> DockerClient:
+    """The Docker engine, or a skip where none answers."""
+    from docker.client import DockerClient
+    from docker.errors import DockerException
+
+    try:
+        client = DockerClient.from_env()
+        client.ping()
+    except DockerException as error:
+        pytest.skip(f"no Docker engine answers: {error}")
+    return client
+
+
+@pytest.fixture(scope="session")
+def images(engine: DockerClient) -> None:
+    """The base (unless present) and the four images, built offline once per test session."""
+    result = subprocess.run(
+        [str(REPO / "docker/build-images.sh"), "--local-base"],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.fixture(scope="session")

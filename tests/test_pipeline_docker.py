@@ -11,14 +11,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from docker.client import DockerClient
-from docker.errors import DockerException
 
 from series_selection.pipeline.cli import main
 from test_pipeline_local import check_report, check_selected_volumes
@@ -62,29 +60,6 @@ HARDENED = {
     "output_writable": True,
     "network_interfaces": ["lo"],
 }
-
-
-@pytest.fixture(scope="module")
-def engine() -> DockerClient:
-    try:
-        client = DockerClient.from_env()
-        client.ping()
-    except DockerException as error:
-        pytest.skip(f"no Docker engine answers: {error}")
-    return client
-
-
-@pytest.fixture(scope="module")
-def images(engine: DockerClient) -> None:
-    """Build the base (unless present) and the four images, offline."""
-    result = subprocess.run(
-        [str(REPO / "docker/build-images.sh"), "--local-base"],
-        env={**os.environ, "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.fixture(scope="module", params=["docker-compose", "docker compose"])

@@ -21,8 +21,6 @@ from test_pipeline_docker import (  # noqa: F401 - fixtures
     compose,
     compose_call,
     compose_project,
-    engine,
-    images,
     output_folder,
     report_folder,
 )
@@ -73,7 +71,7 @@ def test_a_model_after_the_selector_runs_locally_on_the_chosen_volumes(tmp_path:
 
 
 @pytest.fixture(scope="module")
-def stand_in_image(images: None) -> str:  # noqa: F811 - the fixture imported above
+def stand_in_image(images: None) -> str:
     """The stand-in model's image, on the parser's (built by ``images``)."""
     built = subprocess.run(
         ["docker", "build", "--quiet", "--tag", STAND_IN_IMAGE, str(STAND_IN)],

@@ -72,10 +72,10 @@ SUCCESS = 0x0000
 ACSE_TIMEOUT = 10
 """Seconds to wait for an association request after the connection, or for a release."""
 NETWORK_TIMEOUT = 60
+"""Seconds without a message on an association, or in the middle of one, before it is ended."""
 MAX_PDU_BYTES = 1 << 20
 """The largest PDU we take (announced to the peer): what is held of a data set beyond
 ``max_instance_bytes`` before the association is aborted."""
-"""Seconds without a message on an association, or in the middle of one, before it is ended."""
 TICK_SECONDS = 0.2
 """How often the timer looks for due groups at most (it sleeps until the next deadline)."""
 

@@ -58,18 +58,25 @@ elif [[ $# -gt 0 ]]; then
 fi
 build_wheelhouse
 # In parallel: most of a classic build is the engine committing each step, not CPU.
+operators=(dicom-parser series-selector dicom-receiver series-report)
 builds=()
-for operator in dicom-parser series-selector dicom-receiver series-report; do
+for operator in "${operators[@]}"; do
     echo "== image series-selection/$operator:$tag on $base_image"
     DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE_IMAGE=$base_image" \
         --file "$here/$operator.Dockerfile" --tag "series-selection/$operator:$tag" "$here" \
-        >/dev/null &
+        >"$build/$operator.log" 2>&1 &
     builds+=($!)
 done
 failed=0
-for build in "${builds[@]}"; do
-    wait "$build" || failed=1
+for index in "${!builds[@]}"; do
+    operator=${operators[$index]}
+    if ! wait "${builds[$index]}"; then
+        echo "image series-selection/$operator:$tag failed to build; its last lines" \
+            "($build/$operator.log):" >&2
+        tail -n 5 "$build/$operator.log" >&2
+        failed=1
+    fi
 done
-[[ $failed == 0 ]] || { echo "an image build failed" >&2; exit 1; }
+[[ $failed == 0 ]] || exit 1
 # The install stages and the images these builds replaced are left untagged: remove ours only.
 docker image prune --force --filter label=series-selection.image >/dev/null

@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import numpy.typing as npt
 import pytest
 import SimpleITK as sitk
 
 from series_selection.common.models import Rescale
+from series_selection.parser import writers
 from series_selection.parser.geometry import FloatArray, spacing_and_direction
-from series_selection.parser.writers import write_metaimage
+from series_selection.parser.writers import write_metaimage, write_nifti
 
 IDENTITY = Rescale(1.0, 0.0, "identity")
 DTYPES = ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"]
@@ -183,3 +185,24 @@ def test_a_kept_rescale_is_refused(tmp_path: Path) -> None:
             colour=False,
         )
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name", ["v.nii", "v.nii.gz"])
+@pytest.mark.parametrize("shape", [(4, 5, 6), (3, 4, 5, 6), (4, 5, 6, 3)], ids=["3d", "4d", "rgb"])
+def test_reversed_views_are_written_in_pieces_as_their_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, shape: tuple[int, ...]
+) -> None:
+    # Pieces far smaller than one slice, one time point or one row: every level is split.
+    monkeypatch.setattr(writers, "GZIP_PIECE", 16)
+    colour = len(shape) == 4 and shape[-1] == 3
+    voxels = _volume(shape, "uint8") if colour else _volume(shape, "int16").astype(">i2")
+    reversed_view = np.flip(voxels, (0, 2))
+    write_nifti(tmp_path / name, reversed_view, AFFINES["oblique"], IDENTITY, colour)
+    image: Any = nib.load(tmp_path / name)
+    stored = np.asanyarray(image.dataobj)
+    if colour:
+        stored = np.stack([stored[c] for c in ("R", "G", "B")], axis=-1)
+        expected = reversed_view.transpose(2, 1, 0, 3)
+    else:
+        expected = reversed_view.T
+    np.testing.assert_array_equal(stored, expected)

@@ -29,6 +29,7 @@ SELECTED_IMAGES_FILE = "selected-images.json"
 EXPLAIN_FILE = "selection-explain.json"
 VOLUME_FORMATS = ("mhd", "nii", "nii.gz")
 """The volume file formats the parser writes (``--format``)."""
+DEFAULT_VOLUME_FORMAT = "nii.gz"
 FORMAT_ENV = "DICOM_PARSER_FORMAT"
 """The parser's volume format, as a pipeline sets it."""
 EXPLAIN_ENV = "SERIES_SELECTOR_EXPLAIN"

@@ -13,6 +13,7 @@ from series_selection.common.cli import add_version, run_reporting_errors
 from series_selection.common.errors import InputError
 from series_selection.common.logs import LOG_OPTIONS, setup_logging
 from series_selection.common.models import (
+    DEFAULT_VOLUME_FORMAT,
     FORMAT_ENV,
     METADATA_FILE,
     REPORT_FILE,
@@ -31,7 +32,13 @@ MMAP_THRESHOLD = 128 * 1024
 OPTIONS = (
     Option("--input", "DICOM_PARSER_INPUT", None, "folder of DICOM files (searched recursively)"),
     Option("--output", "DICOM_PARSER_OUTPUT", None, "folder for the metadata, volumes and report"),
-    Option("--format", FORMAT_ENV, "nii.gz", "volume file format", choices=VOLUME_FORMATS),
+    Option(
+        "--format",
+        FORMAT_ENV,
+        DEFAULT_VOLUME_FORMAT,
+        "volume file format",
+        choices=VOLUME_FORMATS,
+    ),
     Option(
         "--workers",
         "DICOM_PARSER_WORKERS",

@@ -108,8 +108,12 @@ def write_nifti(
 
 
 def _c_order_pieces(voxels: npt.NDArray[Any], dtype: np.dtype[Any]) -> Iterator[memoryview]:
-    """The bytes of ``voxels`` as ``dtype`` in C order, about ``GZIP_PIECE`` at a time: an array
-    stored with axes reversed (``np.flip``) is copied a piece at a time, never whole."""
+    """The bytes of ``voxels`` as ``dtype`` in C order, at most about ``GZIP_PIECE`` at a time: an
+    array stored with axes reversed (``np.flip``) is copied a piece at a time, never whole."""
+    if voxels.ndim > 1 and voxels[0].nbytes > GZIP_PIECE:  # a time point, a huge slice
+        for part in voxels:
+            yield from _c_order_pieces(part, dtype)
+        return
     step = max(1, GZIP_PIECE // max(1, voxels[0].nbytes))
     for start in range(0, len(voxels), step):
         piece = np.ascontiguousarray(voxels[start : start + step], dtype=dtype)

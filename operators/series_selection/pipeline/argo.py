@@ -15,12 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 from series_selection.common.errors import InputError
-from series_selection.common.models import FORMAT_ENV, RULES_BASE64_ENV, VOLUME_FORMATS
+from series_selection.common.models import (
+    DEFAULT_VOLUME_FORMAT,
+    FORMAT_ENV,
+    RULES_BASE64_ENV,
+    VOLUME_FORMATS,
+)
 from series_selection.pipeline.definition import Operator, Pipeline
 
 RUN_AS = 10001  # the non-root user of the project's images (docker/*.Dockerfile)
 INPUT_VOLUME, OUTPUT_VOLUME, TMP_VOLUME = "input", "output", "tmp"
-DEFAULT_FORMAT = "nii.gz"
 RUN_OPTIONS = {
     RULES_BASE64_ENV: "{{=sprig.b64enc(workflow.parameters.rules)}}",
     FORMAT_ENV: "{{workflow.parameters.format}}",
@@ -145,7 +149,7 @@ def _container_template(operator: Operator) -> dict[str, Any]:
 def _format(pipeline: Pipeline) -> str:
     """The volume format the definition sets for its operators, else the parser's default."""
     formats = [op.variables[FORMAT_ENV] for op in pipeline.operators if FORMAT_ENV in op.variables]
-    return formats[0] if formats else DEFAULT_FORMAT
+    return formats[0] if formats else DEFAULT_VOLUME_FORMAT
 
 
 def _resources(operator: Operator) -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,9 @@ from nibabel.filebasedimages import ImageFileError
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
+COMPOSE_FILE = REPO / "docker/compose.yaml"
+IMAGE_USER = (10001, 10001)
+"""The non-root user of the project's images (docker/*.Dockerfile)."""
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +53,57 @@ def images(engine: DockerClient) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module", params=["docker-compose", "docker compose"])
+def compose(request: pytest.FixtureRequest, images: None) -> list[str]:
+    """Each compose implementation installed: docker-compose 1.29 and the v2 plugin."""
+    command: list[str] = request.param.split()
+    probe = subprocess.run([*command, "version"], capture_output=True, check=False)
+    if shutil.which(command[0]) is None or probe.returncode != 0:
+        pytest.skip(f"'{request.param}' is not installed here")
+    return command
+
+
+def image_writable(folder: Path) -> Path:
+    """``folder``, made, and writable by the images' user: handed to it when we are root, open
+    to all otherwise."""
+    folder.mkdir()
+    if os.getuid() == 0:
+        os.chown(folder, *IMAGE_USER)
+    else:
+        folder.chmod(0o777)
+    return folder
+
+
+@pytest.fixture
+def output_folder(tmp_path: Path) -> Path:
+    """A host folder for the selections, writable by the containers' user."""
+    return image_writable(tmp_path / "out")
+
+
+@pytest.fixture
+def report_folder(tmp_path: Path) -> Path:
+    """A host folder for series-report, writable by the containers' user."""
+    return image_writable(tmp_path / "report")
+
+
+@pytest.fixture
+def compose_project(
+    compose: list[str], output_folder: Path, report_folder: Path
+) -> Iterator[tuple[list[str], dict[str, str]]]:
+    """The compose command for a project of this test, and its environment; removed after."""
+    command = [*compose, "--file", str(COMPOSE_FILE), "--project-name", f"selection{os.getpid()}"]
+    environment = {
+        **os.environ,
+        "INPUT": str(REPO / "samples"),
+        "OUTPUT": str(output_folder),
+        "REPORT": str(report_folder),
+    }
+    if os.getuid() != 0:
+        environment["PIPELINE_USER"] = f"{os.getuid()}:{os.getgid()}"
+    yield command, environment
+    subprocess.run([*command, "down", "--volumes"], env=environment, capture_output=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,8 +21,6 @@ from test_pipeline_local import check_report, check_selected_volumes
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
-COMPOSE_FILE = REPO / "docker/compose.yaml"
-IMAGE_USER = (10001, 10001)
 
 # Run inside a container: what the process may do there, as JSON on standard output.
 PROBE = """
@@ -60,54 +55,6 @@ HARDENED = {
     "output_writable": True,
     "network_interfaces": ["lo"],
 }
-
-
-@pytest.fixture(scope="module", params=["docker-compose", "docker compose"])
-def compose(request: pytest.FixtureRequest, images: None) -> list[str]:
-    """Each compose implementation installed: docker-compose 1.29 and the v2 plugin."""
-    command: list[str] = request.param.split()
-    probe = subprocess.run([*command, "version"], capture_output=True, check=False)
-    if shutil.which(command[0]) is None or probe.returncode != 0:
-        pytest.skip(f"'{request.param}' is not installed here")
-    return command
-
-
-@pytest.fixture
-def output_folder(tmp_path: Path) -> Path:
-    """A host folder the containers' user can write into."""
-    folder = tmp_path / "out"
-    folder.mkdir()
-    if os.getuid() == 0:
-        os.chown(folder, *IMAGE_USER)
-    return folder
-
-
-@pytest.fixture
-def report_folder(tmp_path: Path) -> Path:
-    """A host folder for series-report that the containers' user can write into."""
-    folder = tmp_path / "report"
-    folder.mkdir()
-    if os.getuid() == 0:
-        os.chown(folder, *IMAGE_USER)
-    return folder
-
-
-@pytest.fixture
-def compose_project(
-    compose: list[str], output_folder: Path, report_folder: Path
-) -> Iterator[tuple[list[str], dict[str, str]]]:
-    """The compose command for a project of this test, and its environment; removed after."""
-    command = [*compose, "--file", str(COMPOSE_FILE), "--project-name", f"selection{os.getpid()}"]
-    environment = {
-        **os.environ,
-        "INPUT": str(REPO / "samples"),
-        "OUTPUT": str(output_folder),
-        "REPORT": str(report_folder),
-    }
-    if os.getuid() != 0:
-        environment["PIPELINE_USER"] = f"{os.getuid()}:{os.getgid()}"
-    yield command, environment
-    subprocess.run([*command, "down", "--volumes"], env=environment, capture_output=True)
 
 
 def compose_call(

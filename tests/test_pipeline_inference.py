@@ -15,15 +15,9 @@ import nibabel
 import numpy as np
 import pytest
 
+from conftest import image_writable
 from series_selection.pipeline.cli import main
-from test_pipeline_docker import (  # noqa: F401 - fixtures
-    IMAGE_USER,
-    compose,
-    compose_call,
-    compose_project,
-    output_folder,
-    report_folder,
-)
+from test_pipeline_docker import compose_call
 
 REPO = Path(__file__).resolve().parents[1]
 STAND_IN = Path(__file__).resolve().parent / "stand_in_inference"
@@ -102,15 +96,12 @@ def test_a_model_after_the_selector_runs_in_containers_with_its_requests(
 @pytest.mark.docker
 def test_a_model_after_the_selector_runs_under_compose_up(
     stand_in_image: str,
-    compose_project: tuple[list[str], dict[str, str]],  # noqa: F811
-    output_folder: Path,  # noqa: F811
+    compose_project: tuple[list[str], dict[str, str]],
+    output_folder: Path,
     tmp_path: Path,
 ) -> None:
     command, environment = compose_project
-    results = tmp_path / "results"
-    results.mkdir()
-    if os.getuid() == 0:
-        os.chown(results, *IMAGE_USER)
+    results = image_writable(tmp_path / "results")
     environment["RESULTS"] = str(results)
     environment["RULES_BASE64"] = base64.b64encode(RULES.read_bytes()).decode()
     project = ([*command, "--file", str(STAND_IN / "compose.yaml")], environment)

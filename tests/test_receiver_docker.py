@@ -4,7 +4,6 @@ it, takes a study from storescu on its published port and runs the pipeline insi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 from docker.client import DockerClient
 
+from conftest import image_writable
 from receiver_support import (
     ECHOSCU,
     SAMPLES,
@@ -25,27 +25,11 @@ from receiver_support import (
     storescu,
     write_config,
 )
-from test_pipeline_docker import (  # noqa: F401 - fixtures
-    IMAGE_USER,
-    compose,
-    compose_call,
-    compose_project,
-    output_folder,
-    report_folder,
-)
+from test_pipeline_docker import compose_call
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 IMAGE = "series-selection/dicom-receiver:0.1.0"
-
-
-def writable_folder(path: Path) -> Path:
-    path.mkdir()
-    if os.getuid() == 0:
-        os.chown(path, *IMAGE_USER)
-    else:
-        path.chmod(0o777)
-    return path
 
 
 def receive_one_study(port: int, output: Path, logs: Callable[[], str]) -> Path:
@@ -76,7 +60,7 @@ def test_the_receiver_image_runs_the_pipeline_on_a_received_study(
     image = engine.images.get(IMAGE)
     assert image.attrs["Config"]["User"] == "10001:10001"
     assert set(image.attrs["Config"]["ExposedPorts"]) == {"11112/tcp"}
-    spool, output = writable_folder(tmp_path / "spool"), writable_folder(tmp_path / "output")
+    spool, output = image_writable(tmp_path / "spool"), image_writable(tmp_path / "output")
     port = free_port()
     container = engine.containers.run(
         IMAGE,
@@ -126,11 +110,11 @@ def test_the_receiver_runs_its_jobs_with_the_docker_engine_when_configured(
 
 
 def test_the_compose_receiver_service_takes_a_study_and_runs_the_pipeline(
-    compose_project: tuple[list[str], dict[str, str]],  # noqa: F811
+    compose_project: tuple[list[str], dict[str, str]],
     tmp_path: Path,
 ) -> None:
     command, environment = compose_project
-    output = writable_folder(tmp_path / "receiver-output")
+    output = image_writable(tmp_path / "receiver-output")
     port = free_port()
     environment |= {"RECEIVER_PORT": str(port), "RECEIVER_OUTPUT": str(output)}
     project = ([*command, "--profile", "receiver"], environment)  # `down` must see it too

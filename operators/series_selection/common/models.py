@@ -15,11 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from functools import cache
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
-
+from series_selection.common.dictionary import tag_key
 from series_selection.common.jsonio import LazyArray
 
 METADATA_FILE = "dicom-metadata.json"
@@ -42,15 +40,6 @@ RULES_FILE_ENV = "NVIDIA_CLARA_SELECTION_RULES_FILE"
 JsonDataset = Mapping[str, Any]
 JsonArray = list[Any] | LazyArray
 """The JSON of a model's children: a list, or a ``LazyArray`` for a writer that streams them."""
-
-
-@cache
-def tag_key(keyword: str) -> str:
-    """The DICOM JSON key ("GGGGEEEE") of a keyword such as ``"Modality"``."""
-    tag = tag_for_keyword(keyword)
-    if tag is None:
-        raise KeyError(f"{keyword!r} is not a DICOM keyword")
-    return f"{tag:08X}"
 
 
 def json_values(dataset: JsonDataset, keyword: str) -> list[Any] | None:

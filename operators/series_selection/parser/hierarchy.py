@@ -15,7 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from series_selection.common.models import JsonDataset, json_value, tag_key
+from series_selection.common.dictionary import tag_key
+from series_selection.common.models import JsonDataset, json_value
 from series_selection.parser.reading import decoded_pixel_bytes, finite_number
 
 STUDY_LEVEL_KEYWORDS = (

@@ -28,8 +28,8 @@ from typing import Any
 
 import re2
 import regex
-from pydicom.datadict import dictionary_VR, keyword_dict
 
+from series_selection.common.dictionary import keyword_entries, keyword_vr
 from series_selection.common.errors import RulesError
 from series_selection.common.files import RefusedFileError, read_small_text
 from series_selection.common.jsonio import schema_errors
@@ -438,11 +438,11 @@ def _list_condition(keyword: str, value: Sequence[Any], path: str) -> Condition:
 
 
 def _check_keyword(keyword: str, path: str) -> None:
-    if keyword not in keyword_dict:
-        close = difflib.get_close_matches(keyword, keyword_dict.keys(), n=1, cutoff=0.8)
+    vr = keyword_vr(keyword)
+    if vr is None:
+        close = difflib.get_close_matches(keyword, keyword_entries(), n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise _BadRuleError(path, f"unknown DICOM keyword {keyword!r}{hint}")
-    vr = dictionary_VR(keyword_dict[keyword])
     if vr in UNMATCHABLE_VRS:
         raise _BadRuleError(path, f"{keyword} has VR {vr}, which cannot be matched")
 

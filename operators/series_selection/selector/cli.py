@@ -179,6 +179,6 @@ def run(settings: dict[str, Any]) -> int:
 
 def _chosen_text(outcome: Outcome) -> str:
     """The series a selection chose, by number and description (the first three)."""
-    labels = [series_label(candidate) for candidate in outcome.chosen]
-    more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
-    return ", ".join(labels[:3]) + more if labels else "nothing"
+    labels = [series_label(candidate) for candidate in outcome.chosen[:3]]
+    more = len(outcome.chosen) - len(labels)
+    return ", ".join(labels) + (f" and {more} more" if more else "") if labels else "nothing"

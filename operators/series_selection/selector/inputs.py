@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from series_selection.common.errors import InputError
@@ -99,36 +101,46 @@ class InputFolder:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.root = folder.resolve()
-        self._resolved_folders: dict[Path, Path] = {}
+        self._inside = os.path.realpath(folder).rstrip(os.sep) + os.sep
+        self._resolved_folders: dict[str, str] = {}
 
     def file(self, relative: str) -> Path:
         """``folder / relative`` if it is a file inside the folder, symlinks resolved; else
         ``InputError``."""
-        pure = PurePosixPath(relative)
-        if not relative or pure.is_absolute() or ".." in pure.parts or "\\" in relative:
+        self.located(relative)
+        return self.folder / relative
+
+    def located(self, relative: str) -> str:
+        """Where the file ``relative`` is, a symbolic link followed, if that is inside the
+        folder; else ``InputError``."""
+        if not relative or relative[0] == "/" or "\\" in relative or ".." in relative.split("/"):
             raise InputError(
                 f"{SERIES_IMAGES_FILE} lists a path outside the input folder: {relative!r}"
             )
-        path = self.folder / relative
-        if not self._resolve(path).is_relative_to(self.root):
+        path = f"{self.folder}/{relative}"
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            mode = 0
+        if stat.S_ISLNK(mode):
+            located = os.path.realpath(path)
+            is_file = Path(located).is_file()
+        else:  # each folder is resolved once: the volumes share a few
+            parent, name = os.path.split(path)
+            folder = self._resolved_folders.get(parent)
+            if folder is None:
+                folder = self._resolved_folders[parent] = os.path.realpath(parent)
+            located = f"{folder}/{name}"
+            is_file = stat.S_ISREG(mode)
+        if not located.startswith(self._inside):
             raise InputError(
                 f"{SERIES_IMAGES_FILE} lists {relative!r}, which leads outside {self.folder}"
             )
-        if not path.is_file():
+        if not is_file:
             raise InputError(
                 f"{SERIES_IMAGES_FILE} lists {relative!r}, which is not a file in {self.folder}"
             )
-        return path
-
-    def _resolve(self, path: Path) -> Path:
-        """``path.resolve()``, resolving each folder once: the volumes share a few folders."""
-        if path.is_symlink():
-            return path.resolve()
-        folder = self._resolved_folders.get(path.parent)
-        if folder is None:
-            folder = self._resolved_folders[path.parent] = path.parent.resolve()
-        return folder / path.name
+        return located
 
 
 def series_identity(candidate: Candidate) -> dict[str, Any]:

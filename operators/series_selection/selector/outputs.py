@@ -92,7 +92,7 @@ class _ChosenSeries:
     def _image(self, volume: VolumeEntry) -> ImageEntry:
         if self.mode == "place":
             for relative in (volume.path, *data_files(self.input_folder, volume)):
-                place(self.input_folder.file(relative), self.staging / relative)
+                place(self.input_folder.located(relative), f"{self.staging}/{relative}")
                 self.placed.append(relative)
             path = volume.path
         else:
@@ -128,40 +128,40 @@ def data_files(input_folder: InputFolder, volume: VolumeEntry) -> list[str]:
     raise InputError(f"{volume.path} has no ElementDataFile line")
 
 
-def place(source: Path, target: Path) -> None:
-    """Make ``target`` the same file as ``source``: a hard link where possible, else a copy.
+def place(source: str, target: str) -> None:
+    """Make ``target`` the same file as ``source`` (a file, not a symbolic link): a hard link
+    where possible, else a copy.
 
     A new hard link appears whole or not at all; a copy, or a link replacing another file, is
     made beside ``target`` and then renamed over it.
     """
-    if source.is_symlink():  # link the file itself: a link to a symbolic link is one too
-        source = source.resolve()
     try:
         if _linked(source, target):
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".placing-", dir=target.parent) as scratch:
-            temporary = Path(scratch) / target.name
+        placed = Path(target)
+        placed.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".placing-", dir=placed.parent) as scratch:
+            temporary = Path(scratch) / placed.name
             _link_or_copy(source, temporary)
-            temporary.replace(target)
+            temporary.replace(placed)
     except OSError as error:
         raise OutputError(
             f"cannot place {source} at {target}: {error.strerror or error}"
         ) from error
 
 
-def _linked(source: Path, target: Path) -> bool:
+def _linked(source: str, target: str) -> bool:
     """Whether ``target`` is, or has just been made, a hard link to ``source``."""
     try:
-        target.hardlink_to(source)
+        os.link(source, target)
     except FileExistsError:
-        return target.exists() and target.samefile(source)
+        return Path(target).exists() and Path(target).samefile(source)
     except OSError:  # no folder yet, another file system, or links not allowed here
         return False
     return True
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
+def _link_or_copy(source: str, target: Path) -> None:
     try:
         target.hardlink_to(source)
     except OSError:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from series_selection.common.dictionary import tag_key
@@ -48,12 +49,18 @@ def json_values(dataset: JsonDataset, keyword: str) -> list[Any] | None:
     An attribute that is present but empty gives ``[]``; a person name gives its Alphabetic form.
     """
     element = dataset.get(tag_key(keyword))
-    if element is None:
-        return None
-    values = element.get("Value", [])
+    return None if element is None else list(element_values(element))
+
+
+def element_values(element: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values of one DICOM JSON element (``{"vr": ..., "Value": [...]}``); a person name
+    gives its Alphabetic form."""
+    values = element.get("Value")
+    if not values:
+        return ()
     if element.get("vr") == "PN":
-        return [v.get("Alphabetic", "") if isinstance(v, dict) else v for v in values]
-    return list(values)
+        return tuple(v.get("Alphabetic", "") if isinstance(v, dict) else v for v in values)
+    return tuple(values)
 
 
 def json_value(dataset: JsonDataset, keyword: str) -> Any:
@@ -94,7 +101,7 @@ class Series:
     attributes: JsonDataset
     instances: tuple[Instance, ...]
 
-    @property
+    @cached_property
     def uid(self) -> str:
         return str(json_value(self.attributes, "SeriesInstanceUID"))
 
@@ -122,7 +129,7 @@ class Study:
     attributes: JsonDataset
     series: tuple[Series, ...]
 
-    @property
+    @cached_property
     def uid(self) -> str:
         return str(json_value(self.attributes, "StudyInstanceUID"))
 

@@ -32,7 +32,7 @@ from series_selection.selector.rules import (
     parse_rules,
     read_rules_text,
 )
-from series_selection.selector.selection import Outcome, check_required, select, series_label
+from series_selection.selector.selection import Outcome, check_required, select
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,6 @@ def run(settings: dict[str, Any]) -> int:
 
 def _chosen_text(outcome: Outcome) -> str:
     """The series a selection chose, by number and description (the first three)."""
-    labels = [series_label(candidate) for candidate in outcome.chosen[:3]]
+    labels = [candidate.label for candidate in outcome.chosen[:3]]
     more = len(outcome.chosen) - len(labels)
     return ", ".join(labels) + (f" and {more} more" if more else "") if labels else "nothing"

@@ -142,12 +142,11 @@ def _selection_table(outcome: Outcome) -> str:
     rows = [header]
     studies = _study_numbers(verdicts)
     for verdict in verdicts:
-        series = verdict.candidate.series
         rows.append(
             [
                 str(studies[verdict.candidate.study.uid]),
-                _text(json_value(series.attributes, "SeriesNumber")),
-                _clip(_text(json_value(series.attributes, "SeriesDescription"))),
+                _text(verdict.candidate.number),
+                _clip(_text(verdict.candidate.description)),
                 _verdict_word(verdict),
                 *(_cell(r) for r in verdict.result.children),
             ]
@@ -170,7 +169,7 @@ def _selection_table(outcome: Outcome) -> str:
 def _studies(verdicts: Sequence[Verdict]) -> list[tuple[Study, int]]:
     """The studies of the series, numbered from 1 in the fixed order (date, time, UID)."""
     found = {v.candidate.study.uid: v.candidate for v in verdicts}
-    ordered = sorted(found.values(), key=lambda c: c.order[:3])
+    ordered = sorted(found.values(), key=lambda c: c.study_order)
     return [(candidate.study, number) for number, candidate in enumerate(ordered, start=1)]
 
 
@@ -204,9 +203,8 @@ def _cell(result: Result) -> str:
 
 
 def _reasons(verdict: Verdict, studies: dict[str, int]) -> str:
-    series = verdict.candidate.series
-    number = _text(json_value(series.attributes, "SeriesNumber"))
-    description = _text(json_value(series.attributes, "SeriesDescription"))
+    number = _text(verdict.candidate.number)
+    description = _text(verdict.candidate.description)
     label = f"study {studies[verdict.candidate.study.uid]} series {number} {description!r}"
     failed = [_failure(r) for r in failures(verdict.conditions, verdict.candidate.facts)]
     return f"{label}: {'; '.join(failed) if failed else _summary(verdict)}"

@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from series_selection.common.dictionary import tag_key
 from series_selection.common.errors import InputError
 from series_selection.common.jsonio import read_json
 from series_selection.common.models import (
@@ -20,8 +21,9 @@ from series_selection.common.models import (
     SeriesImages,
     Study,
     VolumeEntry,
+    element_values,
     json_value,
-    json_values,
+    series_label,
 )
 from series_selection.selector.matching import Facts, Values, as_number
 
@@ -36,18 +38,32 @@ class Candidate:
     facts: Facts
 
     @cached_property
+    def number(self) -> Any:
+        """The SeriesNumber, ``None`` when absent."""
+        return json_value(self.series.attributes, "SeriesNumber")
+
+    @cached_property
+    def description(self) -> Any:
+        """The SeriesDescription, ``None`` when absent."""
+        return json_value(self.series.attributes, "SeriesDescription")
+
+    @cached_property
+    def label(self) -> str:
+        """The series as people name it: its number and description (``#2 'Abd 1.25mm'``)."""
+        return series_label(self.number, self.description, self.series.uid)
+
+    @cached_property
+    def study_order(self) -> tuple[str, str, str]:
+        """Where the study comes among studies: by date, time, then UID."""
+        study = self.study.attributes
+        date, time = json_value(study, "StudyDate"), json_value(study, "StudyTime")
+        return str(date or ""), str(time or ""), self.study.uid
+
+    @cached_property
     def order(self) -> tuple[Any, ...]:
         """The order without sort keys, and between equals: by study, then by SeriesNumber."""
-        study = self.study.attributes
-        number = as_number(json_value(self.series.attributes, "SeriesNumber"))
-        return (
-            str(json_value(study, "StudyDate") or ""),
-            str(json_value(study, "StudyTime") or ""),
-            self.study.uid,
-            number is None,
-            number or 0.0,
-            self.series.uid,
-        )
+        number = as_number(self.number)
+        return (*self.study_order, number is None, number or 0.0, self.series.uid)
 
 
 def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate, ...]:
@@ -77,23 +93,27 @@ def facts_of(
     study: Study, series: Series, keywords: Iterable[str], volumes: tuple[VolumeEntry, ...] = ()
 ) -> Facts:
     """The values of ``keywords`` for ``series``: series level, else study level, else instances."""
-    return Facts(
-        values={keyword: _lookup(study, series, keyword) for keyword in keywords},
-        volume_orientations=frozenset(v.orientation for v in volumes),
-    )
+    values: dict[str, tuple[Values, ...]] = {}
+    for keyword in keywords:
+        tag = tag_key(keyword)
+        element = series.attributes.get(tag)
+        if element is None:
+            element = study.attributes.get(tag)
+        if element is not None:
+            values[keyword] = (element_values(element),)
+        else:
+            values[keyword] = _per_instance(series, tag)
+    return Facts(values, frozenset(v.orientation for v in volumes))
 
 
-def _lookup(study: Study, series: Series, keyword: str) -> tuple[Values, ...]:
-    for attributes in (series.attributes, study.attributes):
-        found = json_values(attributes, keyword)
-        if found is not None:
-            return (tuple(found),)
-    distinct = {_hashable(json_values(i.attributes, keyword)): None for i in series.instances}
+def _per_instance(series: Series, tag: str) -> tuple[Values, ...]:
+    """The distinct values of an attribute over the instances (``((),)`` when none has it)."""
+    distinct: dict[Values, None] = {}
+    for instance in series.instances:
+        element = instance.attributes.get(tag)
+        values = () if element is None else element_values(element)
+        distinct[tuple(repr(v) if isinstance(v, dict | list) else v for v in values)] = None
     return tuple(distinct) if distinct else ((),)
-
-
-def _hashable(values: list[object] | None) -> Values:
-    return tuple(repr(v) if isinstance(v, dict | list) else v for v in values or ())
 
 
 class InputFolder:
@@ -145,10 +165,9 @@ class InputFolder:
 
 def series_identity(candidate: Candidate) -> dict[str, Any]:
     """What names a series in the outputs: its UIDs, number and description."""
-    attributes = candidate.series.attributes
     return {
         "StudyInstanceUID": candidate.study.uid,
         "SeriesInstanceUID": candidate.series.uid,
-        "SeriesNumber": json_value(attributes, "SeriesNumber"),
-        "SeriesDescription": json_value(attributes, "SeriesDescription"),
+        "SeriesNumber": candidate.number,
+        "SeriesDescription": candidate.description,
     }

@@ -81,8 +81,8 @@ class _ChosenSeries:
             made = self._made[id(candidate)] = ChosenSeries(
                 study_instance_uid=candidate.study.uid,
                 series_instance_uid=candidate.series.uid,
-                series_number=json_value(attributes, "SeriesNumber"),
-                series_description=json_value(attributes, "SeriesDescription"),
+                series_number=candidate.number,
+                series_description=candidate.description,
                 modality=json_value(attributes, "Modality"),
                 instance_count=len(candidate.series.instances),
                 images=tuple(self._image(volume) for volume in candidate.volumes),

@@ -9,8 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from series_selection.common.errors import SelectionError
-from series_selection.common.models import json_value, json_values
-from series_selection.common.models import series_label as common_series_label
+from series_selection.common.models import json_values
 from series_selection.selector.inputs import Candidate
 from series_selection.selector.matching import AllOf, Result, ValueCodes, as_number
 from series_selection.selector.rules import OrderKey, Rules, Selection
@@ -60,7 +59,7 @@ class DefaultChoice:
     def __str__(self) -> str:
         return (
             f"{self.matched} series matched in study {self.study_uid}; chose "
-            f"{series_label(self.chosen)} by the default order ({DEFAULT_ORDER}); "
+            f"{self.chosen.label} by the default order ({DEFAULT_ORDER}); "
             "add order_by to decide"
         )
 
@@ -131,7 +130,7 @@ def _apply(
     for candidate in matching:
         if id(candidate) not in ranks:
             ranks[id(candidate)] = default_rank(candidate)
-    by_study_and_rank = sorted(matching, key=lambda c: (c.order[:3], ranks[id(c)]))
+    by_study_and_rank = sorted(matching, key=lambda c: (c.study_order, ranks[id(c)]))
     ranked = _ordered(by_study_and_rank, selection.order_by)
     by_default: list[DefaultChoice] = []
     if selection.all_matched:
@@ -139,7 +138,7 @@ def _apply(
     else:
         of_study: dict[str, list[Candidate]] = {}
         for candidate in ranked:
-            of_study.setdefault(candidate.order[2], []).append(candidate)  # the study's UID
+            of_study.setdefault(candidate.study.uid, []).append(candidate)
         chosen = [matches[0] for matches in of_study.values()]
         by_default = [
             DefaultChoice(study, len(matches), matches[0])
@@ -171,16 +170,6 @@ def _says_localizer(candidate: Candidate) -> bool:
     return any(
         "LOCALIZER" in (str(value).upper() for value in json_values(attributes, "ImageType") or ())
         for attributes in datasets
-    )
-
-
-def series_label(candidate: Candidate) -> str:
-    """A series as people name it: its number and description (``#2 'Abd 1.25mm'``)."""
-    attributes = candidate.series.attributes
-    return common_series_label(
-        json_value(attributes, "SeriesNumber"),
-        json_value(attributes, "SeriesDescription"),
-        candidate.series.uid,
     )
 
 

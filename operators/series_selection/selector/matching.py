@@ -383,6 +383,7 @@ class ValueCodes:
     their values (nested tuples), which would be hashed again for every selection."""
 
     def __init__(self, facts: Sequence[Facts], keywords: Sequence[str]) -> None:
+        self.facts = facts
         self.codes: dict[str, list[int]] = {}
         self.distinct: dict[str, list[tuple[Values, ...]]] = {}
         for keyword in keywords:
@@ -398,3 +399,35 @@ class ValueCodes:
         """Per series, a key that is equal for series on which ``condition`` fares alike."""
         keywords = sorted({leaf.keyword for leaf in leaves(condition)})
         return list(zip(self.planes, *(self.codes[k] for k in keywords), strict=True))
+
+    def passing(self, condition: Condition, series: Sequence[int] | None = None) -> list[int]:
+        """The series (by index, in order) among ``series`` (by default all) on which
+        ``condition`` holds. Each condition on one attribute is tested once per distinct value
+        it meets, and only on the series that the conditions before it in an ``all`` passed."""
+        indices = range(len(self.facts)) if series is None else series
+        if isinstance(condition, AllOf):
+            kept = list(indices)
+            for child in condition.children:
+                kept = self.passing(child, kept)
+            return kept
+        if isinstance(condition, AnyOf):
+            found: set[int] = set()
+            for child in condition.children:
+                found.update(self.passing(child, [i for i in indices if i not in found]))
+            return [i for i in indices if i in found]
+        if isinstance(condition, Not):
+            failing = set(self.passing(condition.children[0], indices))
+            return [i for i in indices if i not in failing]
+        assert isinstance(condition, Leaf)
+        column = self.codes[condition.keyword]
+        planes = self.planes if isinstance(condition, Orientation) else None
+        verdicts: dict[object, bool] = {}
+        kept = []
+        for index in indices:
+            key = column[index] if planes is None else (column[index], planes[index])
+            holds = verdicts.get(key)
+            if holds is None:
+                holds = verdicts[key] = condition.holds(self.facts[index])
+            if holds:
+                kept.append(index)
+        return kept

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from series_selection.common.dictionary import tag_key
 from series_selection.common.errors import SelectionError
-from series_selection.common.models import json_values
+from series_selection.common.models import element_values
 from series_selection.selector.inputs import Candidate
 from series_selection.selector.matching import AllOf, Result, ValueCodes, as_number
 from series_selection.selector.rules import OrderKey, Rules, Selection
@@ -99,11 +100,21 @@ class Selected:
 
 def select(rules: Rules, candidates: Sequence[Candidate]) -> Selected:
     """Apply every selection, in rule order, to every candidate."""
-    baseline = tuple(sorted(candidates, key=lambda c: c.order))
+    baseline, studies = _fixed_order(candidates)
     codes = ValueCodes([c.facts for c in baseline], sorted(rules.keywords))
-    ranks: dict[int, tuple[int, int]] = {}  # worked out only for series some selection matched
-    outcomes = tuple(_apply(selection, baseline, codes, ranks) for selection in rules.selections)
+    ranks: list[tuple[int, int] | None] = [None] * len(baseline)  # for the series that matched
+    outcomes = tuple(
+        _apply(selection, baseline, studies, codes, ranks) for selection in rules.selections
+    )
     return Selected(baseline, codes, outcomes)
+
+
+def _fixed_order(candidates: Sequence[Candidate]) -> tuple[tuple[Candidate, ...], list[int]]:
+    """The candidates sorted by ``Candidate.order``, and each one's study numbered in that
+    order (the studies are sorted first: a series then compares by a number, not by texts)."""
+    studies = {order: n for n, order in enumerate(sorted({c.study_order for c in candidates}))}
+    baseline = sorted(candidates, key=lambda c: (studies[c.study_order], c.order[3:]))
+    return tuple(baseline), [studies[c.study_order] for c in baseline]
 
 
 def check_required(outcomes: Sequence[Outcome]) -> None:
@@ -119,19 +130,16 @@ def check_required(outcomes: Sequence[Outcome]) -> None:
 def _apply(
     selection: Selection,
     baseline: Sequence[Candidate],
+    studies: Sequence[int],
     codes: ValueCodes,
-    ranks: dict[int, tuple[int, int]],
+    ranks: list[tuple[int, int] | None],
 ) -> Outcome:
-    conditions = selection.conditions
-    keys = codes.keys(conditions)
-    sample = dict(zip(keys, baseline, strict=True))  # series with equal keys match alike
-    passing = {key for key, candidate in sample.items() if conditions.holds(candidate.facts)}
-    matching = [c for c, key in zip(baseline, keys, strict=True) if key in passing and c.volumes]
-    for candidate in matching:
-        if id(candidate) not in ranks:
-            ranks[id(candidate)] = default_rank(candidate)
-    by_study_and_rank = sorted(matching, key=lambda c: (c.study_order, ranks[id(c)]))
-    ranked = _ordered(by_study_and_rank, selection.order_by)
+    matching = [i for i in codes.passing(selection.conditions) if baseline[i].volumes]
+    for index in matching:
+        if ranks[index] is None:
+            ranks[index] = default_rank(baseline[index])
+    by_study_and_rank = sorted(matching, key=lambda i: (studies[i], ranks[i]))
+    ranked = _ordered([baseline[i] for i in by_study_and_rank], selection.order_by)
     by_default: list[DefaultChoice] = []
     if selection.all_matched:
         chosen = ranked
@@ -166,11 +174,12 @@ def default_rank(candidate: Candidate) -> tuple[int, int]:
 def _says_localizer(candidate: Candidate) -> bool:
     """Whether the series' ImageType, or any of its instances', holds LOCALIZER."""
     series = candidate.series
-    datasets = [series.attributes] + [instance.attributes for instance in series.instances]
-    return any(
-        "LOCALIZER" in (str(value).upper() for value in json_values(attributes, "ImageType") or ())
-        for attributes in datasets
-    )
+    tag = tag_key("ImageType")
+    for attributes in (series.attributes, *(i.attributes for i in series.instances)):
+        element = attributes.get(tag)
+        if element and any(str(value).upper() == "LOCALIZER" for value in element_values(element)):
+            return True
+    return False
 
 
 def _tied(first: Candidate, second: Candidate, keys: Sequence[OrderKey]) -> bool:

@@ -386,12 +386,15 @@ class ValueCodes:
         self.facts = facts
         self.codes: dict[str, list[int]] = {}
         self.distinct: dict[str, list[tuple[Values, ...]]] = {}
+        self.first: dict[str, dict[int, int]] = {}
+        """Per keyword, the first series with each code."""
+        last = len(facts) - 1
         for keyword in keywords:
             code_of: dict[tuple[Values, ...], int] = {}
-            self.codes[keyword] = [
-                code_of.setdefault(f.values[keyword], len(code_of)) for f in facts
-            ]
+            column = [code_of.setdefault(f.values[keyword], len(code_of)) for f in facts]
+            self.codes[keyword] = column
             self.distinct[keyword] = list(code_of)
+            self.first[keyword] = dict(zip(reversed(column), range(last, -1, -1), strict=True))
         planes: dict[frozenset[str], int] = {}
         self.planes = [planes.setdefault(f.volume_orientations, len(planes)) for f in facts]
 
@@ -420,14 +423,13 @@ class ValueCodes:
             return [i for i in indices if i not in failing]
         assert isinstance(condition, Leaf)
         column = self.codes[condition.keyword]
-        planes = self.planes if isinstance(condition, Orientation) else None
-        verdicts: dict[object, bool] = {}
-        kept = []
-        for index in indices:
-            key = column[index] if planes is None else (column[index], planes[index])
-            holds = verdicts.get(key)
-            if holds is None:
-                holds = verdicts[key] = condition.holds(self.facts[index])
-            if holds:
-                kept.append(index)
-        return kept
+        if isinstance(condition, Orientation):  # it also sees the planes of the volumes
+            planes = self.planes
+            keys = [(column[index], planes[index]) for index in indices]
+            sample = dict(zip(reversed(keys), reversed(indices), strict=True))
+            passed = {key for key, index in sample.items() if condition.holds(self.facts[index])}
+            return [index for index, key in zip(indices, keys, strict=True) if key in passed]
+        first = self.first[condition.keyword]
+        seen = set(map(column.__getitem__, indices))
+        holding = {code for code in seen if condition.holds(self.facts[first[code]])}
+        return [index for index in indices if column[index] in holding]

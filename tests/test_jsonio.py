@@ -15,6 +15,7 @@ from pydicom.uid import UID
 
 from series_selection.common.jsonio import (
     LazyArray,
+    compact_bytes,
     json_text,
     json_write,
     schema_errors,
@@ -209,3 +210,23 @@ def test_decoding_any_written_value_gives_what_json_gives(value: Any) -> None:
 
     text = json_text(value)
     assert repr(_decode(text.encode("utf-8", "surrogatepass"))) == repr(json.loads(text))
+
+
+@given(VALUES)
+def test_compact_text_reads_back_as_json_writes_it(value: Any) -> None:
+    text = compact_bytes(value).decode()
+    assert json.loads(text) == json.loads(json.dumps(value))
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"file": "scan\udcff.dcm"}, '{"file":"scan\\\\xff.dcm"}'),  # a byte that is not UTF-8
+        ([2**70, -(2**64)], f"[{2**70},{-(2**64)}]"),
+        ({1: "one"}, '{"1":"one"}'),
+        ({"é": ["\u4e2d", 1.5, None, True]}, '{"é":["\u4e2d",1.5,null,true]}'),
+    ],
+)
+def test_compact_text_is_jsons_for_what_orjson_refuses_and_for_text(value: Any, text: str) -> None:
+    assert compact_bytes(value) == text.encode()

@@ -116,12 +116,26 @@ def check_output(data: Any, path: Path, schema_name: str, part: str = "") -> Non
 
 def write_json(path: Path, data: Any, schema_name: str, *, compact: bool = False) -> None:
     """Validate ``data`` against its schema, then write it atomically, formatted by
-    ``json_write`` (``compact``: on one line, without spaces, for a file only programs read)."""
+    ``json_write`` (``compact``: by ``compact_bytes``, for a file only programs read)."""
     check_output(data, path, schema_name)
     if compact:
-        _write_atomically(path, lambda write: write(_compact(data)))
+        payload = compact_bytes(data)
+        _write_atomically(path, lambda write: write(payload))
     else:
         write_formatted(path, data)
+
+
+def compact_bytes(data: Any) -> bytes:
+    """``data`` as JSON on one line, without spaces, in UTF-8.
+
+    The text is orjson's (ten times as fast as json's on the selector's explanation; the same
+    text but for exponents, ``1e-05`` as ``0.00001``) wherever orjson takes the data, else
+    json's. Floats must be finite, as they are where they were read from JSON: orjson writes
+    NaN as null."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:  # a lone surrogate, an integer beyond 64 bits, a number key
+        return json_bytes(_compact(data))
 
 
 def write_formatted(path: Path, data: Any, *, reuse: bool = False) -> None:
@@ -129,19 +143,19 @@ def write_formatted(path: Path, data: Any, *, reuse: bool = False) -> None:
     of a ``LazyArray`` are made, formatted and written one after the other, never held whole.
     The caller has checked ``data`` against its schema, or checks each item as it makes it."""
 
-    def format_data(write: Callable[[str], object]) -> None:
-        json_write(data, write, reuse=reuse)
-        write("\n")
+    def format_data(write: Callable[[bytes], object]) -> None:
+        json_write(data, lambda text: write(json_bytes(text)), reuse=reuse)
+        write(b"\n")
 
     _write_atomically(path, format_data)
 
 
-def _write_atomically(path: Path, produce: Callable[[Callable[[str], object]], object]) -> None:
-    """Write the text ``produce`` hands its argument, in pieces, to ``path`` atomically;
+def _write_atomically(path: Path, produce: Callable[[Callable[[bytes], object]], object]) -> None:
+    """Write the bytes ``produce`` hands its argument, in pieces, to ``path`` atomically;
     ``OSError`` becomes an ``OutputError``."""
     try:
         with atomic_file(path) as handle:
-            produce(lambda text: handle.write(json_bytes(text)))
+            produce(handle.write)
     except OSError as error:
         raise OutputError(f"cannot write {path}: {error.strerror or error}") from error
 
@@ -284,35 +298,50 @@ def _put_lines(
     """An object or array that does not fit one line: a member per line."""
     inner = "\n" + " " * (indent + 1)
     separator = inner
+    append = pieces.append
     if isinstance(data, dict):
-        pieces.append("{")
+        append("{")
         for key, value in data.items():
-            pieces.append(separator + _encode(key) + ": ")
+            append(separator + _encode(key) + ": ")
             if isinstance(value, _CONTAINER):
                 _put(value, indent + 1, pieces, flush, made)
             else:
-                pieces.append(_encode(value))
+                append(_encode(value))
             separator = "," + inner
-        pieces.append("\n" + " " * indent + "}")
+        append("\n" + " " * indent + "}")
         return
     lazy = isinstance(data, LazyArray)
-    pieces.append("[")
+    append("[")
     for item in data:
-        pieces.append(separator)
+        append(separator)
         _put(item, indent + 1, pieces, flush, made)
         separator = "," + inner
         if lazy and len(pieces) >= _PIECES_PER_WRITE:
             flush()
-    pieces.append("\n" + " " * indent + "]")
+    append("\n" + " " * indent + "]")
 
 
 def _one_line(value: Any) -> bool:
+    """A scalar, or an object or array whose members are scalars or arrays and objects of
+    scalars."""
     if isinstance(value, dict):
-        return all(_flat(member) for member in value.values())
-    if isinstance(value, list):
-        return all(_flat(item) for item in value)
-    if isinstance(value, LazyArray):
+        members: Iterable[Any] = value.values()
+    elif isinstance(value, list):
+        members = value
+    elif isinstance(value, LazyArray):
         return not value.any(lambda item: not _flat(item))
+    else:
+        return True
+    for member in members:
+        if isinstance(member, dict):
+            member = member.values()
+        elif not isinstance(member, list):
+            if isinstance(member, LazyArray) and member.any(_is_container):
+                return False
+            continue
+        for item in member:
+            if isinstance(item, _CONTAINER):
+                return False
     return True
 
 
@@ -322,9 +351,13 @@ def _flat(value: Any) -> bool:
         value = value.values()
     elif not isinstance(value, list):
         if isinstance(value, LazyArray):
-            return not value.any(lambda item: isinstance(item, _CONTAINER))
+            return not value.any(_is_container)
         return True
     return not any(isinstance(item, _CONTAINER) for item in value)
+
+
+def _is_container(value: Any) -> bool:
+    return isinstance(value, _CONTAINER)
 
 
 def read_json(path: Path, schema_name: str) -> Any:

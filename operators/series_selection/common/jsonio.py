@@ -205,6 +205,8 @@ def _lazy_as_list(value: Any) -> list[Any]:
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_lazy_as_list).encode
+_text = json.encoder.encode_basestring
+"""A text as ``_encode`` writes it, without its type checks."""
 _compact = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _UNDECODED_BYTE = re.compile("[\udc80-\udcff]")
 _CONTAINER = (dict, list, LazyArray)
@@ -302,8 +304,10 @@ def _put_lines(
     if isinstance(data, dict):
         append("{")
         for key, value in data.items():
-            append(separator + _encode(key) + ": ")
-            if isinstance(value, _CONTAINER):
+            append(separator + (_text(key) if isinstance(key, str) else _encode(key)) + ": ")
+            if isinstance(value, str):
+                append(_text(value))
+            elif isinstance(value, _CONTAINER):
                 _put(value, indent + 1, pieces, flush, made)
             else:
                 append(_encode(value))

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -285,3 +289,49 @@ def test_the_docker_engine_runner_sets_an_operators_requests_as_limits(
     limits = [str(256 << 20), "50000", "100000", "1"]  # half a CPU: one worker
     assert (out / "dicom-parser.log").read_text().split() == limits
     assert "requests 1 GPU(s); this Docker engine has no GPU runtime" in capsys.readouterr().err
+
+
+HOLD = """
+import time
+from pathlib import Path
+from series_selection.common.folders import OutputFolder
+with OutputFolder(Path("/output"), "dicom-parser"):
+    print("holding the output folder", flush=True)
+    time.sleep(600)
+"""
+"""A parser that takes its output folder's lock and keeps it for ten minutes."""
+
+
+def test_a_rerun_removes_the_container_that_a_killed_run_left_running(
+    engine: DockerClient, images: None, tmp_path: Path
+) -> None:
+    holding = yaml.safe_load((REPO / "pipeline.yaml").read_text())
+    holding["operators"][0]["container"]["command"] = ["python3", "-c", HOLD]
+    definition = tmp_path / "pipeline.yaml"
+    definition.write_text(yaml.safe_dump(holding))
+    out = tmp_path / "run"
+    arguments = ["--input", str(REPO / "samples"), "--output", str(out), "--engine", "docker"]
+    command = [sys.executable, "-m", "series_selection.pipeline", "run", *arguments]
+    label = f"series-selection.output={out / 'dicom-parser'}"
+    first = subprocess.Popen([*command, "--pipeline", str(definition)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(
+            b"holding" in c.logs() for c in engine.containers.list(filters={"label": label})
+        ):
+            assert first.poll() is None and time.monotonic() < deadline, "the parser never started"
+            time.sleep(0.2)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        (left,) = engine.containers.list(filters={"label": label})  # still running, lock held
+
+        rerun = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+
+        assert rerun.returncode == 0, rerun.stderr
+        assert f"removing container {left.short_id}" in rerun.stderr
+        assert engine.containers.list(all=True, filters={"label": label}) == []
+        check_selected_volumes(out / "series-selector/selections")
+    finally:
+        first.kill()
+        for container in engine.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True)

@@ -1,4 +1,5 @@
-"""Child processes that end with the process that started them, however it ends."""
+"""Child processes that end with the process that started them, however it ends, and names
+that tell whether a process still runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import signal
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 
@@ -29,3 +31,28 @@ def die_with_parent(parent: int) -> None:
 def dying_with_this_process() -> Callable[[], None]:
     """A ``preexec_fn`` for ``subprocess.Popen``: the child dies with this process."""
     return partial(die_with_parent, os.getpid())
+
+
+def process_identity(pid: int | None = None) -> str:
+    """``BOOT:PID:START`` for ``pid`` (this process by default): the boot of the machine, the
+    process ID and the time the process started after that boot, which no later process with
+    the same ID shares. Empty where ``/proc`` does not tell."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    start = stat.rpartition(")")[2].split()[19]  # field 22; the name before it may hold spaces
+    return f"{boot}:{pid}:{start}"
+
+
+def process_running(identity: str) -> bool:
+    """Whether the process named by ``process_identity`` still runs. ``True`` where that cannot
+    be told (an empty name, one of another form, no ``/proc``): an unknown process is never
+    taken for one that ended."""
+    boot, _, rest = identity.partition(":")
+    pid = rest.partition(":")[0]
+    if not boot or not pid.isdigit() or not process_identity():
+        return True
+    return process_identity(int(pid)) == identity

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import suppress
 from typing import IO, Any
 
 from series_selection.common.errors import InputError
+from series_selection.common.processes import process_identity, process_running
 
 try:
     from docker.client import DockerClient
-    from docker.errors import DockerException, ImageNotFound
+    from docker.errors import DockerException, ImageNotFound, NotFound
     from docker.models.images import Image
     from docker.types import DeviceRequest
 except ModuleNotFoundError as missing:
@@ -23,6 +25,10 @@ from series_selection.pipeline.runner import Mount, copy_lines
 
 log = logging.getLogger(__name__)
 
+OWNER_LABEL = "series-selection.owner"
+"""The ``process_identity`` of the process that started the container."""
+OUTPUT_LABEL = "series-selection.output"
+"""The host folders the container writes to, comma-separated."""
 HARDENING: dict[str, Any] = {
     "read_only": True,
     "tmpfs": {"/tmp": ""},
@@ -70,10 +76,13 @@ class DockerEngine:
     ) -> int:
         image = self._image(operator)
         command = operator.container.command
+        writes_to = ",".join(sorted(str(m.source) for m in mounts if not m.read_only))
+        self._remove_orphans(writes_to)
         container = self.client.containers.create(
             image.id,
             entrypoint=list(command) if command else None,
             environment=environment,
+            labels={OWNER_LABEL: process_identity(), OUTPUT_LABEL: writes_to},
             volumes={
                 str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
                 for m in mounts
@@ -88,6 +97,23 @@ class DockerEngine:
             return int(container.wait()["StatusCode"])
         finally:
             container.remove(force=True)
+
+    def _remove_orphans(self, writes_to: str) -> None:
+        """Remove the containers that write to the same folders for a process that has ended:
+        a run killed before it could remove them (``kill -9``). They would hold the folders'
+        lock, and the new run would wait for them."""
+        labelled = self.client.containers.list(
+            all=True, filters={"label": f"{OUTPUT_LABEL}={writes_to}"}
+        )
+        for container in labelled:
+            if not process_running(container.labels.get(OWNER_LABEL, "")):
+                log.warning(
+                    "removing container %s, left running on %s by a run that was killed",
+                    container.short_id,
+                    writes_to,
+                )
+                with suppress(NotFound):  # ended and removed meanwhile
+                    container.remove(force=True)
 
     def _limits(self, operator: Operator) -> dict[str, Any]:
         """The operator's ``requests`` as container limits; GPUs only where the engine has the

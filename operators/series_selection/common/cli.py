@@ -1,11 +1,13 @@
-"""What every operator's ``main`` shares: running with user errors turned into exit codes."""
+"""What every command's ``main`` shares: its command line, its logging, and user errors turned
+into exit codes."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
+from typing import Any
 
 from series_selection.common.errors import (
     InputError,
@@ -15,6 +17,8 @@ from series_selection.common.errors import (
     RulesError,
     SelectionError,
 )
+from series_selection.common.logs import setup_logging
+from series_selection.common.settings import Option, resolve
 
 log = logging.getLogger(__name__)
 
@@ -57,3 +61,30 @@ def run_reporting_errors(job: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         log.error("interrupted")
         return INTERRUPTED
+
+
+Work = Callable[[argparse.Namespace, dict[str, Any]], int]
+"""What a command does with its arguments and its settings (see ``resolve``); its exit code."""
+
+
+def run_command(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    options: Sequence[Option],
+    work: Work,
+) -> int:
+    """Parse ``argv`` (a bad command line: argparse's message and exit code), log as the
+    settings say (``log_level``, ``log_format``), then run ``work`` with user errors turned
+    into one log line and their exit code (``run_reporting_errors``)."""
+    try:
+        arguments = parser.parse_args(argv)
+    except SystemExit as exit_request:
+        return int(exit_request.code or 0)
+    setup_logging()
+
+    def job() -> int:
+        settings = resolve(arguments, options)
+        setup_logging(settings["log_level"], settings["log_format"])
+        return work(arguments, settings)
+
+    return run_reporting_errors(job)

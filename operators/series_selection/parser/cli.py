@@ -8,10 +8,11 @@ import logging
 import sys
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
-from series_selection.common.cli import add_version, run_reporting_errors
+from series_selection.common.cli import add_version, run_command
 from series_selection.common.errors import InputError
-from series_selection.common.logs import LOG_OPTIONS, setup_logging
+from series_selection.common.logs import LOG_OPTIONS
 from series_selection.common.models import (
     DEFAULT_VOLUME_FORMAT,
     FORMAT_ENV,
@@ -20,7 +21,7 @@ from series_selection.common.models import (
     SERIES_IMAGES_FILE,
     VOLUME_FORMATS,
 )
-from series_selection.common.settings import Option, add_options, resolve
+from series_selection.common.settings import Option, add_options
 from series_selection.parser.bounds import usable_cpus
 from series_selection.parser.run import ParseSummary, parse_folder
 
@@ -84,32 +85,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the parser; return the process exit code."""
-    arguments = build_parser().parse_args(argv)
+    return run_command(build_parser(), argv, OPTIONS, _parse)
 
-    def job() -> int:
-        settings = resolve(arguments, OPTIONS)
-        setup_logging(settings["log_level"], settings["log_format"])
-        for name in ("input", "output"):
-            if not settings[name]:
-                raise InputError(f"give --{name} or set DICOM_PARSER_{name.upper()}")
-        if settings["workers"] is None:
-            settings["workers"] = usable_cpus()
-        if settings["workers"] < 1:
-            raise InputError("--workers must be at least 1")
-        _return_freed_buffers_at_once()
-        summary: ParseSummary = parse_folder(
-            Path(settings["input"]),
-            Path(settings["output"]),
-            settings["format"],
-            settings["workers"],
-            settings["max_series_bytes"],
-            progress_bar=settings["log_format"] == "text" and sys.stderr.isatty(),
-            previews=settings["previews"] == "on",
-        )
-        log.info("done: %s", summary.line())
-        return 0
 
-    return run_reporting_errors(job)
+def _parse(arguments: argparse.Namespace, settings: dict[str, Any]) -> int:
+    for name in ("input", "output"):
+        if not settings[name]:
+            raise InputError(f"give --{name} or set DICOM_PARSER_{name.upper()}")
+    if settings["workers"] is None:
+        settings["workers"] = usable_cpus()
+    if settings["workers"] < 1:
+        raise InputError("--workers must be at least 1")
+    _return_freed_buffers_at_once()
+    summary: ParseSummary = parse_folder(
+        Path(settings["input"]),
+        Path(settings["output"]),
+        settings["format"],
+        settings["workers"],
+        settings["max_series_bytes"],
+        progress_bar=settings["log_format"] == "text" and sys.stderr.isatty(),
+        previews=settings["previews"] == "on",
+    )
+    log.info("done: %s", summary.line())
+    return 0
 
 
 def _return_freed_buffers_at_once() -> None:

@@ -11,19 +11,20 @@ import subprocess
 import sys
 from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from series_selection.common.cli import add_version, run_reporting_errors
+from series_selection.common.cli import add_version, run_command
 from series_selection.common.errors import InputError, OutputError, RulesError
-from series_selection.common.logs import LOG_OPTIONS, setup_logging
+from series_selection.common.logs import LOG_OPTIONS
 from series_selection.common.models import (
     EXPLAIN_ENV,
     FORMAT_ENV,
     RULES_BASE64_ENV,
     VOLUME_FORMATS,
 )
-from series_selection.common.settings import add_options, resolve
+from series_selection.common.settings import add_options
 from series_selection.pipeline.argo import workflow_template
 from series_selection.pipeline.definition import Pipeline, load_pipeline
 from series_selection.pipeline.runner import (
@@ -103,12 +104,14 @@ def _pipeline(arguments: argparse.Namespace) -> Pipeline:
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
-    logging_settings = resolve(arguments, LOG_OPTIONS)
-    setup_logging(logging_settings["log_level"], logging_settings["log_format"])
+    """Run a pipeline or export it; returns the process exit code."""
+    return run_command(build_parser(), argv, LOG_OPTIONS, _command)
+
+
+def _command(arguments: argparse.Namespace, settings: dict[str, Any]) -> int:
     if arguments.command == "run":
-        return run_reporting_errors(lambda: _run(arguments, logging_settings["log_level"]))
-    return run_reporting_errors(lambda: _export(arguments))
+        return _run(arguments, settings["log_level"])
+    return _export(arguments)
 
 
 def _run(arguments: argparse.Namespace, log_level: str) -> int:

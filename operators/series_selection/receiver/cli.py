@@ -17,10 +17,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from series_selection.common.cli import add_version, run_reporting_errors
+from series_selection.common.cli import add_version, run_command
 from series_selection.common.errors import InputError
-from series_selection.common.logs import LOG_OPTIONS, setup_logging
-from series_selection.common.settings import Option, add_options, resolve
+from series_selection.common.logs import LOG_OPTIONS
+from series_selection.common.settings import Option, add_options
 from series_selection.pipeline.runner import Engine, LocalEngine
 from series_selection.receiver.config import DEFAULT_HOST, DEFAULT_PORT, load_config
 from series_selection.receiver.jobs import Plan, plan_for
@@ -93,24 +93,21 @@ def build_status_parser() -> argparse.ArgumentParser:
 def main(args: list[str] | None = None) -> int:
     """Run the receiver (or ``status``); returns the process exit code."""
     argv = sys.argv[1:] if args is None else args
-    status = bool(argv) and argv[0] == "status"
-    try:
-        arguments = (build_status_parser() if status else build_parser()).parse_args(
-            argv[1:] if status else argv
+    if argv and argv[0] == "status":
+        return run_command(
+            build_status_parser(),
+            argv[1:],
+            STATUS_OPTIONS,
+            lambda arguments, settings: print_status(
+                Path(settings["output"]), as_json=arguments.json
+            ),
         )
-    except SystemExit as exit_request:
-        return int(exit_request.code or 0)
-    setup_logging()
+    return run_command(build_parser(), argv, OPTIONS, _serve)
 
-    def job() -> int:
-        settings = resolve(arguments, STATUS_OPTIONS if status else OPTIONS)
-        setup_logging(settings["log_level"], settings["log_format"])
-        if status:
-            return print_status(Path(settings["output"]), as_json=arguments.json)
-        _quiet_network_library(settings["log_level"])
-        return serve(settings)
 
-    return run_reporting_errors(job)
+def _serve(arguments: argparse.Namespace, settings: dict[str, Any]) -> int:
+    _quiet_network_library(settings["log_level"])
+    return serve(settings)
 
 
 def _quiet_network_library(level: str) -> None:

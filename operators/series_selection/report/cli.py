@@ -9,12 +9,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from series_selection.common.cli import add_version, run_reporting_errors
+from series_selection.common.cli import add_version, run_command
 from series_selection.common.errors import OutputError
 from series_selection.common.folders import OutputFolder, check_apart, reading
 from series_selection.common.jsonio import atomic_write_bytes, write_json
-from series_selection.common.logs import LOG_OPTIONS, setup_logging
-from series_selection.common.settings import Option, add_options, resolve
+from series_selection.common.logs import LOG_OPTIONS
+from series_selection.common.settings import Option, add_options
 from series_selection.report.facts import gather, read_inputs
 from series_selection.report.page import render_page
 from series_selection.report.pictures import place_picture
@@ -59,18 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(args: list[str] | None = None) -> int:
     """Run the report; returns the process exit code."""
-    try:
-        arguments = build_parser().parse_args(args)
-    except SystemExit as exit_request:
-        return int(exit_request.code or 0)
-    setup_logging()
-
-    def job() -> int:
-        settings = resolve(arguments, OPTIONS)
-        setup_logging(settings["log_level"], settings["log_format"])
-        return run(settings, show_identifiers=arguments.show_identifiers)
-
-    return run_reporting_errors(job)
+    return run_command(
+        build_parser(),
+        args,
+        OPTIONS,
+        lambda arguments, settings: run(settings, show_identifiers=arguments.show_identifiers),
+    )
 
 
 def run(settings: dict[str, Any], show_identifiers: bool = False) -> int:

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from series_selection.common.cli import add_version, run_reporting_errors
+from series_selection.common.cli import add_version, run_command
 from series_selection.common.errors import InputError, SelectionError
 from series_selection.common.folders import OutputFolder, check_apart, reading
-from series_selection.common.logs import LOG_OPTIONS, setup_logging
+from series_selection.common.logs import LOG_OPTIONS
 from series_selection.common.models import (
     EXPLAIN_ENV,
     EXPLAIN_FILE,
@@ -21,7 +21,7 @@ from series_selection.common.models import (
     RULES_FILE_ENV,
     SELECTED_IMAGES_FILE,
 )
-from series_selection.common.settings import Option, add_options, resolve
+from series_selection.common.settings import Option, add_options
 from series_selection.selector.explain import explain_table, write_explain
 from series_selection.selector.inputs import read_parser_output
 from series_selection.selector.matching import leaves
@@ -87,27 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selector; returns the process exit code."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_request:
-        return int(exit_request.code or 0)
-    setup_logging()
-
-    def job() -> int:
-        settings = resolve(args, OPTIONS)
-        setup_logging(settings["log_level"], settings["log_format"])
-        if args.check is not None:
-            return check(args.check)
-        return run(settings)
-
     # The run builds one large object graph (metadata, facts, results) that it frees when it
     # ends; the cycle collector would rescan it over and over. Its garbage cycles are few: mainly
     # one JSON encoder (about 2 kB) per chosen series, formatting its entry.
     gc.disable()
     try:
-        return run_reporting_errors(job)
+        return run_command(build_parser(), argv, OPTIONS, _select)
     finally:
         gc.enable()
+
+
+def _select(arguments: argparse.Namespace, settings: dict[str, Any]) -> int:
+    return check(arguments.check) if arguments.check is not None else run(settings)
 
 
 def check(rules_file: str) -> int:

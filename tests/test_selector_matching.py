@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from selector_support import AXIAL_IOP, CORONAL_IOP, SAGITTAL_IOP, SeriesFixture, judge
+from selector_support import (
+    AXIAL_IOP,
+    CORONAL_IOP,
+    SAGITTAL_IOP,
+    SeriesFixture,
+    judge,
+    rules_json,
+)
+from series_selection.selector.matching import Facts, ValueCodes
+from series_selection.selector.rules import parse_rules
 
 CT = SeriesFixture(
     series={
@@ -336,3 +346,68 @@ def test_orientation_missing_on_some_instances_fails() -> None:
     )
     result = judge({"ImageOrientationPatient": "Axial"}, partly).children[0]
     assert (result.passed, result.why) == (False, "missing on some instances")
+
+
+# Many series at once: keeping the series on which conditions hold, value code by value code,
+# gives exactly the series on which they hold one by one.
+
+LEAVES = st.one_of(
+    st.builds(lambda v: {"Modality": v}, st.sampled_from(["CT", "MR", "(?i)^m", "PT|CT"])),
+    st.builds(lambda r: {"SeriesNumber": r}, st.sampled_from([[1, 3], [2, ">="], 2, [5, "<"]])),
+    st.builds(lambda v: {"ImageType": v}, st.sampled_from([["PRIMARY"], ["!LOCALIZER"]])),
+    st.builds(lambda v: {"ImageOrientationPatient": v}, st.sampled_from(["Axial", "Coronal"])),
+    st.just({"ContrastBolusAgent": None}),
+)
+CONDITIONS = st.recursive(
+    st.lists(LEAVES, min_size=1, max_size=3).map(
+        lambda leaves: {k: v for d in leaves for k, v in d.items()}
+    ),
+    lambda inner: st.one_of(
+        st.builds(lambda items: {"any": items}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda items: {"all": items}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda nested: {"not": nested}, inner),
+    ),
+    max_leaves=6,
+)
+VALUE_TUPLES = {
+    "Modality": st.sampled_from([("CT",), ("MR",), ("PT",), ()]),
+    "SeriesNumber": st.sampled_from([(1,), (2,), (4,), ("3",), ()]),
+    "ImageType": st.sampled_from([("ORIGINAL", "PRIMARY"), ("DERIVED", "LOCALIZER"), ()]),
+    "ImageOrientationPatient": st.sampled_from([tuple(AXIAL_IOP), tuple(CORONAL_IOP), (), ()]),
+    "ContrastBolusAgent": st.sampled_from([("Omnipaque",), ()]),
+}
+FACTS = st.builds(
+    Facts,
+    st.fixed_dictionaries(
+        {
+            k: st.lists(v, min_size=1, max_size=2, unique=True).map(tuple)
+            for k, v in VALUE_TUPLES.items()
+        }
+    ),
+    st.frozensets(st.sampled_from(["AXIAL", "CORONAL", "SAGITTAL"]), max_size=2),
+)
+
+
+@settings(max_examples=300)
+@given(CONDITIONS, st.lists(FACTS, max_size=30), st.data())
+def test_the_series_kept_are_the_series_on_which_the_conditions_hold(
+    conditions: dict[str, Any], facts: list[Facts], data: st.DataObject
+) -> None:
+    rules = parse_rules(rules_json({"conditions": conditions}), "test")
+    condition = rules.selections[0].conditions
+    codes = ValueCodes(facts, sorted(rules.keywords))
+    holding = [i for i, f in enumerate(facts) if condition.holds(f)]
+    assert codes.passing(condition) == holding
+    among = sorted(
+        data.draw(st.sets(st.integers(0, max(len(facts) - 1, 0)))) & set(range(len(facts)))
+    )
+    assert codes.passing(condition, among) == [i for i in holding if i in among]
+
+
+def test_series_without_orientation_are_kept_by_their_volumes_planes() -> None:
+    """Series whose ImageOrientationPatient is equally missing differ by their volumes."""
+    rules = parse_rules(rules_json({"conditions": {"ImageOrientationPatient": "Axial"}}), "t")
+    condition = rules.selections[0].conditions
+    missing = {"ImageOrientationPatient": ((),)}
+    facts = [Facts(missing, frozenset({plane})) for plane in ("CORONAL", "AXIAL", "CORONAL")]
+    assert ValueCodes(facts, sorted(rules.keywords)).passing(condition) == [1]

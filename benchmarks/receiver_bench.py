@@ -2,7 +2,7 @@
 dcmtk's own storescp writing to the same disk, and the receiver's peak memory.
 
     python benchmarks/receiver_bench.py [--folder /tmp/dicom-bench/receiver] [--count 1000]
-                                        [--runs 3] [--json receiver.json]
+                                        [--runs 3] [--json receiver.json] [--orthanc]
 
 About 1,000 CT slices (512 x 512, 16 bit, about 513 kB each) are written once with pydicom
 under ``--folder``. Each run sends all of them with one ``storescu`` (one association) and then
@@ -10,7 +10,9 @@ with four at once (a quarter each), first to ``storescp -od DIR`` (no sync), the
 ``dicom-receiver`` (every instance written, synced and renamed before its success status),
 the two alternating run by run (the ratio is the median of each run's pair: other work on the
 machine then weighs on both alike).
-The receiver's job timeout is an hour: no pipeline runs while it is measured. dcmtk's programs
+The receiver's job timeout is an hour: no pipeline runs while it is measured. ``--orthanc``
+also times Orthanc (Debian's package) once per setting, storing with ``SyncStorageArea``: a
+receiver that, like ours, syncs what it stores. dcmtk's programs
 are called by their full path (pynetdicom's console scripts of the same names shadow them in
 the venv), with ``TCP_NODELAY=1`` (see ``DCMTK_ENVIRONMENT``).
 """
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
+ORTHANC = "/usr/sbin/Orthanc"
 CORPUS = "ct-v1"
 """Where the generated slices are kept; renamed whenever ``write_corpus`` changes."""
 SLICES_PER_SERIES = 250
@@ -164,6 +168,44 @@ def run_storescp(files: list[Path], scratch: Path, associations: int) -> float:
     return seconds
 
 
+def run_orthanc(files: list[Path], scratch: Path, associations: int) -> float:
+    """Seconds for Orthanc (Debian's package), which syncs what it stores, to take ``files``."""
+    folder = scratch / "orthanc"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    port, http = free_port(), free_port()
+    config = {
+        "Name": "bench",
+        "StorageDirectory": str(folder / "db"),
+        "IndexDirectory": str(folder / "db"),
+        "HttpPort": http,
+        "DicomPort": port,
+        "DicomAet": "BENCH",
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "Plugins": [],
+        "SyncStorageArea": True,
+        "StorageCompression": False,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    process = subprocess.Popen(
+        [ORTHANC, str(folder / "config.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_listening(port, process)
+        seconds = send(port, files, associations)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/statistics") as answer:
+            received = json.load(answer)["CountInstances"]
+    finally:
+        process.terminate()
+        process.wait()
+    if received != len(files):
+        raise SystemExit(f"Orthanc kept {received} instances of {len(files)}")
+    return seconds
+
+
 def run_receiver(files: list[Path], scratch: Path, associations: int) -> tuple[float, int, float]:
     """Seconds to receive ``files``, the receiver's peak memory and the CPU time it took."""
     folder = scratch / "receiver"
@@ -208,10 +250,17 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="CT slices to send")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--orthanc",
+        action="store_true",
+        help="also time Orthanc, a receiver that syncs what it stores (once per setting)",
+    )
     arguments = parser.parse_args()
     for program in (STORESCU, STORESCP):
         if shutil.which(program) is None:
             raise SystemExit(f"{program} not found: apt-get install dcmtk")
+    if arguments.orthanc and shutil.which(ORTHANC) is None:
+        raise SystemExit(f"{ORTHANC} not found: apt-get install orthanc")
     files = write_corpus(arguments.folder, arguments.count)
     size = sum(f.stat().st_size for f in files)
     print(f"{len(files)} CT slices, {size / 1e6:.0f} MB, {arguments.runs} run(s) each")
@@ -250,6 +299,15 @@ def main() -> None:
                 f"ms/instance, peak RSS {row['receiver_peak_rss_mb']} MB, "
                 f"load {row['load_average']}"
             )
+            if arguments.orthanc:
+                orthanc_s = run_orthanc(files, scratch, associations)
+                row["orthanc_per_second"] = round(len(files) / orthanc_s, 1)
+                row["receiver_to_orthanc"] = round(orthanc_s / receiver_s, 2)
+                print(
+                    f"{associations} association(s): Orthanc (synced) "
+                    f"{row['orthanc_per_second']}/s; dicom-receiver / Orthanc "
+                    f"{row['receiver_to_orthanc']}"
+                )
     if arguments.json:
         arguments.json.write_text(json.dumps(results, indent=2) + "\n")
 

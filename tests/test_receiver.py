@@ -628,3 +628,23 @@ def test_a_peer_leaving_in_the_middle_of_a_data_set_leaves_nothing(
     assert "0 instance(s) stored" in text
     assert "\x1b" not in text  # control characters from peers are escaped in the log
     assert_no_traceback(text)
+
+
+def test_a_pdu_longer_than_the_maximum_announced_ends_the_connection_at_its_header(
+    hostile_target: Running,
+) -> None:
+    """pynetdicom would read a PDU of any announced length (up to 4 GiB) into memory."""
+    with socket.create_connection(("127.0.0.1", hostile_target.port), timeout=10) as peer:
+        peer.sendall(associate_request(b"GOOD"))
+        assert peer.recv(4096)[:1] == b"\x02"  # accepted
+        start = time.monotonic()
+        peer.sendall(bytes([0x04, 0]) + (0xFFFF_FFF0).to_bytes(4, "big") + b"\0" * 65536)
+        try:
+            answer = peer.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+        assert answer in (b"", bytes([0x07, 0]) + answer[2:])  # closed, or an abort first
+        assert time.monotonic() - start < 5  # not the 60 s network timeout
+    text = hostile_target.text()
+    assert "a PDU of 4294967280 bytes was announced, more than the 1048576 bytes" in text
+    assert_no_traceback(text)

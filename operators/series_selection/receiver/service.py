@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydicom.uid import (
     JPEG2000TransferSyntaxes,
@@ -31,7 +31,6 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from series_selection.common.errors import InstanceRefusedError, OutputError
 from series_selection.common.folders import check_apart
@@ -42,6 +41,7 @@ from series_selection.receiver.config import (
     CalledAE,
     ReceiverConfig,
 )
+from series_selection.receiver.connections import LengthCheckedServer
 from series_selection.receiver.groups import Groups, OpenGroup
 from series_selection.receiver.jobs import JobRunner, Plan
 from series_selection.receiver.ledger import LEDGER_FILE, Ledger
@@ -139,7 +139,7 @@ class Receiver:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._timer = threading.Thread(target=self._tick, name="group-timer", daemon=True)
-        self._server: ThreadedAssociationServer | None = None
+        self._server: LengthCheckedServer | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -173,14 +173,19 @@ class Receiver:
             (evt.EVT_CONN_CLOSE, self._on_closed),
         ]
         try:
-            self._server = ae.start_server(
-                (self.host, self.port), block=False, evt_handlers=handlers
+            server = ae.make_server(
+                (self.host, self.port),
+                evt_handlers=handlers,
+                server_class=LengthCheckedServer,
+                pdu_limit=MAX_PDU_BYTES,
             )
         except OSError as error:
             self.stop()
             raise OutputError(
                 f"cannot listen on {self.host} port {self.port}: {error.strerror}"
             ) from error
+        self._server = cast(LengthCheckedServer, server)
+        self._server.serve_in_background()
         titles = ", ".join(sorted(self.config.ae_titles))
         log.info("listening on %s port %d for AE title(s) %s", self.host, self.port, titles)
 

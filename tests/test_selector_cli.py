@@ -206,6 +206,28 @@ def test_metaimage_volumes_bring_their_data_file(parsed: Path, tmp_path: Path) -
         assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / path))), pixels)
 
 
+@pytest.mark.parametrize(
+    "data_file", ["../../outside.raw", "/etc/passwd", "nul\x00byte.raw", "missing.raw", "a b.raw"]
+)
+def test_a_metaimage_header_naming_a_hostile_data_file_is_refused(
+    parsed: Path, tmp_path: Path, data_file: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = json.loads((parsed / "series-images.json").read_text())
+    for volume in (v for entries in listing.values() for v in entries):
+        mhd = volume["path"].replace(".nii.gz", ".mhd")
+        header = f"ObjectType = Image\nNDims = 3\nElementDataFile = {data_file}\n"
+        (parsed / mhd).write_text(header, encoding="latin-1")
+        volume.update(path=mhd, format="mhd")
+    (parsed / "series-images.json").write_text(json.dumps(listing))
+    out = tmp_path / "out"
+    assert run(parsed, out) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    assert len([line for line in error.splitlines() if "ERROR" in line]) == 1
+    assert not (out / "selected-images.json").exists()
+    assert not (out / "volumes").exists()
+
+
 def test_refer_mode_points_at_the_input_volumes(parsed: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert run(parsed, out, CT_AXIAL, "--volumes", "refer") == 0

@@ -133,9 +133,16 @@ class InputFolder:
     def located(self, relative: str) -> str:
         """Where the file ``relative`` is, a symbolic link followed, if that is inside the
         folder; else ``InputError``."""
-        if not relative or relative[0] == "/" or "\\" in relative or ".." in relative.split("/"):
+        if (
+            not relative
+            or relative[0] == "/"
+            or "\\" in relative
+            or "\0" in relative  # no file name holds one
+            or ".." in relative.split("/")
+        ):
             raise InputError(
-                f"{SERIES_IMAGES_FILE} lists a path outside the input folder: {relative!r}"
+                f"{SERIES_IMAGES_FILE} lists {relative!r}, which is no relative path inside "
+                "the input folder"
             )
         path = f"{self.folder}/{relative}"
         try:

@@ -206,6 +206,39 @@ def test_metaimage_volumes_bring_their_data_file(parsed: Path, tmp_path: Path) -
         assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(out / path))), pixels)
 
 
+def test_a_metaimage_volume_holding_its_voxels_is_placed_alone(
+    parsed: Path, tmp_path: Path
+) -> None:
+    """``ElementDataFile = LOCAL``: the voxels follow the header in the same file, which is read
+    no further than its header."""
+    listing = json.loads((parsed / "series-images.json").read_text())
+    header = "ObjectType = Image\nNDims = 3\nDimSize = 4 3 2\nElementType = MET_SHORT\n"
+    for volume in (v for entries in listing.values() for v in entries):
+        mhd = volume["path"].replace(".nii.gz", ".mha")
+        voxels = b"=\nElementDataFile = elsewhere.raw\n" * 100_000  # text a reader must not take
+        (parsed / mhd).write_bytes(f"{header}ElementDataFile = LOCAL\n".encode() + voxels)
+        volume.update(path=mhd, format="mhd")
+    (parsed / "series-images.json").write_text(json.dumps(listing))
+    out = tmp_path / "out"
+    assert run(parsed, out) == 0
+    placed = sorted(p.name for p in (out / "volumes").iterdir())
+    assert placed and all(name.endswith(".mha") for name in placed)
+
+
+def test_a_metaimage_header_without_its_data_file_line_in_its_first_mib_is_refused(
+    parsed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = json.loads((parsed / "series-images.json").read_text())
+    for volume in (v for entries in listing.values() for v in entries):
+        mhd = volume["path"].replace(".nii.gz", ".mhd")
+        padding = "Comment = padding\n" * 70_000  # over 1 MiB
+        (parsed / mhd).write_text(f"ObjectType = Image\n{padding}ElementDataFile = a.raw\n")
+        volume.update(path=mhd, format="mhd")
+    (parsed / "series-images.json").write_text(json.dumps(listing))
+    assert run(parsed, tmp_path / "out") == 2
+    assert "has no ElementDataFile line in its first 1 MiB" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "data_file", ["../../outside.raw", "/etc/passwd", "nul\x00byte.raw", "missing.raw", "a b.raw"]
 )

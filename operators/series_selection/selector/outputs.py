@@ -27,6 +27,9 @@ SCHEMA = "selected-images"
 SERIES_SCHEMA = "/$defs/series"
 VolumeMode = Literal["place", "refer"]
 VOLUME_MODES: tuple[VolumeMode, ...] = ("place", "refer")
+MAX_HEADER_BYTES = 1 << 20
+"""How much of a MetaImage header is read for its ElementDataFile line, the header's last (a
+few hundred bytes in practice; with ``LOCAL`` the voxels follow it in the same file)."""
 
 
 def write_selected_images(
@@ -115,7 +118,8 @@ def data_files(input_folder: InputFolder, volume: VolumeEntry) -> list[str]:
     """The files a volume needs beside itself: a MetaImage header's ``ElementDataFile``."""
     if volume.format != "mhd":
         return []
-    header = input_folder.file(volume.path).read_text(encoding="latin-1")
+    with input_folder.file(volume.path).open("rb") as file:  # LOCAL: the voxels follow
+        header = file.read(MAX_HEADER_BYTES).decode("latin-1")
     for line in header.splitlines():
         key, _, value = line.partition("=")
         if key.strip() == "ElementDataFile":
@@ -125,7 +129,9 @@ def data_files(input_folder: InputFolder, volume: VolumeEntry) -> list[str]:
             if not name or " " in name or name.upper() == "LIST":
                 raise InputError(f"{volume.path}: unsupported ElementDataFile {name!r}")
             return [str(PurePosixPath(volume.path).parent / name)]
-    raise InputError(f"{volume.path} has no ElementDataFile line")
+    raise InputError(
+        f"{volume.path} has no ElementDataFile line in its first {MAX_HEADER_BYTES >> 20} MiB"
+    )
 
 
 def place(source: str, target: str) -> None:

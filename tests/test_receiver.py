@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -584,6 +585,15 @@ def exchange(port: int, *messages: bytes) -> bytes:
             return b""
 
 
+@contextmanager
+def associated(port: int) -> Iterator[socket.socket]:
+    """A raw connection on which the receiver has accepted an association to AE title GOOD."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as peer:
+        peer.sendall(associate_request(b"GOOD"))
+        assert peer.recv(4096)[:1] == b"\x02"  # accepted
+        yield peer
+
+
 @pytest.fixture(scope="module")
 def hostile_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     folder = tmp_path_factory.mktemp("hostile")
@@ -607,9 +617,7 @@ def test_odd_called_ae_titles_are_never_accepted(hostile_target: Running, called
 def test_a_peer_leaving_in_the_middle_of_a_data_set_leaves_nothing(
     hostile_target: Running,
 ) -> None:
-    with socket.create_connection(("127.0.0.1", hostile_target.port), timeout=10) as peer:
-        peer.sendall(associate_request(b"GOOD"))
-        assert peer.recv(4096)[:1] == b"\x02"  # accepted
+    with associated(hostile_target.port) as peer:
         # a P-DATA-TF announcing 100,000 bytes of data set, of which 1,000 come
         pdv = (99_994).to_bytes(4, "big") + bytes([1, 0x00])
         peer.sendall(bytes([0x04, 0]) + (100_000).to_bytes(4, "big") + pdv + b"\0" * 1000)
@@ -634,9 +642,7 @@ def test_a_pdu_longer_than_the_maximum_announced_ends_the_connection_at_its_head
     hostile_target: Running,
 ) -> None:
     """pynetdicom would read a PDU of any announced length (up to 4 GiB) into memory."""
-    with socket.create_connection(("127.0.0.1", hostile_target.port), timeout=10) as peer:
-        peer.sendall(associate_request(b"GOOD"))
-        assert peer.recv(4096)[:1] == b"\x02"  # accepted
+    with associated(hostile_target.port) as peer:
         start = time.monotonic()
         peer.sendall(bytes([0x04, 0]) + (0xFFFF_FFF0).to_bytes(4, "big") + b"\0" * 65536)
         try:

@@ -117,6 +117,7 @@ def finite_geometry(volume: dict[str, Any]) -> bool:
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @example(changes=[((2,), ((0x0020, 0x0011), padded("9" * 310)))])  # its volume's label clashed
+@example(changes=[((0,), ((0x0020, 0x0032), padded("0.0\\1000000.0\\0.0")))])  # a 1e6-row grid
 @given(changes=st.lists(st.tuples(st.sampled_from(SLICE_CHOICES), hostile_values()), max_size=3))
 def test_hostile_numbers_are_refused_with_a_reason(
     tmp_path_factory: pytest.TempPathFactory,

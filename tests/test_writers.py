@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pytest
 import SimpleITK as sitk
 
+from series_selection.common.errors import ConversionError
 from series_selection.common.models import Rescale
 from series_selection.parser import writers
 from series_selection.parser.geometry import FloatArray, spacing_and_direction
@@ -206,3 +207,21 @@ def test_reversed_views_are_written_in_pieces_as_their_values(
     else:
         expected = reversed_view.T
     np.testing.assert_array_equal(stored, expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 32768), (32768, 1, 1), (2, 32768, 1, 1)])
+def test_an_axis_longer_than_nifti_holds_is_a_reason_not_a_file(
+    tmp_path: Path, shape: tuple[int, ...]
+) -> None:
+    with pytest.raises(ConversionError, match="32768 voxels along one axis: NIfTI-1 holds at most"):
+        write_nifti(
+            tmp_path / "v.nii", np.zeros(shape, np.int16), AFFINES["oblique"], IDENTITY, False
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_longest_axis_nifti_holds_is_written(tmp_path: Path) -> None:
+    write_nifti(
+        tmp_path / "v.nii", np.zeros((1, 1, 32767), np.int16), AFFINES["axial"], IDENTITY, False
+    )
+    assert nib.load(tmp_path / "v.nii").shape == (32767, 1, 1)

@@ -344,6 +344,12 @@ def _regular_grid(
     if drift > position_tolerance(spacing):
         offsets = in_plane_offsets(first.orientation, first.pixel_spacing, origins)
         grid = in_plane_grid(offsets, first.rows, first.columns)
+        if grid.shape[0] * grid.shape[1] > 2 * first.rows * first.columns:
+            raise ConversionError(
+                f"slice origins drift up to {drift:.1f} mm within the image plane: a common "
+                f"{grid.shape[1]}x{grid.shape[0]} grid for {first.columns}x{first.rows} images "
+                "would lie mostly outside every slice"
+            )
         problems.append(
             f"gantry tilt: slice origins drift up to {drift:.2f} mm within the image plane; "
             f"each slice shifted onto a common {grid.shape[1]}x{grid.shape[0]} grid (bilinear)"

@@ -57,6 +57,10 @@ METAIMAGE_TYPES = {
 """MetaIO element type by numpy kind and size, as ITK names them on 64-bit Linux."""
 
 
+MAX_NIFTI_DIMENSION = 32767
+"""NIfTI-1 stores each dimension as a signed 16-bit number."""
+
+
 def write_nifti(
     path: Path,
     voxels: npt.NDArray[Any],
@@ -77,6 +81,11 @@ def write_nifti(
     grid = voxels.shape[-2::-1] if colour else voxels.shape[::-1]
     if colour and voxels.dtype != np.uint8:
         raise ConversionError(f"{voxels.dtype} colour does not fit NIfTI RGB24: use MetaImage")
+    if max(grid) > MAX_NIFTI_DIMENSION:
+        raise ConversionError(
+            f"{max(grid)} voxels along one axis: NIfTI-1 holds at most {MAX_NIFTI_DIMENSION} "
+            "(MetaImage, --format mhd, holds more)"
+        )
     ras = lps_to_ras(affine)
     header = nib.Nifti1Header()
     header.set_data_dtype(RGB24 if colour else little_endian)

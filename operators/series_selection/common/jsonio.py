@@ -336,17 +336,7 @@ def _one_line(value: Any) -> bool:
         return not value.any(lambda item: not _flat(item))
     else:
         return True
-    for member in members:
-        if isinstance(member, dict):
-            member = member.values()
-        elif not isinstance(member, list):
-            if isinstance(member, LazyArray) and member.any(_is_container):
-                return False
-            continue
-        for item in member:
-            if isinstance(item, _CONTAINER):
-                return False
-    return True
+    return all(map(_flat, members))
 
 
 def _flat(value: Any) -> bool:
@@ -357,7 +347,7 @@ def _flat(value: Any) -> bool:
         if isinstance(value, LazyArray):
             return not value.any(_is_container)
         return True
-    return not any(isinstance(item, _CONTAINER) for item in value)
+    return not any(map(_is_container, value))
 
 
 def _is_container(value: Any) -> bool:

@@ -60,10 +60,10 @@ class Candidate:
         return str(date or ""), str(time or ""), self.study.uid
 
     @cached_property
-    def order(self) -> tuple[Any, ...]:
-        """The order without sort keys, and between equals: by study, then by SeriesNumber."""
+    def series_order(self) -> tuple[bool, float, str]:
+        """Where the series comes within its study: by SeriesNumber (none last), then UID."""
         number = as_number(self.number)
-        return (*self.study_order, number is None, number or 0.0, self.series.uid)
+        return number is None, number or 0.0, self.series.uid
 
 
 def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate, ...]:

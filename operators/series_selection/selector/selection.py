@@ -110,10 +110,11 @@ def select(rules: Rules, candidates: Sequence[Candidate]) -> Selected:
 
 
 def _fixed_order(candidates: Sequence[Candidate]) -> tuple[tuple[Candidate, ...], list[int]]:
-    """The candidates sorted by ``Candidate.order``, and each one's study numbered in that
-    order (the studies are sorted first: a series then compares by a number, not by texts)."""
+    """The candidates in the order without sort keys (by ``study_order``, then
+    ``series_order``), and each one's study numbered in that order (the studies are sorted
+    first: a series then compares by a number, not by texts)."""
     studies = {order: n for n, order in enumerate(sorted({c.study_order for c in candidates}))}
-    baseline = sorted(candidates, key=lambda c: (studies[c.study_order], c.order[3:]))
+    baseline = sorted(candidates, key=lambda c: (studies[c.study_order], c.series_order))
     return tuple(baseline), [studies[c.study_order] for c in baseline]
 
 

@@ -3,6 +3,7 @@ the streamed text is the text of the same value held whole."""
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 from pathlib import Path
@@ -167,6 +168,25 @@ def test_shallow_values_take_one_line_and_deeper_ones_a_line_per_member() -> Non
 def test_values_json_cannot_hold_are_refused() -> None:
     with pytest.raises(ValueError, match="Out of range float"):
         json_text({"vr": "DS", "Value": [math.nan]})
+    for number in (math.nan, math.inf):  # as members of objects a line per member
+        with pytest.raises(ValueError, match="Out of range float"):
+            json_text({"deep": {"a": [1]}, "number": number})
+
+
+class Level(enum.IntEnum):
+    HIGH = 2
+
+
+class Millimetres(float):
+    def __repr__(self) -> str:
+        return f"{float(self)} mm"
+
+
+def test_number_subclasses_are_written_as_json_writes_them() -> None:
+    for number in (Level.HIGH, Millimetres(0.5), True, None, 10**30, -0.0, 1e-7):
+        document = {"deep": {"a": [1]}, "number": number}
+        assert json_text(document) == reference_text(document)
+        assert json_text(number) == json.dumps(number)
 
 
 def test_str_subclasses_are_validated_too() -> None:

@@ -10,7 +10,9 @@ is written, as every JSON output is.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -78,20 +80,19 @@ def _verdicts(outcome: Outcome, number: dict[int, int], codes: ValueCodes) -> di
     """
     conditions = outcome.selection.conditions
     keys = codes.keys(conditions)
-    failing: dict[tuple[tuple[str, str], ...], list[int]] = {}
-    without_volume: list[int] = []
-    group_of: dict[tuple[int, ...], list[int]] = {}
-    for candidate in outcome.others:
-        index = number[id(candidate)]
-        group = group_of.get(keys[index])
-        if group is None:
-            failed = tuple((r.path, r.why) for r in failures(conditions, candidate.facts))
-            group = failing.setdefault(failed, []) if failed else without_volume
-            group_of[keys[index]] = group
-        group.append(index)
+    alike: defaultdict[tuple[int, ...], list[int]] = defaultdict(list)
+    for index in outcome.others_at:
+        alike[keys[index]].append(index)
+    failing: dict[tuple[tuple[str, str], ...], list[list[int]]] = {}
+    for series in alike.values():
+        facts = codes.facts[series[0]]
+        failed = tuple((r.path, r.why) for r in failures(conditions, facts))
+        failing.setdefault(failed, []).append(series)
+    groups = {failed: _merged(lists) for failed, lists in failing.items()}
+    without_volume = groups.pop((), [])
     return {
-        "ranked": [number[id(c)] for c in outcome.ranked],
-        "chosen": [number[id(c)] for c in outcome.chosen],
+        "ranked": list(outcome.ranked_at),
+        "chosen": list(outcome.chosen_at),
         "decided_by_default": [
             {
                 "study": choice.study_uid,
@@ -104,9 +105,14 @@ def _verdicts(outcome: Outcome, number: dict[int, int], codes: ValueCodes) -> di
         "matched_without_volume": without_volume,
         "failed": [
             {"series": series, "conditions": [{"path": p, "why": w} for p, w in failed]}
-            for failed, series in failing.items()
+            for failed, series in groups.items()
         ],
     }
+
+
+def _merged(lists: list[list[int]]) -> list[int]:
+    """Ascending lists of series numbers as one ascending list."""
+    return lists[0] if len(lists) == 1 else sorted(chain.from_iterable(lists))
 
 
 def _summary(verdict: Verdict) -> str:

@@ -67,22 +67,40 @@ class DefaultChoice:
 
 @dataclass(frozen=True)
 class Outcome:
-    """A selection's matching image series, best first, the ones chosen, the others, and the
-    studies where the default order chose."""
+    """A selection's matching image series, best first, the ones chosen, and the studies where
+    the default order chose. Series are named by their place in ``series``, every series in the
+    fixed order; ``ranked``, ``chosen`` and ``others`` (the rest, in that order) give them."""
 
     selection: Selection
-    ranked: tuple[Candidate, ...]
-    chosen: tuple[Candidate, ...]
-    others: tuple[Candidate, ...]
+    series: tuple[Candidate, ...]
+    ranked_at: tuple[int, ...]
+    chosen_at: tuple[int, ...]
     by_default: tuple[DefaultChoice, ...] = ()
+
+    @cached_property
+    def others_at(self) -> tuple[int, ...]:
+        placed = set(self.ranked_at)
+        return tuple([index for index in range(len(self.series)) if index not in placed])
+
+    @cached_property
+    def ranked(self) -> tuple[Candidate, ...]:
+        return tuple(map(self.series.__getitem__, self.ranked_at))
+
+    @cached_property
+    def chosen(self) -> tuple[Candidate, ...]:
+        return tuple(map(self.series.__getitem__, self.chosen_at))
+
+    @cached_property
+    def others(self) -> tuple[Candidate, ...]:
+        return tuple(map(self.series.__getitem__, self.others_at))
 
     def verdicts(self) -> tuple[Verdict, ...]:
         """Every series: ranked matches first, then the others in series order."""
         conditions = self.selection.conditions
-        chosen = set(map(id, self.chosen))
+        chosen = set(self.chosen_at)
         ranked = (
-            Verdict(c, conditions, rank, id(c) in chosen)
-            for rank, c in enumerate(self.ranked, start=1)
+            Verdict(self.series[index], conditions, rank, index in chosen)
+            for rank, index in enumerate(self.ranked_at, start=1)
         )
         others = (Verdict(c, conditions, None, False) for c in self.others)
         return (*ranked, *others)
@@ -102,9 +120,11 @@ def select(rules: Rules, candidates: Sequence[Candidate]) -> Selected:
     """Apply every selection, in rule order, to every candidate."""
     baseline, studies = _fixed_order(candidates)
     codes = ValueCodes([c.facts for c in baseline], sorted(rules.keywords))
+    with_volume = [bool(c.volumes) for c in baseline]
     ranks: list[tuple[int, int] | None] = [None] * len(baseline)  # for the series that matched
     outcomes = tuple(
-        _apply(selection, baseline, studies, codes, ranks) for selection in rules.selections
+        _apply(selection, baseline, studies, codes, with_volume, ranks)
+        for selection in rules.selections
     )
     return Selected(baseline, codes, outcomes)
 
@@ -130,33 +150,32 @@ def check_required(outcomes: Sequence[Outcome]) -> None:
 
 def _apply(
     selection: Selection,
-    baseline: Sequence[Candidate],
+    baseline: tuple[Candidate, ...],
     studies: Sequence[int],
     codes: ValueCodes,
+    with_volume: Sequence[bool],
     ranks: list[tuple[int, int] | None],
 ) -> Outcome:
-    matching = [i for i in codes.passing(selection.conditions) if baseline[i].volumes]
+    matching = [i for i in codes.passing(selection.conditions) if with_volume[i]]
     for index in matching:
         if ranks[index] is None:
             ranks[index] = default_rank(baseline[index])
     by_study_and_rank = sorted(matching, key=lambda i: (studies[i], ranks[i]))
-    ranked = _ordered([baseline[i] for i in by_study_and_rank], selection.order_by)
+    ranked = _ordered(by_study_and_rank, baseline, selection.order_by)
     by_default: list[DefaultChoice] = []
     if selection.all_matched:
         chosen = ranked
     else:
-        of_study: dict[str, list[Candidate]] = {}
-        for candidate in ranked:
-            of_study.setdefault(candidate.study.uid, []).append(candidate)
+        of_study: dict[int, list[int]] = {}
+        for index in ranked:
+            of_study.setdefault(studies[index], []).append(index)
         chosen = [matches[0] for matches in of_study.values()]
         by_default = [
-            DefaultChoice(study, len(matches), matches[0])
-            for study, matches in of_study.items()
-            if len(matches) > 1 and _tied(matches[0], matches[1], selection.order_by)
+            DefaultChoice(baseline[best].study.uid, len(rest) + 1, baseline[best])
+            for best, *rest in of_study.values()
+            if rest and _tied(baseline[best], baseline[rest[0]], selection.order_by)
         ]
-    placed = set(map(id, ranked))
-    others = tuple([c for c in baseline if id(c) not in placed])
-    return Outcome(selection, tuple(ranked), tuple(chosen), others, tuple(by_default))
+    return Outcome(selection, baseline, tuple(ranked), tuple(chosen), tuple(by_default))
 
 
 def default_rank(candidate: Candidate) -> tuple[int, int]:
@@ -188,14 +207,17 @@ def _tied(first: Candidate, second: Candidate, keys: Sequence[OrderKey]) -> bool
     return all(_sort_value(first, k.name) == _sort_value(second, k.name) for k in keys)
 
 
-def _ordered(candidates: Sequence[Candidate], keys: Sequence[OrderKey]) -> list[Candidate]:
-    """``candidates`` sorted by ``keys`` (first key first); series lacking a key's value go last."""
-    ordered = list(candidates)
+def _ordered(
+    positions: Sequence[int], series: Sequence[Candidate], keys: Sequence[OrderKey]
+) -> list[int]:
+    """``positions`` of ``series`` sorted by ``keys`` (first key first); series lacking a key's
+    value go last."""
+    ordered = list(positions)
     for key in reversed(keys):
-        valued = [(c, _sort_value(c, key.name)) for c in ordered]
-        present = [(c, v) for c, v in valued if v is not None]
+        valued = [(i, _sort_value(series[i], key.name)) for i in ordered]
+        present = [(i, v) for i, v in valued if v is not None]
         present.sort(key=lambda pair: pair[1], reverse=key.descending)
-        ordered = [c for c, _ in present] + [c for c, v in valued if v is None]
+        ordered = [i for i, _ in present] + [i for i, v in valued if v is None]
     return ordered
 
 

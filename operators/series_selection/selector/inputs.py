@@ -93,17 +93,17 @@ def facts_of(
     study: Study, series: Series, keywords: Iterable[str], volumes: tuple[VolumeEntry, ...] = ()
 ) -> Facts:
     """The values of ``keywords`` for ``series``: series level, else study level, else instances."""
+    series_attributes, study_attributes = series.attributes, study.attributes
     values: dict[str, tuple[Values, ...]] = {}
     for keyword in keywords:
         tag = tag_key(keyword)
-        element = series.attributes.get(tag)
+        element = series_attributes.get(tag)
         if element is None:
-            element = study.attributes.get(tag)
-        if element is not None:
-            values[keyword] = (element_values(element),)
-        else:
-            values[keyword] = _per_instance(series, tag)
-    return Facts(values, frozenset(v.orientation for v in volumes))
+            element = study_attributes.get(tag)
+        values[keyword] = (
+            _per_instance(series, tag) if element is None else (element_values(element),)
+        )
+    return Facts(values, frozenset([v.orientation for v in volumes]))
 
 
 def _per_instance(series: Series, tag: str) -> tuple[Values, ...]:
@@ -112,7 +112,7 @@ def _per_instance(series: Series, tag: str) -> tuple[Values, ...]:
     for instance in series.instances:
         element = instance.attributes.get(tag)
         values = () if element is None else element_values(element)
-        distinct[tuple(repr(v) if isinstance(v, dict | list) else v for v in values)] = None
+        distinct[tuple([repr(v) if isinstance(v, dict | list) else v for v in values])] = None
     return tuple(distinct) if distinct else ((),)
 
 

@@ -52,14 +52,14 @@ class Candidate:
         """The series as people name it: its number and description (``#2 'Abd 1.25mm'``)."""
         return series_label(self.number, self.description, self.series.uid)
 
-    @cached_property
+    @property
     def study_order(self) -> tuple[str, str, str]:
         """Where the study comes among studies: by date, time, then UID."""
         study = self.study.attributes
         date, time = json_value(study, "StudyDate"), json_value(study, "StudyTime")
         return str(date or ""), str(time or ""), self.study.uid
 
-    @cached_property
+    @property
     def series_order(self) -> tuple[bool, float, str]:
         """Where the series comes within its study: by SeriesNumber (none last), then UID."""
         number = as_number(self.number)

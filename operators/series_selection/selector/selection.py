@@ -133,9 +133,15 @@ def _fixed_order(candidates: Sequence[Candidate]) -> tuple[tuple[Candidate, ...]
     """The candidates in the order without sort keys (by ``study_order``, then
     ``series_order``), and each one's study numbered in that order (the studies are sorted
     first: a series then compares by a number, not by texts)."""
-    studies = {order: n for n, order in enumerate(sorted({c.study_order for c in candidates}))}
-    baseline = sorted(candidates, key=lambda c: (studies[c.study_order], c.series_order))
-    return tuple(baseline), [studies[c.study_order] for c in baseline]
+    of_study: dict[int, tuple[str, str, str]] = {}  # a study's order, worked out once
+    study_orders = [
+        of_study.get(id(c.study)) or of_study.setdefault(id(c.study), c.study_order)
+        for c in candidates
+    ]
+    numbered = {order: n for n, order in enumerate(sorted(set(study_orders)))}
+    keys = [(numbered[s], c.series_order) for s, c in zip(study_orders, candidates, strict=True)]
+    order = sorted(range(len(candidates)), key=keys.__getitem__)
+    return tuple([candidates[i] for i in order]), [keys[i][0] for i in order]
 
 
 def check_required(outcomes: Sequence[Outcome]) -> None:

@@ -1,7 +1,7 @@
 """Time series-selector on a synthetic parser output of 10,000 series with 20 selection rules.
 
     python benchmarks/selector_bench.py [--folder /tmp/dicom-bench/selector] [--runs 3]
-        [--against OTHER/operators]
+        [--against OTHER/operators] [--floor]
 
 The parser output (dicom-metadata.json, series-images.json and one empty file per volume) is
 made up directly, valid against the schemas, so it is quick to write and of any size.
@@ -10,25 +10,34 @@ made up directly, valid against the schemas, so it is quick to write and of any 
 ``git worktree`` of an earlier commit): the two run by turns, so that a machine whose speed
 drifts treats both alike, and the medians of their wall and CPU times are printed with their
 ratio.
+
+``--floor`` also times, after the runs, the part of the work that is done by compiled code or
+the kernel and that any selector writing these outputs must do: decoding the two input files
+(orjson), checking them against their schemas (jsonschema-rs), encoding and writing the two
+output files of the last run (orjson, synced) and hard-linking each volume it placed. What is
+left of the selector's time is its own Python work.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
 import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from measure import Measurement, measure
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from series_selection.common.jsonio import write_json
+from series_selection.common.jsonio import atomic_write_bytes, schema_errors, write_json
 from series_selection.common.models import Rescale, VolumeEntry
 
 SERIES_COUNT = 10_000
@@ -264,17 +273,65 @@ def _runs(folder: Path, runs: int, sources: dict[str, Path | None]) -> dict[str,
     return measured
 
 
+def floor(folder: Path) -> dict[str, float]:
+    """Seconds per part of the work done in compiled code or the kernel (see ``--floor``), on
+    the input and the outputs of the last run of this checkout's selector."""
+    parser_output, selected = folder / PARSER_OUTPUT, folder / "selected-this"
+    scratch = folder / "floor"
+    shutil.rmtree(scratch, ignore_errors=True)
+    seconds: dict[str, float] = {}
+    gc.disable()  # as the selector runs
+    try:
+        start = time.perf_counter()
+        inputs = {
+            name: orjson.loads((parser_output / f"{name}.json").read_bytes())
+            for name in ("dicom-metadata", "series-images")
+        }
+        seconds["decode inputs"] = time.perf_counter() - start
+        start = time.perf_counter()
+        if any(schema_errors(data, name) for name, data in inputs.items()):
+            raise RuntimeError("the benchmark's input does not match its schemas")
+        seconds["check inputs"] = time.perf_counter() - start
+        outputs = [json.loads(f.read_bytes()) for f in sorted(selected.glob("*.json"))]
+        start = time.perf_counter()
+        for number, data in enumerate(outputs):
+            atomic_write_bytes(scratch / f"{number}.json", orjson.dumps(data))
+        seconds["encode and write outputs"] = time.perf_counter() - start
+        volumes = [p.relative_to(selected) for p in (selected / "volumes").iterdir()]
+        start = time.perf_counter()
+        (scratch / "volumes").mkdir()
+        for volume in volumes:
+            os.lstat(parser_output / volume)
+            os.link(parser_output / volume, scratch / volume)
+        seconds[f"link {len(volumes):,} volumes"] = time.perf_counter() - start
+    finally:
+        gc.enable()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return seconds
+
+
+def _print_floor(folder: Path) -> None:
+    parts = floor(folder)
+    listed = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())
+    print(f"floor (compiled code and kernel): {sum(parts.values()):.2f} s ({listed})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, default=Path("/tmp/dicom-bench/selector"))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--against", type=Path, help="the operators folder of another checkout")
+    parser.add_argument(
+        "--floor", action="store_true", help="also time the part done in compiled code and kernel"
+    )
     args = parser.parse_args(argv)
     title = f"series-selector, {SERIES_COUNT:,} series x {len(RULES['selections'])} rules"
     if args.against is None:
         seconds = bench_selector(args.folder, args.runs)
         runs = ", ".join(f"{s:.2f}" for s in seconds)
         print(f"{title}: median {statistics.median(seconds):.2f} s (runs: {runs})")
+        if args.floor:
+            _print_floor(args.folder)
         return 0
     this = Path(__file__).resolve().parent.parent / "operators"
     measured = _runs(args.folder, args.runs, {"this": this, "other": args.against})
@@ -289,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({min(cpu):.2f}-{max(cpu):.2f})"
         )
     print(f"wall time, this / other: {medians['this'] / medians['other']:.2f}")
+    if args.floor:
+        _print_floor(args.folder)
     return 0
 
 

@@ -13,7 +13,7 @@ from series_selection.common.errors import SelectionError
 from series_selection.common.models import element_values
 from series_selection.selector.inputs import Candidate
 from series_selection.selector.matching import AllOf, Result, ValueCodes, as_number
-from series_selection.selector.rules import OrderKey, Rules, Selection
+from series_selection.selector.rules import DERIVED_ORDER_KEYS, OrderKey, Rules, Selection
 
 DEFAULT_ORDER = (
     "study by study: volumes before single slices, single slices before localizers, then the "
@@ -118,15 +118,45 @@ class Selected:
 
 def select(rules: Rules, candidates: Sequence[Candidate]) -> Selected:
     """Apply every selection, in rule order, to every candidate."""
-    baseline, studies = _fixed_order(candidates)
-    codes = ValueCodes([c.facts for c in baseline], sorted(rules.keywords))
-    with_volume = [bool(c.volumes) for c in baseline]
-    ranks: list[tuple[int, int] | None] = [None] * len(baseline)  # for the series that matched
-    outcomes = tuple(
-        _apply(selection, baseline, studies, codes, with_volume, ranks)
-        for selection in rules.selections
-    )
-    return Selected(baseline, codes, outcomes)
+    series = _SeriesInOrder(candidates, sorted(rules.keywords))
+    outcomes = tuple(series.apply(selection) for selection in rules.selections)
+    return Selected(series.series, series.codes, outcomes)
+
+
+class _SeriesInOrder:
+    """The candidates in the fixed order, with their study numbers and the codes of their
+    values, and what the selections work out once and share: default ranks, sort columns."""
+
+    def __init__(self, candidates: Sequence[Candidate], keywords: Sequence[str]) -> None:
+        self.series, self.studies = _fixed_order(candidates)
+        self.codes = ValueCodes([c.facts for c in self.series], keywords)
+        self.columns = SortColumns(self.series, self.codes)
+        self._with_volume = [bool(c.volumes) for c in self.series]
+        self._ranks: list[tuple[int, int] | None] = [None] * len(self.series)
+
+    def apply(self, selection: Selection) -> Outcome:
+        """The series that ``selection`` matches, ranked, and those it chooses."""
+        series, studies, ranks = self.series, self.studies, self._ranks
+        matching = [i for i in self.codes.passing(selection.conditions) if self._with_volume[i]]
+        for index in matching:
+            if ranks[index] is None:
+                ranks[index] = default_rank(series[index])
+        by_study_and_rank = sorted(matching, key=lambda i: (studies[i], ranks[i]))
+        ranked = _ordered(by_study_and_rank, selection.order_by, self.columns)
+        by_default: list[DefaultChoice] = []
+        if selection.all_matched:
+            chosen = ranked
+        else:
+            of_study: dict[int, list[int]] = {}
+            for index in ranked:
+                of_study.setdefault(studies[index], []).append(index)
+            chosen = [matches[0] for matches in of_study.values()]
+            by_default = [
+                DefaultChoice(series[best].study.uid, len(rest) + 1, series[best])
+                for best, *rest in of_study.values()
+                if rest and _tied(best, rest[0], selection.order_by, self.columns)
+            ]
+        return Outcome(selection, series, tuple(ranked), tuple(chosen), tuple(by_default))
 
 
 def _fixed_order(candidates: Sequence[Candidate]) -> tuple[tuple[Candidate, ...], list[int]]:
@@ -154,36 +184,6 @@ def check_required(outcomes: Sequence[Outcome]) -> None:
         )
 
 
-def _apply(
-    selection: Selection,
-    baseline: tuple[Candidate, ...],
-    studies: Sequence[int],
-    codes: ValueCodes,
-    with_volume: Sequence[bool],
-    ranks: list[tuple[int, int] | None],
-) -> Outcome:
-    matching = [i for i in codes.passing(selection.conditions) if with_volume[i]]
-    for index in matching:
-        if ranks[index] is None:
-            ranks[index] = default_rank(baseline[index])
-    by_study_and_rank = sorted(matching, key=lambda i: (studies[i], ranks[i]))
-    ranked = _ordered(by_study_and_rank, baseline, selection.order_by)
-    by_default: list[DefaultChoice] = []
-    if selection.all_matched:
-        chosen = ranked
-    else:
-        of_study: dict[int, list[int]] = {}
-        for index in ranked:
-            of_study.setdefault(studies[index], []).append(index)
-        chosen = [matches[0] for matches in of_study.values()]
-        by_default = [
-            DefaultChoice(baseline[best].study.uid, len(rest) + 1, baseline[best])
-            for best, *rest in of_study.values()
-            if rest and _tied(baseline[best], baseline[rest[0]], selection.order_by)
-        ]
-    return Outcome(selection, baseline, tuple(ranked), tuple(chosen), tuple(by_default))
-
-
 def default_rank(candidate: Candidate) -> tuple[int, int]:
     """Where the default order places a series: (0 a volume, 1 a single slice, 2 a localizer;
     then more slices first). A localizer is a series whose ImageType says LOCALIZER, or whose
@@ -208,38 +208,58 @@ def _says_localizer(candidate: Candidate) -> bool:
     return False
 
 
-def _tied(first: Candidate, second: Candidate, keys: Sequence[OrderKey]) -> bool:
-    """Whether the rules' ``order_by`` leaves ``first`` and ``second`` equal."""
-    return all(_sort_value(first, k.name) == _sort_value(second, k.name) for k in keys)
+class SortColumns:
+    """Each sort key's comparable value (see ``comparable``) for every series, in the fixed
+    order, worked out when a selection first sorts by it: selections share their keys."""
+
+    def __init__(self, series: Sequence[Candidate], codes: ValueCodes) -> None:
+        self._series = series
+        self._codes = codes
+        self._columns: dict[str, list[Any]] = {}
+
+    def __getitem__(self, name: str) -> list[Any]:
+        """Per series, ``comparable``'s value: a tuple, or ``None``."""
+        column = self._columns.get(name)
+        if column is None:
+            if name in DERIVED_ORDER_KEYS:
+                column = [comparable(_derived(c, name)) for c in self._series]
+            else:  # a keyword: its first value, worked out once per distinct value
+                distinct = self._codes.distinct[name]
+                of_code = [comparable(values[0][0] if values[0] else None) for values in distinct]
+                column = list(map(of_code.__getitem__, self._codes.codes[name]))
+            self._columns[name] = column
+        return column
 
 
-def _ordered(
-    positions: Sequence[int], series: Sequence[Candidate], keys: Sequence[OrderKey]
-) -> list[int]:
-    """``positions`` of ``series`` sorted by ``keys`` (first key first); series lacking a key's
-    value go last."""
-    ordered = list(positions)
-    for key in reversed(keys):
-        valued = [(i, _sort_value(series[i], key.name)) for i in ordered]
-        present = [(i, v) for i, v in valued if v is not None]
-        present.sort(key=lambda pair: pair[1], reverse=key.descending)
-        ordered = [i for i, _ in present] + [i for i, v in valued if v is None]
-    return ordered
-
-
-def _sort_value(candidate: Candidate, name: str) -> tuple[int, Any] | None:
-    """A comparable value: numbers before text; ``None`` when the series has none."""
-    value: Any
+def _derived(candidate: Candidate, name: str) -> Any:
+    """The value of a sort key that is no DICOM keyword (``DERIVED_ORDER_KEYS``)."""
     if name == "instance_count":
-        value = len(candidate.series.instances)
-    elif name == "voxel_count":
-        value = max((math.prod(v.shape) for v in candidate.volumes), default=None)
-    elif name == "slice_spacing":
-        value = candidate.volumes[0].spacing[2] if candidate.volumes else None
-    else:
-        first = candidate.facts.values[name][0]
-        value = first[0] if first else None
+        return len(candidate.series.instances)
+    if name == "voxel_count":
+        return max((math.prod(v.shape) for v in candidate.volumes), default=None)
+    return candidate.volumes[0].spacing[2] if candidate.volumes else None  # slice_spacing
+
+
+def comparable(value: Any) -> tuple[int, Any] | None:
+    """A sort key's value as it compares: numbers before text; ``None`` when there is none."""
     if value is None:
         return None
     number = as_number(value)
     return (0, number) if number is not None else (1, str(value).casefold())
+
+
+def _tied(first: int, second: int, keys: Sequence[OrderKey], columns: SortColumns) -> bool:
+    """Whether the rules' ``order_by`` leaves the series at ``first`` and ``second`` equal."""
+    return all(columns[k.name][first] == columns[k.name][second] for k in keys)
+
+
+def _ordered(positions: Sequence[int], keys: Sequence[OrderKey], columns: SortColumns) -> list[int]:
+    """``positions`` sorted by ``keys`` (first key first); series lacking a key's value go
+    last."""
+    ordered = list(positions)
+    for key in reversed(keys):
+        column = columns[key.name]
+        present = [i for i in ordered if column[i] is not None]
+        present.sort(key=column.__getitem__, reverse=key.descending)
+        ordered = present + [i for i in ordered if column[i] is None]
+    return ordered

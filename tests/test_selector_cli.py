@@ -17,11 +17,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from reliability_support import tree_digest
 from selector_support import AXIAL_IOP, CORONAL_IOP, SeriesFixture, rules_json, write_parser_output
+from series_selection.common.dictionary import tag_key
 from series_selection.common.jsonio import json_text, schema_errors
 from series_selection.selector.cli import main
+from series_selection.selector.inputs import Candidate
 
 OPERATORS = Path(__file__).resolve().parent.parent / "operators"
 
@@ -127,14 +131,27 @@ def test_selected_images_is_formatted_like_every_json_file(parsed: Path, tmp_pat
     assert document["selections"][0]["series"][0] in document["selections"][2]["series"]
 
 
-def test_an_output_breaking_its_schema_is_not_written(
-    parsed: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_description_that_is_no_text_is_written_as_text(parsed: Path, tmp_path: Path) -> None:
     metadata = json.loads((parsed / "dicom-metadata.json").read_text())
     for study in metadata["studies"]:
         for series in study["series"]:  # a valid DICOM JSON element, but no text
             series["attributes"]["0008103E"] = {"vr": "LO", "Value": [42]}  # SeriesDescription
     (parsed / "dicom-metadata.json").write_text(json.dumps(metadata))
+    out = tmp_path / "out"
+    assert run(parsed, out) == 0
+    chosen = selected(out)["selections"][0]["series"]
+    assert [series["SeriesDescription"] for series in chosen] == ["42"]
+
+
+def test_an_output_breaking_its_schema_is_not_written(
+    parsed: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fault in what makes the outputs (here a description that is a number) is caught by
+    the schema check before anything is written."""
+    monkeypatch.setattr(Candidate, "description", property(lambda candidate: 42))
     out = tmp_path / "out"
     assert run(parsed, out) == 5
     assert "refusing to write selection-explain.json" in capsys.readouterr().err
@@ -636,3 +653,74 @@ def test_a_pattern_that_runs_out_of_time_ends_the_run_with_one_line(
     assert "selection 'slow' at $.selections[0].conditions.SeriesDescription: " in line
     assert r"regular expression '^(a|a)*\1$' ran out of time" in line
     assert not (tmp_path / "out" / "selected-images.json").exists()
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=6,
+)
+HOSTILE_KEYWORDS = (  # and what each also decides: order, label, localizer, plane
+    "StudyDate",
+    "SeriesNumber",
+    "SeriesDescription",
+    "ImageType",
+    "ImageOrientationPatient",
+    "SliceThickness",
+)
+HOSTILE_RULES = rules_json(
+    *(
+        {"name": keyword, "conditions": {keyword: "(?i)ct|1"}, "order_by": [keyword]}
+        for keyword in HOSTILE_KEYWORDS
+        if keyword != "ImageOrientationPatient"  # a plane, below
+    ),
+    {"name": "range", "conditions": {"SliceThickness": [0.5, 5.0], "SeriesNumber": [1, ">"]}},
+    {"name": "members", "conditions": {"ImageType": ["ORIGINAL", "!LOCALIZER"]}},
+    {"name": "plane", "conditions": {"ImageOrientationPatient": "Axial", "StudyDate": None}},
+    {"name": "any", "conditions": {"any": [{"SeriesDescription": "x"}, {"not": {"Modality": 1}}]}},
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    keyword=st.sampled_from(HOSTILE_KEYWORDS),
+    level=st.sampled_from(["study", "series", "instance"]),
+    values=st.lists(JSON_VALUES, max_size=3),
+    vr=st.sampled_from(["CS", "DS", "PN", "LO", "SQ"]),
+)
+def test_any_json_values_in_the_metadata_are_selected_on_without_a_traceback(
+    tmp_path_factory: pytest.TempPathFactory,
+    keyword: str,
+    level: str,
+    values: list[Any],
+    vr: str,
+) -> None:
+    """The schema lets an element's values be any JSON (objects and arrays too): whatever they
+    are, at any level, the selector chooses and explains without a traceback."""
+    folder = tmp_path_factory.mktemp("hostile")
+    write_parser_output(folder / "parsed", FIXTURES[:2])
+    metadata_file = folder / "parsed" / "dicom-metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    study = metadata["studies"][0]
+    datasets = {
+        "study": [study["attributes"]],
+        "series": [series["attributes"] for series in study["series"]],
+        "instance": [i["attributes"] for s in study["series"] for i in s["instances"]],
+    }[level]
+    for holder in (study["attributes"], *(s["attributes"] for s in study["series"])):
+        holder.pop(tag_key(keyword), None)  # so that the hostile level is the one read
+    for dataset in datasets:
+        dataset[tag_key(keyword)] = {"vr": vr, "Value": values}
+    metadata_file.write_text(json.dumps(metadata))
+    rules = folder / "rules.json"
+    rules.write_text(HOSTILE_RULES)
+    arguments = ["--input", str(folder / "parsed"), "--output", str(folder / "out")]
+    assert main([*arguments, "--rules", str(rules), "--explain"]) == 0
+    explained = json.loads((folder / "out" / "selection-explain.json").read_text())
+    assert schema_errors(explained, "selection-explain") == []

@@ -38,14 +38,22 @@ class Candidate:
     facts: Facts
 
     @cached_property
-    def number(self) -> Any:
-        """The SeriesNumber, ``None`` when absent."""
-        return json_value(self.series.attributes, "SeriesNumber")
+    def number(self) -> int | float | str | None:
+        """The SeriesNumber, ``None`` when absent (as text when it is no number)."""
+        number = json_value(self.series.attributes, "SeriesNumber")
+        if isinstance(number, int | float) and not isinstance(number, bool):
+            return number
+        return text_or_none(number)
 
     @cached_property
-    def description(self) -> Any:
+    def description(self) -> str | None:
         """The SeriesDescription, ``None`` when absent."""
-        return json_value(self.series.attributes, "SeriesDescription")
+        return text_or_none(json_value(self.series.attributes, "SeriesDescription"))
+
+    @property
+    def modality(self) -> str | None:
+        """The Modality, ``None`` when absent."""
+        return text_or_none(json_value(self.series.attributes, "Modality"))
 
     @cached_property
     def label(self) -> str:
@@ -64,6 +72,12 @@ class Candidate:
         """Where the series comes within its study: by SeriesNumber (none last), then UID."""
         number = as_number(self.number)
         return number is None, number or 0.0, self.series.uid
+
+
+def text_or_none(value: Any) -> str | None:
+    """A value that names a series in the outputs, which take text there: any other value (a
+    number, or an object or array, which JSON allows) as its text."""
+    return value if value is None or isinstance(value, str) else str(value)
 
 
 def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate, ...]:
@@ -92,7 +106,11 @@ def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate
 def facts_of(
     study: Study, series: Series, keywords: Iterable[str], volumes: tuple[VolumeEntry, ...] = ()
 ) -> Facts:
-    """The values of ``keywords`` for ``series``: series level, else study level, else instances."""
+    """The values of ``keywords`` for ``series``: series level, else study level, else instances.
+
+    An object or array among the values (valid JSON, though no DICOM value but a sequence's)
+    is taken as its text, so that facts can be told apart by hashing.
+    """
     series_attributes, study_attributes = series.attributes, study.attributes
     values: dict[str, tuple[Values, ...]] = {}
     for keyword in keywords:
@@ -100,9 +118,15 @@ def facts_of(
         element = series_attributes.get(tag)
         if element is None:
             element = study_attributes.get(tag)
-        values[keyword] = (
-            _per_instance(series, tag) if element is None else (element_values(element),)
-        )
+        if element is None:
+            values[keyword] = _per_instance(series, tag)
+            continue
+        found = element_values(element)
+        try:
+            hash(found)
+        except TypeError:
+            found = _as_text(found)
+        values[keyword] = (found,)
     return Facts(values, frozenset([v.orientation for v in volumes]))
 
 
@@ -111,9 +135,13 @@ def _per_instance(series: Series, tag: str) -> tuple[Values, ...]:
     distinct: dict[Values, None] = {}
     for instance in series.instances:
         element = instance.attributes.get(tag)
-        values = () if element is None else element_values(element)
-        distinct[tuple([repr(v) if isinstance(v, dict | list) else v for v in values])] = None
+        distinct[() if element is None else _as_text(element_values(element))] = None
     return tuple(distinct) if distinct else ((),)
+
+
+def _as_text(values: Values) -> Values:
+    """``values`` with each object or array among them as its text."""
+    return tuple([repr(v) if isinstance(v, dict | list) else v for v in values])
 
 
 class InputFolder:

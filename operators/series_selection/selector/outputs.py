@@ -18,7 +18,6 @@ from series_selection.common.models import (
     SelectedImages,
     SelectionImages,
     VolumeEntry,
-    json_value,
 )
 from series_selection.selector.inputs import Candidate, InputFolder
 from series_selection.selector.selection import Outcome
@@ -80,13 +79,12 @@ class _ChosenSeries:
     def of(self, candidate: Candidate) -> ChosenSeries:
         made = self._made.get(id(candidate))
         if made is None:
-            attributes = candidate.series.attributes
             made = self._made[id(candidate)] = ChosenSeries(
                 study_instance_uid=candidate.study.uid,
                 series_instance_uid=candidate.series.uid,
                 series_number=candidate.number,
                 series_description=candidate.description,
-                modality=json_value(attributes, "Modality"),
+                modality=candidate.modality,
                 instance_count=len(candidate.series.instances),
                 images=tuple(self._image(volume) for volume in candidate.volumes),
             )

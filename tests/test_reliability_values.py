@@ -384,3 +384,30 @@ def test_hostile_files_among_good_ones_do_not_stop_the_pipeline(
     assert SLICES in {image["shape"][2] for s in chosen["series"] for image in s["images"]}
     report = load_outputs(tmp_path / "out" / "dicom-parser")["parse-report.json"]
     assert len(report["files"]) == SLICES + len(HOSTILE_FILES)
+
+
+def test_text_attributes_sent_as_sequences_are_selected_on_as_text(
+    tmp_path: Path, series: list[bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Explicit VR lets a file give SeriesDescription and Modality as sequences: the parser
+    keeps them as such, and the selector matches, labels and writes them as their text."""
+    item = pydicom.Dataset()
+    item.CodeValue = "X"
+    (tmp_path / "in").mkdir()
+    for number, data in enumerate(series):
+        dataset = pydicom.dcmread(io.BytesIO(data))
+        for tag in (0x0008103E, 0x00080060):  # SeriesDescription, Modality
+            del dataset[tag]
+            dataset.add_new(tag, "SQ", pydicom.Sequence([item]))
+        dataset.save_as(tmp_path / "in" / f"{number}.dcm", enforce_file_format=True)
+    parse(tmp_path / "in", tmp_path / "out", capsys)
+    rules = tmp_path / "rules.json"
+    as_text = {"SeriesDescription": "00080100", "Modality": "'X'"}  # CodeValue's tag and value
+    rules.write_text(json.dumps({"selections": [{"name": "s", "conditions": as_text}]}))
+    arguments = ["--input", str(tmp_path / "out"), "--output", str(tmp_path / "sel")]
+    assert selector([*arguments, "--rules", str(rules)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    (chosen,) = json.loads((tmp_path / "sel" / "selected-images.json").read_text())["selections"]
+    (entry,) = chosen["series"]
+    assert entry["SeriesDescription"].startswith("{'00080100'")
+    assert entry["Modality"].startswith("{'00080100'")

@@ -256,11 +256,12 @@ def test_a_metaimage_header_without_its_data_file_line_in_its_first_mib_is_refus
     assert "has no ElementDataFile line in its first 1 MiB" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("mode", ["place", "refer"])
 @pytest.mark.parametrize(
     "data_file", ["../../outside.raw", "/etc/passwd", "nul\x00byte.raw", "missing.raw", "a b.raw"]
 )
 def test_a_metaimage_header_naming_a_hostile_data_file_is_refused(
-    parsed: Path, tmp_path: Path, data_file: str, capsys: pytest.CaptureFixture[str]
+    parsed: Path, tmp_path: Path, data_file: str, mode: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     listing = json.loads((parsed / "series-images.json").read_text())
     for volume in (v for entries in listing.values() for v in entries):
@@ -270,7 +271,7 @@ def test_a_metaimage_header_naming_a_hostile_data_file_is_refused(
         volume.update(path=mhd, format="mhd")
     (parsed / "series-images.json").write_text(json.dumps(listing))
     out = tmp_path / "out"
-    assert run(parsed, out) == 2
+    assert run(parsed, out, CT_AXIAL, "--volumes", mode) == 2
     error = capsys.readouterr().err
     assert "Traceback" not in error
     assert len([line for line in error.splitlines() if "ERROR" in line]) == 1

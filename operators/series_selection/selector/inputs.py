@@ -83,7 +83,7 @@ def text_or_none(value: Any) -> str | None:
 def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate, ...]:
     """Every series of ``folder``'s ``dicom-metadata.json``, with facts for ``keywords``.
 
-    Volume paths are checked (``InputFolder.file``) when a volume is used, i.e. placed or
+    Volume paths are checked (``InputFolder.located``) when a volume is used, i.e. placed or
     referred to.
     """
     if not folder.is_dir():
@@ -151,12 +151,6 @@ class InputFolder:
         self.folder = folder
         self._inside = os.path.realpath(folder).rstrip(os.sep) + os.sep
         self._resolved_folders: dict[str, str] = {}
-
-    def file(self, relative: str) -> Path:
-        """``folder / relative`` if it is a file inside the folder, symlinks resolved; else
-        ``InputError``."""
-        self.located(relative)
-        return self.folder / relative
 
     def located(self, relative: str) -> str:
         """Where the file ``relative`` is, a symbolic link followed, if that is inside the

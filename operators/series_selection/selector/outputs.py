@@ -91,13 +91,19 @@ class _ChosenSeries:
         return made
 
     def _image(self, volume: VolumeEntry) -> ImageEntry:
+        """The entry of one volume, placed with the files it needs beside it (``place``) or
+        pointed at where it is (``refer``); in both modes each of those files must be inside
+        the input folder."""
+        files = [(volume.path, self.input_folder.located(volume.path))]
+        for relative in data_files(files[0][1], volume):
+            files.append((relative, self.input_folder.located(relative)))
         if self.mode == "place":
-            for relative in (volume.path, *data_files(self.input_folder, volume)):
-                place(self.input_folder.located(relative), f"{self.staging}/{relative}")
+            for relative, located in files:
+                place(located, f"{self.staging}/{relative}")
                 self.placed.append(relative)
             path = volume.path
         else:
-            located = self.input_folder.file(volume.path)
+            located = str(self.input_folder.folder / volume.path)
             path = Path(os.path.relpath(located, self.output_dir)).as_posix()
         return ImageEntry(
             path=path,
@@ -112,13 +118,14 @@ class _ChosenSeries:
         )
 
 
-def data_files(input_folder: InputFolder, volume: VolumeEntry) -> list[str]:
-    """The files a volume needs beside itself: a MetaImage header's ``ElementDataFile``."""
+def data_files(header: str, volume: VolumeEntry) -> list[str]:
+    """The files a volume needs beside itself: a MetaImage header's ``ElementDataFile``, read
+    from the file ``header`` (the volume's, located)."""
     if volume.format != "mhd":
         return []
-    with input_folder.file(volume.path).open("rb") as file:  # LOCAL: the voxels follow
-        header = file.read(MAX_HEADER_BYTES).decode("latin-1")
-    for line in header.splitlines():
+    with Path(header).open("rb") as file:  # LOCAL: the voxels follow
+        text = file.read(MAX_HEADER_BYTES).decode("latin-1")
+    for line in text.splitlines():
         key, _, value = line.partition("=")
         if key.strip() == "ElementDataFile":
             name = value.strip()

@@ -111,7 +111,7 @@ def _verdicts(outcome: Outcome, number: dict[int, int], codes: ValueCodes) -> di
 
 
 def _merged(lists: list[list[int]]) -> list[int]:
-    """Ascending lists of series numbers as one ascending list."""
+    """Ascending lists of series positions as one ascending list."""
     return lists[0] if len(lists) == 1 else sorted(chain.from_iterable(lists))
 
 

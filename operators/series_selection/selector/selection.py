@@ -130,7 +130,7 @@ class _SeriesInOrder:
     def __init__(self, candidates: Sequence[Candidate], keywords: Sequence[str]) -> None:
         self.series, self.studies = _fixed_order(candidates)
         self.codes = ValueCodes([c.facts for c in self.series], keywords)
-        self.columns = SortColumns(self.series, self.codes)
+        self.columns = _SortColumns(self.series, self.codes)
         self._with_volume = [bool(c.volumes) for c in self.series]
         self._ranks: list[tuple[int, int] | None] = [None] * len(self.series)
 
@@ -208,8 +208,8 @@ def _says_localizer(candidate: Candidate) -> bool:
     return False
 
 
-class SortColumns:
-    """Each sort key's comparable value (see ``comparable``) for every series, in the fixed
+class _SortColumns:
+    """Each sort key's comparable value (see ``_comparable``) for every series, in the fixed
     order, worked out when a selection first sorts by it: selections share their keys."""
 
     def __init__(self, series: Sequence[Candidate], codes: ValueCodes) -> None:
@@ -218,14 +218,14 @@ class SortColumns:
         self._columns: dict[str, list[Any]] = {}
 
     def __getitem__(self, name: str) -> list[Any]:
-        """Per series, ``comparable``'s value: a tuple, or ``None``."""
+        """Per series, ``_comparable``'s value: a tuple, or ``None``."""
         column = self._columns.get(name)
         if column is None:
             if name in DERIVED_ORDER_KEYS:
-                column = [comparable(_derived(c, name)) for c in self._series]
+                column = [_comparable(_derived(c, name)) for c in self._series]
             else:  # a keyword: its first value, worked out once per distinct value
                 distinct = self._codes.distinct[name]
-                of_code = [comparable(values[0][0] if values[0] else None) for values in distinct]
+                of_code = [_comparable(values[0][0] if values[0] else None) for values in distinct]
                 column = list(map(of_code.__getitem__, self._codes.codes[name]))
             self._columns[name] = column
         return column
@@ -240,7 +240,7 @@ def _derived(candidate: Candidate, name: str) -> Any:
     return candidate.volumes[0].spacing[2] if candidate.volumes else None  # slice_spacing
 
 
-def comparable(value: Any) -> tuple[int, Any] | None:
+def _comparable(value: Any) -> tuple[int, Any] | None:
     """A sort key's value as it compares: numbers before text; ``None`` when there is none."""
     if value is None:
         return None
@@ -248,12 +248,14 @@ def comparable(value: Any) -> tuple[int, Any] | None:
     return (0, number) if number is not None else (1, str(value).casefold())
 
 
-def _tied(first: int, second: int, keys: Sequence[OrderKey], columns: SortColumns) -> bool:
+def _tied(first: int, second: int, keys: Sequence[OrderKey], columns: _SortColumns) -> bool:
     """Whether the rules' ``order_by`` leaves the series at ``first`` and ``second`` equal."""
     return all(columns[k.name][first] == columns[k.name][second] for k in keys)
 
 
-def _ordered(positions: Sequence[int], keys: Sequence[OrderKey], columns: SortColumns) -> list[int]:
+def _ordered(
+    positions: Sequence[int], keys: Sequence[OrderKey], columns: _SortColumns
+) -> list[int]:
     """``positions`` sorted by ``keys`` (first key first); series lacking a key's value go
     last."""
     ordered = list(positions)

@@ -126,6 +126,36 @@ def test_dicom_text_is_escaped(tmp_path: Path) -> None:
     assert all(img.get("onerror") is None for img in tree.findall(".//img"))
 
 
+def test_values_nested_a_thousand_deep_are_shown_as_a_note(tmp_path: Path) -> None:
+    """The DICOM JSON schema lets an element hold any JSON, and the decoders take about a
+    thousand levels: selector and report name such a value instead of failing on it."""
+    write_series(tmp_path / "dicom", ct_series(slices=3))
+    parse_folder(tmp_path / "dicom", tmp_path / "parsed", "nii", workers=1, previews=False)
+    metadata_file = tmp_path / "parsed" / "dicom-metadata.json"
+    metadata = json.loads(metadata_file.read_text())
+    (study,) = metadata["studies"]
+    deep = {"vr": "LO", "Value": ["DEEP"]}
+    study["attributes"].update(  # StudyDescription, StudyDate, PatientName, StudyInstanceUID
+        {"00081030": deep, "00080020": deep, "00100010": deep, "0020000D": deep}
+    )
+    study["series"][0]["attributes"].update(  # SeriesDescription, Modality, ImageType
+        {"0008103E": deep, "00080060": deep, "00080008": deep}
+    )
+    levels = 990
+    text = json.dumps(metadata).replace('"DEEP"', "[" * levels + "1" + "]" * levels)
+    metadata_file.write_text(text)
+    rules = tmp_path / "rules.json"
+    conditions = {"SeriesDescription": "x", "Modality": "CT", "StudyDescription": "y"}
+    rules.write_text(json.dumps({"selections": [{"name": "s", "conditions": conditions}]}))
+    arguments = ["--input", str(tmp_path / "parsed"), "--output", str(tmp_path / "selected")]
+    assert selector_main([*arguments, "--rules", str(rules), "--explain"]) == 0
+    report = tmp_path / "report"
+    run_report(tmp_path / "parsed", report, tmp_path / "selected", "--show-identifiers")
+    page = report / "report.html"
+    assert page.read_text().count("(list nested too deeply to show)") >= 3
+    strictly_parsed(page)
+
+
 def test_a_volume_without_previews_is_listed_without_pictures(tmp_path: Path) -> None:
     write_series(tmp_path / "dicom", ct_series(slices=3))
     parse_folder(tmp_path / "dicom", tmp_path / "parsed", "nii", workers=1, previews=False)

@@ -69,6 +69,18 @@ def json_value(dataset: JsonDataset, keyword: str) -> Any:
     return values[0] if values else None
 
 
+def value_text(value: Any) -> str:
+    """A value of a JSON dataset as text: text as itself, any other value as Python writes it.
+    An object or array nested too deeply for that (JSON decoders take about a thousand levels)
+    is a note saying so."""
+    if isinstance(value, str):
+        return value
+    try:
+        return repr(value)
+    except RecursionError:
+        return f"({type(value).__name__} nested too deeply to show)"
+
+
 @dataclass(frozen=True)
 class Instance:
     """One DICOM file: its path relative to the parser's input and its instance-level attributes."""
@@ -78,7 +90,7 @@ class Instance:
 
     @property
     def sop_instance_uid(self) -> str:
-        return str(json_value(self.attributes, "SOPInstanceUID"))
+        return value_text(json_value(self.attributes, "SOPInstanceUID"))
 
     def to_json(self) -> dict[str, Any]:
         return self.json_entry(self.path, self.attributes)
@@ -103,7 +115,7 @@ class Series:
 
     @cached_property
     def uid(self) -> str:
-        return str(json_value(self.attributes, "SeriesInstanceUID"))
+        return value_text(json_value(self.attributes, "SeriesInstanceUID"))
 
     def to_json(self) -> dict[str, Any]:
         return self.json_entry(self.attributes, [i.to_json() for i in self.instances])
@@ -131,7 +143,7 @@ class Study:
 
     @cached_property
     def uid(self) -> str:
-        return str(json_value(self.attributes, "StudyInstanceUID"))
+        return value_text(json_value(self.attributes, "StudyInstanceUID"))
 
     def to_json(self) -> dict[str, Any]:
         return self.json_entry(self.attributes, [s.to_json() for s in self.series])

@@ -11,13 +11,17 @@ from typing import Any
 
 from series_selection.common.errors import InputError
 from series_selection.common.jsonio import read_json
-from series_selection.common.models import JsonDataset, VolumeEntry, json_value
+from series_selection.common.models import (
+    EXPLAIN_FILE,
+    METADATA_FILE,
+    REPORT_FILE,
+    SERIES_IMAGES_FILE,
+    JsonDataset,
+    VolumeEntry,
+    json_value,
+    value_text,
+)
 from series_selection.common.planes import PLANE_AXES, edge_letters
-
-METADATA_FILE = "dicom-metadata.json"
-SERIES_IMAGES_FILE = "series-images.json"
-PARSE_REPORT_FILE = "parse-report.json"
-EXPLAIN_FILE = "selection-explain.json"
 
 IDENTIFIERS = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber")
 """Shown only with --show-identifiers: the page is meant to be shared in a ticket."""
@@ -47,11 +51,11 @@ def studies_of(document: Mapping[str, Any]) -> tuple[Study, ...]:
     document itself, so the page depends on the file, not on how an operator models it."""
     return tuple(
         Study(
-            uid=str(json_value(study["attributes"], "StudyInstanceUID")),
+            uid=value_text(json_value(study["attributes"], "StudyInstanceUID")),
             attributes=study["attributes"],
             series=tuple(
                 Series(
-                    uid=str(json_value(series["attributes"], "SeriesInstanceUID")),
+                    uid=value_text(json_value(series["attributes"], "SeriesInstanceUID")),
                     attributes=series["attributes"],
                     first_instance=series["instances"][0]["attributes"]
                     if series["instances"]
@@ -76,7 +80,7 @@ def read_inputs(
         raise InputError(f"input folder {parser_dir} does not exist or is not a folder")
     studies = studies_of(read_json(parser_dir / METADATA_FILE, "dicom-metadata"))
     images = read_json(parser_dir / SERIES_IMAGES_FILE, "series-images")
-    parse_report = read_json(parser_dir / PARSE_REPORT_FILE, "parse-report")
+    parse_report = read_json(parser_dir / REPORT_FILE, "parse-report")
     explain = None
     if selector_dir is not None:
         if not selector_dir.is_dir():
@@ -95,8 +99,8 @@ def _first(keyword: str, *datasets: JsonDataset) -> Any:
 
 def _text(value: Any) -> str:
     if isinstance(value, dict):  # a person name without Alphabetic
-        return " ".join(str(v) for v in value.values())
-    return "" if value is None else str(value)
+        return " ".join(value_text(v) for v in value.values())
+    return "" if value is None else value_text(value)
 
 
 def gather(

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from series_selection.common.jsonio import write_json
-from series_selection.common.models import EXPLAIN_FILE, Study, json_value
-from series_selection.selector.inputs import series_identity
+from series_selection.common.models import EXPLAIN_FILE, Study, json_value, value_text
+from series_selection.selector.inputs import series_identity, text_or_none
 from series_selection.selector.matching import (
     Condition,
     Facts,
@@ -187,8 +187,8 @@ def _study_label(study: Study) -> str:
     """A study as people find it: date, description, UID."""
     attributes = study.attributes
     parts = [
-        _text(json_value(attributes, "StudyDate")),
-        repr(_text(json_value(attributes, "StudyDescription"))),
+        _text(text_or_none(json_value(attributes, "StudyDate"))),
+        repr(_text(text_or_none(json_value(attributes, "StudyDescription")))),
         study.uid,
     ]
     return " ".join(parts)
@@ -254,7 +254,7 @@ def _text(value: Any) -> str:
         return "varies: " + " | ".join(_text(v) for v in value.get("per_instance", []))
     if isinstance(value, list):
         return "\\".join(_text(v) for v in value)
-    return str(value)
+    return value_text(value)
 
 
 def _clip(text: str) -> str:

@@ -24,6 +24,7 @@ from series_selection.common.models import (
     element_values,
     json_value,
     series_label,
+    value_text,
 )
 from series_selection.selector.matching import Facts, Values, as_number
 
@@ -65,7 +66,7 @@ class Candidate:
         """Where the study comes among studies: by date, time, then UID."""
         study = self.study.attributes
         date, time = json_value(study, "StudyDate"), json_value(study, "StudyTime")
-        return str(date or ""), str(time or ""), self.study.uid
+        return text_or_none(date) or "", text_or_none(time) or "", self.study.uid
 
     @property
     def series_order(self) -> tuple[bool, float, str]:
@@ -77,7 +78,7 @@ class Candidate:
 def text_or_none(value: Any) -> str | None:
     """A value that names a series in the outputs, which take text there: any other value (a
     number, or an object or array, which JSON allows) as its text."""
-    return value if value is None or isinstance(value, str) else str(value)
+    return None if value is None else value_text(value)
 
 
 def read_parser_output(folder: Path, keywords: Iterable[str]) -> tuple[Candidate, ...]:
@@ -141,7 +142,7 @@ def _per_instance(series: Series, tag: str) -> tuple[Values, ...]:
 
 def _as_text(values: Values) -> Values:
     """``values`` with each object or array among them as its text."""
-    return tuple([repr(v) if isinstance(v, dict | list) else v for v in values])
+    return tuple([value_text(v) if isinstance(v, dict | list) else v for v in values])
 
 
 class InputFolder:

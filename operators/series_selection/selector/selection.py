@@ -10,7 +10,7 @@ from typing import Any
 
 from series_selection.common.dictionary import tag_key
 from series_selection.common.errors import SelectionError
-from series_selection.common.models import element_values
+from series_selection.common.models import element_values, value_text
 from series_selection.selector.inputs import Candidate
 from series_selection.selector.matching import AllOf, Result, ValueCodes, as_number
 from series_selection.selector.rules import DERIVED_ORDER_KEYS, OrderKey, Rules, Selection
@@ -203,7 +203,8 @@ def _says_localizer(candidate: Candidate) -> bool:
     tag = tag_key("ImageType")
     for attributes in (series.attributes, *(i.attributes for i in series.instances)):
         element = attributes.get(tag)
-        if element and any(str(value).upper() == "LOCALIZER" for value in element_values(element)):
+        values = element_values(element) if element else ()
+        if any(value_text(value).upper() == "LOCALIZER" for value in values):
             return True
     return False
 

@@ -310,10 +310,12 @@ def floor(folder: Path) -> dict[str, float]:
     return seconds
 
 
-def _print_floor(folder: Path) -> None:
+def _print_floor(folder: Path, selector_seconds: float) -> None:
     parts = floor(folder)
+    total = sum(parts.values())
     listed = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in parts.items())
-    print(f"floor (compiled code and kernel): {sum(parts.values()):.2f} s ({listed})")
+    print(f"floor (compiled code and kernel): {total:.2f} s ({listed})")
+    print(f"this selector's median / floor: {selector_seconds / total:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = ", ".join(f"{s:.2f}" for s in seconds)
         print(f"{title}: median {statistics.median(seconds):.2f} s (runs: {runs})")
         if args.floor:
-            _print_floor(args.folder)
+            _print_floor(args.folder, statistics.median(seconds))
         return 0
     this = Path(__file__).resolve().parent.parent / "operators"
     measured = _runs(args.folder, args.runs, {"this": this, "other": args.against})
@@ -347,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(f"wall time, this / other: {medians['this'] / medians['other']:.2f}")
     if args.floor:
-        _print_floor(args.folder)
+        _print_floor(args.folder, medians["this"])
     return 0
 
 

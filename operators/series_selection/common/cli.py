@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable, Sequence
-from importlib import metadata
 from typing import Any
 
 from series_selection.common.errors import (
@@ -37,11 +36,25 @@ DISTRIBUTION = "dicom-series-selection"
 
 def add_version(parser: argparse.ArgumentParser) -> None:
     """``--version``: the command's name and the installed distribution's version."""
-    try:
-        version = metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        version = "unknown (not installed)"
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
+
+
+class _Version(argparse.Action):
+    """Looks the version up only when asked: importing ``importlib.metadata`` takes longer than
+    a small selection."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, help: str) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib import metadata
+
+        try:
+            version = metadata.version(DISTRIBUTION)
+        except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+            version = "unknown (not installed)"
+        print(f"{parser.prog} {version}")
+        parser.exit()
 
 
 def exit_code(error: PipelineError) -> int:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import re2
-import regex
 
 from series_selection.common.dictionary import keyword_entries, keyword_vr
 from series_selection.common.errors import RulesError
@@ -135,6 +134,8 @@ class BoundedPattern:
         self.pattern = pattern
         self.owner = owner
         self.budget = budget
+        import regex  # only for the patterns RE2 refuses (its import takes some 10 ms)
+
         self._compiled = regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
 
     def search(self, text: bytes) -> bool:
@@ -458,6 +459,8 @@ def _regex(pattern: str, path: str, owner: _Owner) -> Any:
         return re2.compile(pattern.encode("utf-8"), options)
     except re2.error as error:
         reason = error.args[0].decode() if isinstance(error.args[0], bytes) else error.args[0]
+    import regex  # as BoundedPattern does
+
     try:
         return BoundedPattern(pattern, f"{owner.label} at {path}", owner.budget)
     except (regex.error, OverflowError, RecursionError) as error:

@@ -118,9 +118,9 @@ class Selected:
 
 def select(rules: Rules, candidates: Sequence[Candidate]) -> Selected:
     """Apply every selection, in rule order, to every candidate."""
-    series = _SeriesInOrder(candidates, sorted(rules.keywords))
-    outcomes = tuple(series.apply(selection) for selection in rules.selections)
-    return Selected(series.series, series.codes, outcomes)
+    ordered = _SeriesInOrder(candidates, sorted(rules.keywords))
+    outcomes = tuple(ordered.apply(selection) for selection in rules.selections)
+    return Selected(ordered.series, ordered.codes, outcomes)
 
 
 class _SeriesInOrder:
